@@ -1,0 +1,3 @@
+from ssm_metarl_ray.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""StandardAdapter: test-time adaptation from the current task's fresh trajectories only.
+
+Each step samples ``episodes_per_step`` trajectories with the current (adapted) parameters and takes
+one clipped policy-gradient step on a *copy* of the meta-parameters; the meta-trained policy is never
+modified. The return of the trajectories sampled before each step is recorded, so ``returns[s]`` is
+the mean return after ``s`` adaptation steps (``returns[0]``: before adaptation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ssm_metarl_ray.algorithms.maml import Params, inner_loss, policy_params
+from ssm_metarl_ray.config import AdaptConfig
+from ssm_metarl_ray.envs import Task
+from ssm_metarl_ray.models.policy import Policy
+from ssm_metarl_ray.types import EpisodeBatch
+
+
+@dataclass
+class AdaptResult:
+    task_index: int
+    returns: list[float]  # mean episode return after 0, 1, ..., adapt_steps steps
+    env_steps: int
+    params: Params
+
+
+class StandardAdapter:
+    mode = "standard"
+
+    def __init__(self, policy: Policy, cfg: AdaptConfig):
+        self.policy, self.cfg = policy, cfg
+
+    def loss(self, params: Params, batch: EpisodeBatch) -> Tensor:
+        """Current-task loss: the same policy-gradient objective as the MAML inner loop."""
+        return inner_loss(self.policy, params, batch.to_torch())
+
+    def observe(self, batch: EpisodeBatch) -> None:
+        """Hook for adapters that keep experience (the standard adapter keeps none)."""
+
+    def begin_task(self, task: Task) -> None:
+        self.task = task
+
+    def adapt(self, sampler, task: Task, params: Params | None = None) -> AdaptResult:
+        """``sampler`` is anything with ``sample(task, n, params) -> EpisodeBatch`` (a RolloutWorker)."""
+        if params is None:
+            params = policy_params(self.policy)
+        params = {k: v.detach().clone() for k, v in params.items()}
+        self.begin_task(task)
+        returns, steps = [], 0
+        for s in range(self.cfg.adapt_steps + 1):
+            batch = sampler.sample(task, self.cfg.episodes_per_step, params)
+            returns.append(float(batch.episode_returns.mean()))
+            steps += batch.num_steps
+            if s < self.cfg.adapt_steps:
+                params = self.step(params, batch)
+            self.observe(batch)
+        return AdaptResult(task.index, returns, steps, params)
+
+    def step(self, params: Params, batch: EpisodeBatch) -> Params:
+        params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        loss = self.loss(params, batch)
+        names = list(params)
+        grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
+        grads = [torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, grads)]
+        norm = torch.sqrt(sum((g**2).sum() for g in grads))
+        scale = min(1.0, self.cfg.grad_clip / (float(norm) + 1e-6))
+        return {n: (params[n] - self.cfg.adapt_lr * scale * g).detach() for n, g in zip(names, grads)}
+
+
+def mean_sem(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[axis]
+    return x.mean(axis), (x.std(axis, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(x.mean(axis)))

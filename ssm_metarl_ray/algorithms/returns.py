@@ -1,0 +1,88 @@
+"""Returns, GAE and the linear feature baseline: pure functions over padded (K, T) episode arrays.
+
+Each row is one episode starting at t = 0; ``mask`` (K, T) is 1 on real steps. Episodes end at the
+horizon or at termination; nothing is bootstrapped past the last real step (fixed-horizon tasks,
+as in MAML 2017). Each fast (vectorised) function has a slow loop reference tested against it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def discounted_returns(rewards: np.ndarray, mask: np.ndarray, gamma: float) -> np.ndarray:
+    """Reward-to-go G_t = sum_k gamma^k r_{t+k}; rewards, mask (K, T) -> (K, T)."""
+    r = rewards * mask
+    out = np.zeros_like(r)
+    acc = np.zeros(r.shape[0], dtype=r.dtype)
+    for t in range(r.shape[1] - 1, -1, -1):  # loop over T only; vectorised over K
+        acc = r[:, t] + gamma * acc
+        out[:, t] = acc
+    return out * mask
+
+
+def gae(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float, lam: float) -> np.ndarray:
+    """Generalised advantage estimates; rewards, values, mask (K, T) -> advantages (K, T).
+
+    delta_t = r_t + gamma V_{t+1} m_{t+1} - V_t;  A_t = delta_t + gamma lam m_{t+1} A_{t+1}.
+    """
+    v = values * mask
+    v_next = np.concatenate([v[:, 1:], np.zeros_like(v[:, :1])], axis=1)
+    m_next = np.concatenate([mask[:, 1:], np.zeros_like(mask[:, :1])], axis=1)
+    delta = (rewards + gamma * v_next - v) * mask
+    adv = np.zeros_like(delta)
+    acc = np.zeros(delta.shape[0], dtype=delta.dtype)
+    for t in range(delta.shape[1] - 1, -1, -1):
+        acc = delta[:, t] + gamma * lam * m_next[:, t] * acc
+        adv[:, t] = acc
+    return adv * mask
+
+
+def gae_reference(rewards, values, mask, gamma, lam) -> np.ndarray:
+    """Slow per-episode, per-step reference of :func:`gae` (tests only)."""
+    K, T = rewards.shape
+    adv = np.zeros((K, T), dtype=np.float64)
+    for k in range(K):
+        n = int(mask[k].sum())
+        a = 0.0
+        for t in reversed(range(n)):
+            v_next = values[k, t + 1] if t + 1 < n else 0.0
+            delta = rewards[k, t] + gamma * v_next - values[k, t]
+            a = delta + gamma * lam * a
+            adv[k, t] = a
+    return adv
+
+
+def linear_baseline(obs: np.ndarray, returns: np.ndarray, mask: np.ndarray, reg: float = 1e-5) -> np.ndarray:
+    """Fit the MAML/ProMP linear feature baseline to ``returns`` and predict V; obs (K, T, D) -> (K, T).
+
+    Features per step: [obs, obs^2, t/100, (t/100)^2, (t/100)^3, 1] (rllab's LinearFeatureBaseline),
+    ridge-regularised least squares over the real (masked) steps of this batch.
+    """
+    K, T, _ = obs.shape
+    o = np.clip(obs, -10.0, 10.0).astype(np.float64)
+    t = np.broadcast_to((np.arange(T, dtype=np.float64) / 100.0)[None, :, None], (K, T, 1))
+    feats = np.concatenate([o, o * o, t, t**2, t**3, np.ones_like(t)], axis=-1)  # (K, T, F)
+    m = mask.astype(bool)
+    X, y = feats[m], returns[m].astype(np.float64)  # (N, F), (N,)
+    eye = np.eye(X.shape[1])
+    coef = None
+    for scale in (1.0, 10.0, 100.0, 1e3, 1e4):  # increase regularisation until solvable
+        try:
+            coef = np.linalg.solve(X.T @ X + reg * scale * eye, X.T @ y)
+            if np.all(np.isfinite(coef)):
+                break
+        except np.linalg.LinAlgError:
+            continue
+    if coef is None or not np.all(np.isfinite(coef)):
+        coef = np.zeros(X.shape[1])
+    return (feats @ coef).astype(np.float32) * mask
+
+
+def normalize_advantages(adv: np.ndarray, mask: np.ndarray, eps: float = 1e-8) -> np.ndarray:
+    """Zero-mean, unit-std advantages over real steps (K, T) -> (K, T)."""
+    m = mask.astype(bool)
+    if m.sum() < 2:
+        return adv * mask
+    mu, sd = adv[m].mean(), adv[m].std()
+    return ((adv - mu) / (sd + eps)) * mask

@@ -1,0 +1,186 @@
+"""Command line: ``ssm-metarl {train,evaluate,envs}`` (also ``python -m ssm_metarl_ray``).
+
+Bad input gets one line on stderr naming the bad value and what is allowed, and exit code 2; nothing
+is written before the arguments have been validated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ssm_metarl_ray.config import ADAPTATION_MODES, MODELS, AdaptConfig, ExperimentConfig, MetaConfig, ModelConfig
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise UsageError(message)
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    d, m, a, mo = ExperimentConfig(), MetaConfig(), AdaptConfig(), ModelConfig()
+    p.add_argument("--env", "--env_name", "--env-name", dest="env", default=d.env,
+                   help="task family (see `ssm-metarl envs`)")
+    p.add_argument("--model", default=mo.kind, help=f"policy core: {', '.join(MODELS)}")
+    p.add_argument("--adaptation-mode", "--adaptation_mode", dest="adaptation_mode", default=None,
+                   help="evaluate only this mode (standard|hybrid); default: both")
+    p.add_argument("--iterations", "--num_epochs", "--num-epochs", dest="iterations", type=int, default=d.iterations,
+                   help="meta-iterations")
+    p.add_argument("--meta-batch-size", type=int, default=m.meta_batch_size, help="tasks per meta-iteration")
+    p.add_argument("--episodes-per-task", type=int, default=m.episodes_per_task,
+                   help="trajectories per task for inner and outer loss")
+    p.add_argument("--inner-lr", "--inner_lr", dest="inner_lr", type=float, default=m.inner_lr)
+    p.add_argument("--inner-steps", type=int, default=m.inner_steps,
+                   help="inner policy-gradient steps (0: multi-task pretraining without meta-learning)")
+    p.add_argument("--outer-lr", "--outer_lr", dest="outer_lr", type=float, default=m.outer_lr)
+    p.add_argument("--outer-steps", type=int, default=m.outer_steps)
+    p.add_argument("--first-order", action="store_true", help="first-order MAML meta-gradient")
+    p.add_argument("--hidden-size", type=int, default=mo.hidden_size)
+    p.add_argument("--num-layers", type=int, default=mo.num_layers)
+    p.add_argument("--state-size", type=int, default=mo.state_size)
+    p.add_argument("--adapt-lr", type=float, default=None, help="test-time step size (default: --inner-lr)")
+    p.add_argument("--adapt-steps", type=int, default=a.adapt_steps)
+    p.add_argument("--grad-clip", type=float, default=a.grad_clip)
+    p.add_argument("--buffer-size", "--buffer_size", dest="buffer_size", type=int, default=a.buffer_size)
+    p.add_argument("--experience-batch-size", "--experience_batch_size", dest="experience_batch_size", type=int,
+                   default=a.experience_batch_size)
+    p.add_argument("--experience-weight", "--experience_weight", dest="experience_weight", type=float,
+                   default=a.experience_weight, help="replay-loss weight in hybrid mode, in [0, 1]")
+    p.add_argument("--num-train-tasks", type=int, default=d.num_train_tasks)
+    p.add_argument("--num-test-tasks", type=int, default=d.num_test_tasks)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.num_threads, help="torch threads (0: default)")
+    p.add_argument("--output-dir", "--save_dir", dest="output_dir", default=d.output_dir)
+    p.add_argument("--quiet", action="store_true", help="no per-iteration progress lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ssm-metarl", description="Meta-RL with state-space-model policies (MetaMAML, "
+                     "standard and hybrid test-time adaptation).")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    _add_train_flags(sub.add_parser("train", help="meta-train, then evaluate adaptation on held-out tasks"))
+    ev = sub.add_parser("evaluate", help="re-run the held-out evaluation of a checkpoint")
+    ev.add_argument("--checkpoint", required=True, help="checkpoint directory written by `train`")
+    ev.add_argument("--adaptation-mode", "--adaptation_mode", dest="adaptation_mode", default=None)
+    ev.add_argument("--output-dir", default=None, help="where to write metrics/plot (default: next to it)")
+    ev.add_argument("--num-test-tasks", type=int, default=None)
+    sub.add_parser("envs", help="list task families")
+    return parser
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise UsageError(msg)
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    from ssm_metarl_ray.envs import env_names
+
+    _check(args.env in env_names(), f"unknown --env {args.env!r}; allowed: {', '.join(env_names())}")
+    _check(args.model in MODELS, f"unknown --model {args.model!r}; allowed: {', '.join(MODELS)}")
+    _check(args.adaptation_mode in (None, *ADAPTATION_MODES),
+           f"unknown --adaptation-mode {args.adaptation_mode!r}; allowed: {', '.join(ADAPTATION_MODES)}")
+    for name in ("iterations", "meta_batch_size", "episodes_per_task", "hidden_size", "num_layers", "state_size",
+                 "buffer_size", "experience_batch_size", "num_train_tasks", "num_test_tasks"):
+        v = getattr(args, name)
+        _check(v > 0, f"--{name.replace('_', '-')} must be a positive integer, got {v}")
+    for name in ("inner_steps", "adapt_steps", "threads"):
+        v = getattr(args, name)
+        _check(v >= 0, f"--{name.replace('_', '-')} must be >= 0, got {v}")
+    _check(args.outer_steps > 0, f"--outer-steps must be a positive integer, got {args.outer_steps}")
+    _check(0.0 <= args.experience_weight <= 1.0,
+           f"--experience-weight must be in [0, 1], got {args.experience_weight}")
+    for name in ("inner_lr", "outer_lr", "grad_clip"):
+        v = getattr(args, name)
+        _check(v > 0, f"--{name.replace('_', '-')} must be > 0, got {v}")
+    _check(args.adapt_lr is None or args.adapt_lr > 0, f"--adapt-lr must be > 0, got {args.adapt_lr}")
+    model = ModelConfig(kind=args.model, hidden_size=args.hidden_size, num_layers=args.num_layers,
+                        state_size=args.state_size)
+    meta = replace(MetaConfig(), meta_batch_size=args.meta_batch_size, episodes_per_task=args.episodes_per_task,
+                   inner_lr=args.inner_lr, inner_steps=args.inner_steps, outer_lr=args.outer_lr,
+                   outer_steps=args.outer_steps, first_order=args.first_order)
+    adapt = replace(AdaptConfig(), adaptation_mode=args.adaptation_mode or "standard",
+                    adapt_lr=args.adapt_lr if args.adapt_lr is not None else args.inner_lr,
+                    adapt_steps=args.adapt_steps, episodes_per_step=args.episodes_per_task,
+                    grad_clip=args.grad_clip, buffer_size=args.buffer_size,
+                    experience_batch_size=args.experience_batch_size, experience_weight=args.experience_weight)
+    return ExperimentConfig(env=args.env, iterations=args.iterations, num_train_tasks=args.num_train_tasks,
+                            num_test_tasks=args.num_test_tasks, seed=args.seed, output_dir=args.output_dir,
+                            num_threads=args.threads, model=model, meta=meta, adapt=adapt)
+
+
+def _check_output_dir(path: str) -> Path:
+    out = Path(path)
+    _check(not out.exists() or out.is_dir(), f"--output-dir {path!r} exists and is not a directory")
+    return out
+
+
+def cmd_envs() -> int:
+    from ssm_metarl_ray.envs import FAMILIES
+
+    for name, fam in FAMILIES.items():
+        print(f"{name:<18} {fam.description}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ssm_metarl_ray.training.run import run_training
+
+    cfg = config_from_args(args)
+    out = _check_output_dir(cfg.output_dir)
+    modes = [args.adaptation_mode] if args.adaptation_mode else list(ADAPTATION_MODES)
+    run_training(cfg, out, modes, verbose=not args.quiet)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ssm_metarl_ray.training.run import run_evaluation
+    from ssm_metarl_ray.utils.checkpoint import load_config, load_tensors
+
+    _check(args.adaptation_mode in (None, *ADAPTATION_MODES),
+           f"unknown --adaptation-mode {args.adaptation_mode!r}; allowed: {', '.join(ADAPTATION_MODES)}")
+    _check(args.num_test_tasks is None or args.num_test_tasks > 0,
+           f"--num-test-tasks must be a positive integer, got {args.num_test_tasks}")
+    ckpt = Path(args.checkpoint)
+    cfg = load_config(ckpt)
+    weights = load_tensors(ckpt)
+    if args.num_test_tasks:
+        cfg = replace(cfg, num_test_tasks=args.num_test_tasks)
+    out = _check_output_dir(args.output_dir or str(ckpt.parent / "evaluation"))
+    modes = [args.adaptation_mode] if args.adaptation_mode else list(ADAPTATION_MODES)
+    run_evaluation(cfg, weights, ckpt, out, modes)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ssm_metarl_ray.utils.checkpoint import CheckpointError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
+        if args.command == "envs":
+            return cmd_envs()
+        if args.command == "train":
+            return cmd_train(args)
+        return cmd_evaluate(args)
+    except (UsageError, CheckpointError) as e:
+        print(f"ssm-metarl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ssm-metarl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

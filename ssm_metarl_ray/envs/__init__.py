@@ -1,0 +1,24 @@
+"""Task families (see :mod:`ssm_metarl_ray.envs.registry`); importing this registers the gymnasium ids."""
+
+from ssm_metarl_ray.envs.base import MetaEnv, Task, task_splits
+from ssm_metarl_ray.envs.registry import (
+    FAMILIES,
+    GYM_IDS,
+    UnknownEnvError,
+    env_names,
+    make_env,
+    register_gym_ids,
+)
+
+register_gym_ids()
+
+__all__ = [
+    "Task",
+    "MetaEnv",
+    "task_splits",
+    "make_env",
+    "env_names",
+    "FAMILIES",
+    "UnknownEnvError",
+    "GYM_IDS",
+]

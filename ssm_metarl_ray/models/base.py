@@ -1,0 +1,50 @@
+"""The recurrent contract every sequence model (``core``) follows, and the policy input layout.
+
+A core maps per-step features ``x_t`` (B, D_in) to ``y_t`` (B, H) with a state it carries:
+
+* ``initial_state(batch_size) -> State``: the zero/empty state (a tensor or a tuple of tensors);
+* ``step(x_t (B, D_in), state, done_t (B,)) -> (y_t (B, H), state)``: one O(1) step for rollouts;
+* ``forward_sequence(x (B, T, D_in), state, dones (B, T)) -> (y (B, T, H), state)`` for training.
+
+Done convention (Lu et al. 2023): ``done_t = 1`` marks the **first step of a new episode**; the state
+is reset to the initial state *before* step t is processed. Resets happen inside the core, so a batch
+row may hold several episodes. ``forward_sequence`` must equal a loop of ``step`` (outputs, final
+state and gradients), and must be differentiable twice (second-order MAML differentiates through it).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Union
+
+import torch
+from torch import Tensor
+
+State = Union[Tensor, tuple["State", ...]]
+
+
+class SequenceCore(Protocol):
+    output_dim: int
+
+    def initial_state(self, batch_size: int) -> State: ...
+
+    def step(self, x_t: Tensor, state: State, done_t: Tensor) -> tuple[Tensor, State]: ...
+
+    def forward_sequence(self, x: Tensor, state: State, dones: Tensor) -> tuple[Tensor, State]: ...
+
+
+def make_policy_inputs(obs: Tensor, prev_action: Tensor, prev_reward: Tensor, done: Tensor) -> Tensor:
+    """Concatenate what a recurrent policy sees at each step so it can infer the task in context.
+
+    obs (..., obs_dim), prev_action (..., act_dim) (one-hot for discrete actions), prev_reward (...),
+    done (...) -> (..., obs_dim + act_dim + 2). At an episode's first step prev_action and prev_reward
+    are zeros and done is 1.
+    """
+    return torch.cat([obs, prev_action, prev_reward.unsqueeze(-1), done.unsqueeze(-1)], dim=-1)
+
+
+def reset_state(state: State, done_t: Tensor) -> State:
+    """Zero every state tensor (leading dim B) where ``done_t`` (B,) is set; works on nested tuples."""
+    if isinstance(state, tuple):
+        return tuple(reset_state(s, done_t) for s in state)
+    keep = (1.0 - done_t.to(state.real.dtype if state.is_complex() else state.dtype))
+    return state * keep.view(-1, *([1] * (state.dim() - 1)))

@@ -1,0 +1,96 @@
+"""Actor-critic policy: input features -> recurrent core -> action-distribution parameters and value.
+
+The policy follows the same recurrent contract as its core (see ``models/base.py``):
+``initial_state(B)``, ``step(inputs_t (B, D), state, done_t (B,)) -> (PolicyOutput (B, ...), state)``,
+``forward_sequence(inputs (B, T, D), state, dones (B, T)) -> (PolicyOutput (B, T, ...), state)``.
+``forward`` is ``forward_sequence`` so ``torch.func.functional_call(policy, params, ...)`` runs a
+whole batch of sequences with substituted (e.g. MAML-adapted) parameters.
+
+Outputs carry everything needed to build the distribution (Gaussian: mean and log-std broadcast to
+the batch; categorical: logits), so a functional call fully determines the action distribution.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Categorical, Distribution, Normal
+
+from ssm_metarl_ray.config import ModelConfig
+from ssm_metarl_ray.models.base import State
+from ssm_metarl_ray.models.registry import make_core
+
+
+class PolicyOutput(NamedTuple):
+    dist_params: Tensor  # (..., 2*act_dim) Gaussian [mean, log_std] | (..., n_actions) logits
+    value: Tensor  # (...)
+
+
+class Policy(nn.Module):
+    """Recurrent actor-critic over ``make_policy_inputs`` features (obs, prev action, prev reward, done)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, discrete: bool, cfg: ModelConfig):
+        super().__init__()
+        self.obs_dim, self.act_dim, self.discrete, self.cfg = obs_dim, act_dim, discrete, cfg
+        self.input_dim = obs_dim + act_dim + 2
+        self.core = make_core(cfg, self.input_dim)
+        h = self.core.output_dim
+        self.actor = nn.Linear(h, act_dim)
+        self.critic = nn.Linear(h, 1)
+        nn.init.orthogonal_(self.actor.weight, gain=0.01)
+        nn.init.zeros_(self.actor.bias)
+        nn.init.orthogonal_(self.critic.weight, gain=1.0)
+        nn.init.zeros_(self.critic.bias)
+        if not discrete:
+            self.log_std = nn.Parameter(torch.full((act_dim,), float(cfg.init_log_std)))
+
+    # ---- recurrent contract -------------------------------------------------------------------
+    def initial_state(self, batch_size: int) -> State:
+        return self.core.initial_state(batch_size)
+
+    def step(self, inputs_t: Tensor, state: State, done_t: Tensor) -> tuple[PolicyOutput, State]:
+        y, state = self.core.step(inputs_t, state, done_t)  # (B, H)
+        return self._heads(y), state
+
+    def forward_sequence(self, inputs: Tensor, state: State, dones: Tensor) -> tuple[PolicyOutput, State]:
+        y, state = self.core.forward_sequence(inputs, state, dones)  # (B, T, H)
+        return self._heads(y), state
+
+    def forward(self, inputs: Tensor, state: State, dones: Tensor) -> tuple[PolicyOutput, State]:
+        return self.forward_sequence(inputs, state, dones)
+
+    def _heads(self, y: Tensor) -> PolicyOutput:
+        out = self.actor(y)
+        if not self.discrete:
+            out = torch.cat([out, self.log_std.expand_as(out)], dim=-1)
+        return PolicyOutput(out, self.critic(y).squeeze(-1))
+
+    # ---- distributions ------------------------------------------------------------------------
+    def distribution(self, dist_params: Tensor) -> Distribution:
+        return action_distribution(dist_params, self.discrete)
+
+
+def action_distribution(dist_params: Tensor, discrete: bool) -> Distribution:
+    if discrete:
+        return Categorical(logits=dist_params)
+    mean, log_std = dist_params.chunk(2, dim=-1)
+    return Normal(mean, log_std.exp())
+
+
+def log_prob(dist_params: Tensor, actions: Tensor, discrete: bool) -> Tensor:
+    """Log-probability of ``actions`` (..., act_dim) [discrete: (..., 1) index] -> (...)."""
+    if discrete:
+        return Categorical(logits=dist_params).log_prob(actions[..., 0].long())
+    mean, log_std = dist_params.chunk(2, dim=-1)
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def entropy(dist_params: Tensor, discrete: bool) -> Tensor:
+    if discrete:
+        return Categorical(logits=dist_params).entropy()
+    _, log_std = dist_params.chunk(2, dim=-1)
+    return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)

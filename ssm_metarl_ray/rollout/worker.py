@@ -1,0 +1,153 @@
+"""RolloutWorker: steps a batch of task envs with batched recurrent-policy inference (plain class).
+
+``sample(task, n, params)`` collects ``n`` episodes of one task, padded to the horizon, and fills in
+advantages; ``sample_task(task)`` collects what MetaMAML needs for one task: pre-adaptation episodes,
+a local (first-order, no graph) inner update per inner step, and post-adaptation episodes.
+The Ray runtime wraps this class as an actor without changing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from ssm_metarl_ray.algorithms.maml import Params, inner_update, policy_params
+from ssm_metarl_ray.algorithms.returns import discounted_returns, gae, linear_baseline, normalize_advantages
+from ssm_metarl_ray.config import MetaConfig, ModelConfig
+from ssm_metarl_ray.envs import Task, make_env
+from ssm_metarl_ray.models.base import make_policy_inputs
+from ssm_metarl_ray.models.policy import Policy
+from ssm_metarl_ray.types import EpisodeBatch, TaskBatch
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    obs_dim: int
+    act_dim: int  # discrete: number of actions (one-hot width of the prev-action feature)
+    discrete: bool
+    horizon: int
+    action_center: np.ndarray | None  # continuous: env action = center + scale * clip(a, -1, 1)
+    action_scale: np.ndarray | None
+
+    @classmethod
+    def of(cls, env) -> "EnvSpec":
+        obs_dim = int(np.prod(env.observation_space.shape))
+        if isinstance(env.action_space, gym.spaces.Discrete):
+            return cls(obs_dim, int(env.action_space.n), True, int(env.horizon), None, None)
+        lo, hi = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
+        return cls(obs_dim, int(lo.shape[0]), False, int(env.horizon), (hi + lo) / 2, (hi - lo) / 2)
+
+    def make_policy(self, cfg: ModelConfig) -> Policy:
+        return Policy(self.obs_dim, self.act_dim, self.discrete, cfg)
+
+
+def process_episodes(batch: EpisodeBatch, gamma: float, lam: float) -> EpisodeBatch:
+    """Fill returns and normalised GAE advantages (linear feature baseline fitted on this batch)."""
+    batch.returns = discounted_returns(batch.rewards, batch.mask, gamma).astype(np.float32)
+    values = linear_baseline(batch.obs, batch.returns, batch.mask)
+    adv = gae(batch.rewards, values, batch.mask, gamma, lam)
+    batch.advantages = normalize_advantages(adv, batch.mask).astype(np.float32)
+    return batch
+
+
+class RolloutWorker:
+    def __init__(self, env_name: str, model_cfg: ModelConfig, meta_cfg: MetaConfig, num_envs: int = 20,
+                 seed: int = 0):
+        self.envs = [make_env(env_name) for _ in range(num_envs)]
+        self.spec = EnvSpec.of(self.envs[0])
+        self.meta_cfg = meta_cfg
+        self.policy = self.spec.make_policy(model_cfg)
+        self._scratch = self.spec.make_policy(model_cfg)  # holds substituted (adapted) parameters
+        self.rng = np.random.default_rng(seed)
+        self.version = -1
+
+    # ---- weights ------------------------------------------------------------------------------
+    def set_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
+        if version <= self.version:
+            return  # stale broadcast
+        self.policy.load_state_dict({k: torch.tensor(np.array(v)) for k, v in weights.items()})
+        self.version = version
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().numpy().copy() for k, v in self.policy.state_dict().items()}
+
+    # ---- sampling -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, task: Task, num_episodes: int, params: Params | None = None) -> EpisodeBatch:
+        policy = self.policy
+        if params is not None:
+            for name, p in self._scratch.named_parameters():
+                p.copy_(params[name].detach())
+            policy = self._scratch
+        waves = []
+        for start in range(0, num_episodes, len(self.envs)):
+            waves.append(self._rollout(policy, task, min(len(self.envs), num_episodes - start)))
+        batch = EpisodeBatch(**{k: np.concatenate([w[k] for w in waves]) for k in waves[0]},
+                             task_index=task.index, weights_version=self.version)
+        return process_episodes(batch, self.meta_cfg.gamma, self.meta_cfg.gae_lambda)
+
+    def _rollout(self, policy: Policy, task: Task, k: int) -> dict[str, np.ndarray]:
+        spec, T, envs = self.spec, self.spec.horizon, self.envs[:k]
+        act_w = 1 if spec.discrete else spec.act_dim
+        buf = {"inputs": np.zeros((k, T, spec.obs_dim + spec.act_dim + 2), np.float32),
+               "obs": np.zeros((k, T, spec.obs_dim), np.float32), "actions": np.zeros((k, T, act_w), np.float32),
+               "rewards": np.zeros((k, T), np.float32), "logp": np.zeros((k, T), np.float32),
+               "dones": np.zeros((k, T), np.float32), "mask": np.zeros((k, T), np.float32)}
+        obs = np.zeros((k, spec.obs_dim), np.float32)
+        for i, env in enumerate(envs):
+            env.set_task(task)
+            obs[i] = env.reset(seed=int(self.rng.integers(2**31)))[0]
+        prev_a = torch.zeros(k, spec.act_dim)
+        prev_r = torch.zeros(k)
+        done = torch.ones(k)
+        alive = np.ones(k, bool)
+        state = policy.initial_state(k)
+        for t in range(T):
+            inp = make_policy_inputs(torch.from_numpy(obs), prev_a, prev_r, done)  # (k, D)
+            out, state = policy.step(inp, state, done)
+            dist = policy.distribution(out.dist_params)
+            a = dist.sample()  # (k,) discrete | (k, A)
+            logp = dist.log_prob(a) if spec.discrete else dist.log_prob(a).sum(-1)
+            a_np = a.numpy()
+            buf["inputs"][:, t], buf["obs"][:, t], buf["logp"][:, t] = inp.numpy(), obs, logp.numpy()
+            buf["actions"][:, t] = a_np[:, None] if spec.discrete else a_np
+            buf["dones"][:, t] = done.numpy()
+            buf["mask"][:, t] = alive
+            rew = np.zeros(k, np.float32)
+            if spec.discrete:
+                env_a = a_np
+                prev_a = torch.nn.functional.one_hot(a, spec.act_dim).float()
+            else:
+                clipped = np.clip(a_np, -1.0, 1.0)
+                env_a = spec.action_center + spec.action_scale * clipped
+                prev_a = torch.from_numpy(clipped.astype(np.float32))
+            for i in np.flatnonzero(alive):
+                o, r, term, trunc, _ = envs[i].step(env_a[i])
+                obs[i], rew[i] = o, r
+                if term or trunc:
+                    alive[i] = False
+            buf["rewards"][:, t] = rew * buf["mask"][:, t]
+            prev_r = torch.from_numpy(rew)
+            done = torch.zeros(k)
+            if not alive.any():
+                break
+        buf["advantages"] = np.zeros((k, T), np.float32)
+        buf["returns"] = np.zeros((k, T), np.float32)
+        return buf
+
+    def sample_task(self, task: Task) -> TaskBatch:
+        """Pre-adaptation data, local inner update(s), post-adaptation data for one task."""
+        cfg = self.meta_cfg
+        params = {k: v.detach() for k, v in policy_params(self.policy).items()}
+        pre = []
+        for _ in range(cfg.inner_steps):
+            ep = self.sample(task, cfg.episodes_per_task, params)
+            pre.append(ep)
+            params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+            params = inner_update(self.policy, params, ep.to_torch(), cfg.inner_lr, create_graph=False)
+            params = {k: v.detach() for k, v in params.items()}
+        post = self.sample(task, cfg.episodes_per_task, params)
+        return TaskBatch(task.index, pre, post)

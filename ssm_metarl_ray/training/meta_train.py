@@ -1,0 +1,98 @@
+"""The outer training loop: sample tasks -> collect -> MetaMAML update -> broadcast -> log/checkpoint.
+
+``meta_train`` runs with any sampler that has ``set_weights(weights, version)`` and
+``sample_tasks(tasks) -> list[TaskBatch]``: :class:`LocalSampler` (in-process, zero remote workers)
+or the Ray runtime's worker pool. The same function is what the CLI, Ray jobs and Tune trials call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ssm_metarl_ray.algorithms.maml import MetaLearner
+from ssm_metarl_ray.config import ExperimentConfig
+from ssm_metarl_ray.envs import Task, make_env, task_splits
+from ssm_metarl_ray.replay.buffer import ExperienceBuffer
+from ssm_metarl_ray.replay.convert import episodes_to_block
+from ssm_metarl_ray.rollout.worker import EnvSpec, RolloutWorker
+from ssm_metarl_ray.types import TaskBatch
+from ssm_metarl_ray.utils.seeding import seed_everything
+
+
+class LocalSampler:
+    """Collects every task's MetaMAML data in this process with one RolloutWorker."""
+
+    def __init__(self, cfg: ExperimentConfig, seed: int):
+        self.worker = RolloutWorker(cfg.env, cfg.model, cfg.meta, cfg.meta.episodes_per_task, seed)
+
+    def set_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
+        self.worker.set_weights(weights, version)
+
+    def sample_tasks(self, tasks: list[Task]) -> list[TaskBatch]:
+        return [self.worker.sample_task(t) for t in tasks]
+
+
+@dataclass
+class TrainState:
+    cfg: ExperimentConfig
+    spec: EnvSpec
+    learner: MetaLearner
+    buffer: ExperienceBuffer
+    train_tasks: list[Task]
+    test_tasks: list[Task]
+    iteration: int = 0
+    history: list[dict] = field(default_factory=list)
+    episode_counter: int = 0
+    env_steps: int = 0
+
+
+def build_state(cfg: ExperimentConfig) -> TrainState:
+    seed_everything(cfg.seed)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    env = make_env(cfg.env)
+    spec = EnvSpec.of(env)
+    train_tasks, test_tasks = task_splits(env, cfg.num_train_tasks, cfg.num_test_tasks, cfg.seed)
+    policy = spec.make_policy(cfg.model)
+    buffer = ExperienceBuffer(cfg.adapt.buffer_size, spec.obs_dim, 1 if spec.discrete else spec.act_dim,
+                              spec.discrete)
+    return TrainState(cfg, spec, MetaLearner(policy, cfg.meta), buffer, train_tasks, test_tasks)
+
+
+def add_to_buffer(state: TrainState, batches: list[TaskBatch]) -> None:
+    for b in batches:
+        for ep in [*b.pre, b.post]:
+            state.buffer.add(episodes_to_block(ep, state.episode_counter))
+            state.episode_counter += ep.rewards.shape[0]
+
+
+def meta_train(state: TrainState, sampler, on_iteration: Callable[[TrainState, dict], None] | None = None,
+               add_experience: Callable[[TrainState, list[TaskBatch]], None] = add_to_buffer) -> TrainState:
+    """Run meta-iterations from ``state.iteration`` up to ``cfg.iterations``; returns the state."""
+    cfg = state.cfg
+    rng = np.random.default_rng([cfg.seed, 7])
+    for _ in range(state.iteration):  # resume: replay the task-sampling stream
+        rng.choice(len(state.train_tasks), cfg.meta.meta_batch_size)
+    while state.iteration < cfg.iterations:
+        t0 = time.perf_counter()
+        idx = rng.choice(len(state.train_tasks), cfg.meta.meta_batch_size)
+        tasks = [state.train_tasks[i] for i in idx]
+        sampler.set_weights(state.learner.get_weights(), state.learner.version)
+        batches = sampler.sample_tasks(tasks)  # pre/post-adaptation trajectories per task
+        t1 = time.perf_counter()
+        state.env_steps += sum(ep.num_steps for b in batches for ep in [*b.pre, b.post])
+        add_experience(state, batches)
+        metrics = state.learner.update(batches)  # MetaMAML outer step(s)
+        t2 = time.perf_counter()
+        state.iteration += 1
+        metrics.update({"iteration": state.iteration, "env_steps": state.env_steps,
+                        "time/sample_s": t1 - t0, "time/update_s": t2 - t1})
+        state.history.append(metrics)
+        if on_iteration is not None:
+            on_iteration(state, metrics)
+    return state

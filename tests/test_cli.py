@@ -1,0 +1,87 @@
+"""End-to-end CLI runs in a subprocess, and one-line errors (exit code 2) for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled", "MUJOCO_GL": "disable"}
+SMALL = ["--iterations", "2", "--meta-batch-size", "2", "--episodes-per-task", "3", "--num-test-tasks", "2",
+         "--adapt-steps", "1", "--hidden-size", "16", "--num-layers", "1", "--quiet"]
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ssm_metarl_ray", *args], capture_output=True, text=True,
+                          env=ENV, cwd=cwd, timeout=300)
+
+
+def test_train_then_evaluate(tmp_path):
+    out = tmp_path / "run"
+    r = cli("train", *SMALL, "--output-dir", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "standard" in r.stdout and "hybrid" in r.stdout
+    for f in ("checkpoint/config.json", "checkpoint/weights.pt", "checkpoint/buffer.npz", "metrics.json",
+              "adaptation.png"):
+        assert (out / f).is_file(), f
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["evaluation"]) == {"standard", "hybrid"}
+    assert len(metrics["evaluation"]["standard"]["mean"]) == 2  # before + after 1 step
+    assert len(metrics["history"]) == 2
+    r = cli("evaluate", "--checkpoint", str(out / "checkpoint"), "--adaptation-mode", "standard")
+    assert r.returncode == 0, r.stderr
+    ev = json.loads((out / "evaluation" / "metrics.json").read_text())
+    # same checkpoint, same seeds: the evaluation is reproducible
+    assert ev["evaluation"]["standard"]["mean"] == metrics["evaluation"]["standard"]["mean"]
+
+
+def test_original_flag_spellings(tmp_path):
+    r = cli("train", "--env_name", "navigation-2d", "--adaptation_mode", "hybrid", "--num_epochs", "1",
+            "--buffer_size", "5000", "--experience_weight", "0.2", *SMALL[2:], "--output-dir", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert list(metrics["evaluation"]) == ["hybrid"]
+    assert metrics["config"]["adapt"]["buffer_size"] == 5000 and metrics["config"]["iterations"] == 1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--env", "moon-lander"], "'moon-lander'"),
+    (["train", "--model", "rnn"], "'rnn'"),
+    (["train", "--buffer-size", "-5"], "--buffer-size"),
+    (["train", "--experience-weight", "1.5"], "[0, 1]"),
+    (["train", "--adaptation-mode", "both"], "'both'"),
+    (["train", "--iterations", "abc"], "abc"),
+    (["evaluate", "--checkpoint", "/nonexistent/ckpt"], "/nonexistent/ckpt"),
+])
+def test_bad_input_one_line_exit_2(tmp_path, args, needle):
+    out = tmp_path / "never"
+    r = cli(*args, "--output-dir", str(out)) if args[0] == "train" else cli(*args)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and needle in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_unreadable_checkpoint_is_rejected_without_unpickling(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"env": "navigation-2d"}))
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    import pickle
+
+    (ckpt / "weights.pt").write_bytes(pickle.dumps(Evil()))
+    r = cli("evaluate", "--checkpoint", str(ckpt))
+    assert r.returncode == 2 and "not readable" in r.stderr and "Traceback" not in r.stderr
+    assert not marker.exists()
+
+
+def test_envs_lists_families():
+    r = cli("envs")
+    assert r.returncode == 0
+    for name in ("navigation-2d", "cartpole-physics", "halfcheetah-vel", "halfcheetah-dir", "ant-dir", "ant-goal"):
+        assert name in r.stdout

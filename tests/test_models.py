@@ -1,0 +1,240 @@
+"""Every core follows the recurrent contract of ``models/base.py``.
+
+``forward_sequence`` equals a loop of ``step`` (outputs, final state, gradients) with resets inside
+the sequence and a carried-in state; resets isolate episodes; double backward through
+``torch.func.functional_call`` works; ``make_core`` rejects unknown kinds.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from ssm_metarl_ray.config import MODELS, ModelConfig
+from ssm_metarl_ray.models.registry import make_core
+
+KINDS = list(MODELS)
+D_IN = 5
+
+
+def _core(kind, dtype=torch.float64, seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = dict(kind=kind, hidden_size=16, num_layers=2, state_size=8, num_heads=2, context_len=6)
+    cfg.update(kw)
+    return make_core(ModelConfig(**cfg), D_IN).to(dtype)
+
+
+def _flat(state):
+    if isinstance(state, tuple):
+        return [t for s in state for t in _flat(s)]
+    return [state]
+
+
+def _data(B, T, dtype, seed=1, p_done=0.1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, T, D_IN, generator=g, dtype=dtype)
+    dones = (torch.rand(B, T, generator=g) < p_done).to(dtype)
+    dones[0, 0] = 1.0  # reset at the very first step: the carried-in state must be dropped
+    dones[1, T // 2] = 1.0
+    dones[1, T // 2 + 1] = 1.0  # one-step episode
+    return x, dones
+
+
+def _state_loss(state, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for s in _flat(state):
+        w = torch.randn(s.shape, generator=g, dtype=s.real.dtype)
+        total = total + ((s.real + s.imag) * w).sum() if s.is_complex() else total + (s * w).sum()
+    return total
+
+
+def _run(core, x, dones, chunks, mode):
+    """Run the core over ``x`` split into ``chunks`` (time lengths), carrying the state between them."""
+    B = x.shape[0]
+    state = core.initial_state(B)
+    ys, t0 = [], 0
+    for n in chunks:
+        xs, ds = x[:, t0:t0 + n], dones[:, t0:t0 + n]
+        if mode == "sequence":
+            y, state = core.forward_sequence(xs, state, ds)
+            ys.append(y)
+        else:
+            for x_t, d_t in zip(xs.unbind(1), ds.unbind(1)):
+                y_t, state = core.step(x_t, state, d_t)
+                ys.append(y_t.unsqueeze(1))
+        t0 += n
+    return torch.cat(ys, dim=1), state
+
+
+def _outputs_and_grads(core, x, dones, chunks, mode):
+    x = x.clone().requires_grad_()
+    y, state = _run(core, x, dones, chunks, mode)
+    w = torch.randn(y.shape, generator=torch.Generator().manual_seed(3), dtype=y.dtype)
+    loss = (y * w).sum() + _state_loss(state)
+    params = [p for p in core.parameters()]
+    grads = torch.autograd.grad(loss, params + [x], allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params + [x])]
+    return y, state, grads
+
+
+# A first chunk long enough for the chunked scan and several attention blocks, a one-step chunk, and
+# a continuation: every chunk after the first starts from a non-trivial carried state.
+CHUNKS = [23, 1, 30]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sequence_equals_step_loop_float64(kind):
+    core = _core(kind)
+    x, dones = _data(3, sum(CHUNKS), torch.float64)
+    y_s, st_s, g_s = _outputs_and_grads(core, x, dones, CHUNKS, "sequence")
+    y_l, st_l, g_l = _outputs_and_grads(core, x, dones, [sum(CHUNKS)], "step")
+    torch.testing.assert_close(y_s, y_l, rtol=1e-9, atol=1e-9)
+    assert len(_flat(st_s)) == len(_flat(st_l))
+    for a, b in zip(_flat(st_s), _flat(st_l)):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    names = [n for n, _ in core.named_parameters()] + ["x"]
+    for n, a, b in zip(names, g_s, g_l):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9, msg=lambda m: f"grad {n}: {m}")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sequence_equals_step_loop_float32_default_sizes(kind):
+    torch.manual_seed(0)
+    core = make_core(ModelConfig(kind=kind, context_len=16), D_IN)  # H=64, P=32, 2 layers
+    assert core.output_dim == 64
+    x, dones = _data(4, 50, torch.float32, p_done=0.05)
+    with torch.no_grad():
+        y_s, st_s = _run(core, x, dones, [20, 30], "sequence")
+        y_l, st_l = _run(core, x, dones, [50], "step")
+    assert y_s.dtype == torch.float32 and y_s.shape == (4, 50, 64)
+    torch.testing.assert_close(y_s, y_l, rtol=1e-5, atol=1e-5)
+    for a, b in zip(_flat(st_s), _flat(st_l)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_resets_isolate_episodes(kind):
+    """After a reset, outputs depend neither on earlier inputs nor on the carried-in state."""
+    core = _core(kind)
+    B, T, r = 2, 20, 9
+    x, _ = _data(B, T, torch.float64, seed=4)
+    dones = torch.zeros(B, T, dtype=torch.float64)
+    dones[:, r] = 1.0
+    x2 = x.clone()
+    x2[:, :r] = torch.randn(B, r, D_IN, dtype=torch.float64)
+    # A non-trivial carried-in state: the end state of an unrelated sequence.
+    _, warm = core.forward_sequence(torch.randn(B, 11, D_IN, dtype=torch.float64),
+                                    core.initial_state(B), torch.zeros(B, 11, dtype=torch.float64))
+    with torch.no_grad():
+        y1, s1 = core.forward_sequence(x, core.initial_state(B), dones)
+        y2, s2 = core.forward_sequence(x2, warm, dones)
+        y3, _ = _run(core, x2, dones, [T], "step")
+    torch.testing.assert_close(y1[:, r:], y2[:, r:], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(y1[:, r:], y3[:, r:], rtol=1e-10, atol=1e-10)
+    for a, b in zip(_flat(s1), _flat(s2)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    if kind != "mlp":  # the inputs before the reset do matter before it
+        assert not torch.allclose(y1[:, :r], y2[:, :r])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bool_dones_and_initial_state(kind):
+    core = _core(kind, dtype=torch.float32)
+    x, dones = _data(2, 9, torch.float32)
+    y_f, _ = core.forward_sequence(x, core.initial_state(2), dones)
+    y_b, _ = core.forward_sequence(x, core.initial_state(2), dones.bool())
+    y_t, _ = core.step(x[:, 0], core.initial_state(2), dones[:, 0].bool())
+    torch.testing.assert_close(y_f, y_b)
+    torch.testing.assert_close(y_t, y_f[:, 0], rtol=1e-5, atol=1e-5)
+    for s in _flat(core.initial_state(2)):
+        assert s.shape[0] == 2 and not s.requires_grad and bool((s == 0).all())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_maml_double_backward_functional_call(kind):
+    """One inner policy-gradient-like step, then the outer gradient through it (second order)."""
+    core = _core(kind)
+    x, dones = _data(3, 17, torch.float64, seed=6)
+    params = {n: p.detach().clone().requires_grad_() for n, p in core.named_parameters()}
+    state = core.initial_state(3)
+
+    def loss_fn(p, xs):
+        y, _ = functional_call(core, p, (xs, state, dones))
+        return (y.sin() * torch.linspace(-1, 1, y.shape[-1], dtype=y.dtype)).sum()
+
+    inner = loss_fn(params, x)
+    grads = torch.autograd.grad(inner, list(params.values()), create_graph=True, allow_unused=True)
+    adapted = {n: p - 0.05 * g if g is not None else p for (n, p), g in zip(params.items(), grads)}
+    outer = loss_fn(adapted, x.flip(1))
+    outer_grads = torch.autograd.grad(outer, list(params.values()), allow_unused=True)
+    assert all(g is not None and torch.isfinite(g).all() for g in outer_grads)
+    # The second-order term is really there: it differs from the first-order (detached) meta-gradient.
+    fo = {n: (p - 0.05 * g.detach()) for (n, p), g in zip(params.items(), grads)}
+    fo_grads = torch.autograd.grad(loss_fn(fo, x.flip(1)), list(params.values()))
+    assert any(not torch.allclose(a, b) for a, b in zip(outer_grads, fo_grads))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradgradcheck_inputs(kind):
+    """Exact second derivatives w.r.t. the inputs, through a carried state and a reset (tiny sizes)."""
+    core = _core(kind, hidden_size=4, num_layers=1, state_size=2, num_heads=2, context_len=3)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 6, D_IN, generator=g, dtype=torch.float64, requires_grad=True)
+    dones = torch.zeros(2, 6, dtype=torch.float64)
+    dones[1, 3] = 1.0
+    _, warm = core.forward_sequence(torch.randn(2, 4, D_IN, generator=g, dtype=torch.float64),
+                                    core.initial_state(2), torch.zeros(2, 4, dtype=torch.float64))
+
+    def f(xs):
+        return core.forward_sequence(xs, warm, dones)[0]
+
+    assert torch.autograd.gradgradcheck(f, (x,))
+
+
+def test_unknown_kind_raises():
+    with pytest.raises(ValueError) as err:
+        make_core(ModelConfig(kind="tcn"), D_IN)
+    msg = str(err.value)
+    assert "\n" not in msg and "tcn" in msg
+    assert all(k in msg for k in KINDS)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_state_structure_and_parameters_are_real(kind):
+    core = _core(kind, dtype=torch.float32)
+    assert core.output_dim == 16
+    assert all(not p.is_complex() for p in core.parameters())
+    st = core.initial_state(3)
+    if kind == "mlp":
+        assert st == ()
+    elif kind == "ssm":
+        assert len(st) == 2 and all(s.shape == (3, 8) and s.dtype == torch.complex64 for s in st)
+        assert all(s.dtype == torch.complex128 for s in core.double().initial_state(3))
+    elif kind == "lstm":
+        assert len(st) == 2 and all(len(s) == 2 and s[0].shape == (3, 16) for s in st)
+    elif kind == "gru":
+        assert len(st) == 2 and all(s.shape == (3, 16) for s in st)
+    else:
+        count, valid, kv = st
+        assert count.shape == (3,) and valid.shape == (3, 5) and len(kv) == 2
+        assert kv[0][0].shape == (3, 5, 16)
+
+
+def test_transformer_attention_window():
+    """Step t sees at most ``context_len`` steps (itself included) of its own episode."""
+    L = 4
+    core = _core("transformer", num_layers=1, context_len=L)  # one layer: receptive field = window
+    B, T = 2, 15
+    x, _ = _data(B, T, torch.float64, seed=8)
+    dones = torch.zeros(B, T, dtype=torch.float64)
+    dones[:, 0] = 1.0
+    x2 = x.clone()
+    x2[:, 5] += 1.0
+    with torch.no_grad():
+        y1, _ = core.forward_sequence(x, core.initial_state(B), dones)
+        y2, _ = core.forward_sequence(x2, core.initial_state(B), dones)
+    changed = (y1 - y2).abs().amax(dim=(0, 2)) > 1e-12
+    assert changed.tolist() == [5 <= t < 5 + L for t in range(T)]

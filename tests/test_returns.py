@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from ssm_metarl_ray.algorithms.returns import (
+    discounted_returns,
+    gae,
+    gae_reference,
+    linear_baseline,
+    normalize_advantages,
+)
+
+
+def _batch(seed=0, K=5, T=12):
+    rng = np.random.default_rng(seed)
+    rewards = rng.normal(size=(K, T)).astype(np.float32)
+    values = rng.normal(size=(K, T)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, size=K)
+    mask = (np.arange(T)[None] < lengths[:, None]).astype(np.float32)
+    return rewards * mask, values, mask
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.95, 1.0])
+def test_gae_matches_reference(lam):
+    r, v, m = _batch()
+    np.testing.assert_allclose(gae(r, v, m, 0.9, lam), gae_reference(r, v, m, 0.9, lam), rtol=1e-5, atol=1e-5)
+
+
+def test_gae_lambda_one_zero_values_is_discounted_return():
+    r, _, m = _batch(1)
+    np.testing.assert_allclose(gae(r, np.zeros_like(r), m, 0.97, 1.0), discounted_returns(r, m, 0.97), atol=1e-5)
+
+
+def test_discounted_returns_by_hand():
+    r = np.array([[1.0, 2.0, 3.0, 9.0]], np.float32)
+    m = np.array([[1, 1, 1, 0]], np.float32)  # last step is padding and must be ignored
+    np.testing.assert_allclose(discounted_returns(r, m, 0.5), [[1 + 1 + 0.75, 2 + 1.5, 3, 0]])
+
+
+def test_linear_baseline_fits_linear_returns_and_ignores_padding():
+    K, T = 4, 30
+    obs = np.random.default_rng(0).normal(size=(K, T, 3)).astype(np.float32)
+    returns = (2.0 * obs[..., 0] - obs[..., 2] + 0.5).astype(np.float32)
+    mask = np.ones((K, T), np.float32)
+    mask[0, 20:] = 0
+    pred = linear_baseline(obs, returns, mask)
+    np.testing.assert_allclose(pred[mask > 0], returns[mask > 0], atol=1e-3)
+    assert np.all(pred[mask == 0] == 0)
+
+
+def test_normalize_advantages_masked():
+    r, _, m = _batch(2)
+    a = normalize_advantages(r, m)
+    assert abs(a[m > 0].mean()) < 1e-5 and abs(a[m > 0].std() - 1) < 1e-3
+    assert np.all(a[m == 0] == 0)
