@@ -7,7 +7,8 @@
 #
 # Environment (all optional):
 #   RAY_AUTH_MODE   token (default) or disabled; exported, so the head, the CLI and the job agree
-#   NUM_CPUS=2  ITERATIONS=2  NUM_WORKERS=(unset: CLI default)  TIMEOUT_S=900  JOB_ID=...  OUTPUT_DIR=runs/<JOB_ID>
+#   NUM_CPUS=2  ITERATIONS=2  NUM_WORKERS=(unset: CLI default)  TIMEOUT_S=900  JOB_ID=...
+#   OUTPUT_DIR=runs/<JOB_ID>  LOG_DIR=runs (head log)
 #   RAY_PORT=6379  DASHBOARD_PORT=8265  CLIENT_PORT=10001  AGENT_PORT=52365   (change them to run
 #   next to another local Ray cluster)
 #
@@ -50,8 +51,9 @@ if [ "$RAY_AUTH_MODE" = "token" ] && [ -z "${RAY_AUTH_TOKEN:-}" ] && [ -z "${RAY
     ray get-auth-token --generate >/dev/null   # creates ~/.ray/auth_token once; head and CLI share it
 fi
 
-mkdir -p runs
-HEAD_LOG="runs/${JOB_ID}.head.log"
+LOG_DIR="${LOG_DIR:-runs}"
+mkdir -p "$LOG_DIR"
+HEAD_LOG="$LOG_DIR/${JOB_ID}.head.log"
 echo "[submit.sh] RAY_AUTH_MODE=$RAY_AUTH_MODE; starting Ray head (log: $HEAD_LOG)"
 ray start --head --block \
     --num-cpus="$NUM_CPUS" \

@@ -46,6 +46,7 @@ class AdaptConfig:
     adaptation_mode: str = "standard"  # "standard" or "hybrid"
     adapt_lr: float = 0.1  # step size of each test-time policy-gradient step
     adapt_steps: int = 3  # test-time gradient steps (returns are reported after each)
+    adapt_lr_decay: float = 0.5  # step s uses adapt_lr * adapt_lr_decay**s (MAML 2017 halves later steps)
     episodes_per_step: int = 20  # fresh trajectories per adaptation step
     grad_clip: float = 10.0  # clip each adaptation gradient to this global norm
     buffer_size: int = 100_000  # ExperienceBuffer capacity in transitions

@@ -57,11 +57,11 @@ class StandardAdapter:
             returns.append(float(batch.episode_returns.mean()))
             steps += batch.num_steps
             if s < self.cfg.adapt_steps:
-                params = self.step(params, batch)
+                params = self.step(params, batch, self.cfg.adapt_lr * self.cfg.adapt_lr_decay**s)
             self.observe(batch)
         return AdaptResult(task.index, returns, steps, params)
 
-    def step(self, params: Params, batch: EpisodeBatch) -> Params:
+    def step(self, params: Params, batch: EpisodeBatch, lr: float) -> Params:
         params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         loss = self.loss(params, batch)
         names = list(params)
@@ -69,7 +69,7 @@ class StandardAdapter:
         grads = [torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, grads)]
         norm = torch.sqrt(sum((g**2).sum() for g in grads))
         scale = min(1.0, self.cfg.grad_clip / (float(norm) + 1e-6))
-        return {n: (params[n] - self.cfg.adapt_lr * scale * g).detach() for n, g in zip(names, grads)}
+        return {n: (params[n] - lr * scale * g).detach() for n, g in zip(names, grads)}
 
 
 def mean_sem(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
