@@ -36,19 +36,22 @@ class HybridAdapter(StandardAdapter):
         super().__init__(policy, cfg)
         self.buffer, self.horizon = buffer, horizon
         self.rng = np.random.default_rng(seed)
-        # replay_source: optional callable (batch_size, seq_len, task_id) -> sequences dict; lets the
-        # Ray runtime serve batches from the shared buffer actor instead of the local buffer.
+        # replay_source: optional callable (batch_size, seq_len) -> sequences dict of whole episodes
+        # (``episode_start=True``); the Ray runtime serves meta-training experience from the shared
+        # ExperienceBuffer actor this way while ``buffer`` keeps only the adapted task's own data.
         self.replay_source = replay_source
         self._episode_id = 1 << 40  # adapter-added episodes get ids far from training ids
 
     def replay_batch(self) -> dict[str, np.ndarray] | None:
+        """Whole episodes: this task's own stored episodes if any, else meta-training experience."""
         n, L = self.cfg.experience_batch_size, self.horizon
-        if self.replay_source is not None:
-            return self.replay_source(n, L, self.task.index)
+        if len(self.buffer) and self.task.index in set(self.buffer.task_ids().tolist()):
+            return self.buffer.sample_sequences(n, L, self.rng, task_id=self.task.index, episode_start=True)
+        if self.replay_source is not None:  # e.g. the shared ExperienceBuffer actor
+            return self.replay_source(n, L)
         if len(self.buffer) == 0:
             return None
-        task_id = self.task.index if self.task.index in set(self.buffer.task_ids().tolist()) else None
-        return self.buffer.sample_sequences(n, L, self.rng, task_id=task_id, episode_start=True)
+        return self.buffer.sample_sequences(n, L, self.rng, episode_start=True)
 
     def replay_loss(self, params: Params, seq: dict[str, np.ndarray]) -> Tensor:
         ep = sequences_to_torch(seq, self.policy.discrete, self.policy.act_dim)

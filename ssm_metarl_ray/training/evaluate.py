@@ -30,8 +30,8 @@ class Evaluator:
                  replay_source=None) -> list[list[float]]:
         """Adapt to each task from the meta-parameters; returns per-task lists of step returns."""
         policy = self.worker.policy
-        if mode == "hybrid" and buffer is not None:  # adapt against a private copy: repeatable runs
-            buffer = copy_buffer(buffer)
+        if mode == "hybrid":  # adapt against a private copy (repeatable runs) or a fresh local buffer
+            buffer = copy_buffer(buffer) if buffer is not None else self.empty_buffer()
         adapter = make_adapter(mode, policy, self.cfg.adapt, buffer, self.worker.spec.horizon, self.seed)
         if replay_source is not None:
             adapter.replay_source = replay_source
@@ -42,6 +42,11 @@ class Evaluator:
             torch.manual_seed(self.seed * 100_003 + task.index)
             out.append(adapter.adapt(self.worker, task).returns)
         return out
+
+    def empty_buffer(self) -> ExperienceBuffer:
+        spec = self.worker.spec
+        return ExperienceBuffer(self.cfg.adapt.buffer_size, spec.obs_dim, 1 if spec.discrete else spec.act_dim,
+                                spec.discrete)
 
 
 def copy_buffer(buffer: ExperienceBuffer) -> ExperienceBuffer:
