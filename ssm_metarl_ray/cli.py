@@ -32,8 +32,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=mo.kind, help=f"policy core: {', '.join(MODELS)}")
     p.add_argument("--adaptation-mode", "--adaptation_mode", dest="adaptation_mode", default=None,
                    help="evaluate only this mode (standard|hybrid); default: both")
-    p.add_argument("--iterations", "--num_epochs", "--num-epochs", dest="iterations", type=int, default=d.iterations,
-                   help="meta-iterations")
+    p.add_argument("--iterations", "--num_epochs", "--num-epochs", dest="iterations", type=int, default=None,
+                   help=f"meta-iterations (default {d.iterations}; with --resume: extend the run to this many)")
     p.add_argument("--meta-batch-size", type=int, default=m.meta_batch_size, help="tasks per meta-iteration")
     p.add_argument("--episodes-per-task", type=int, default=m.episodes_per_task,
                    help="trajectories per task for inner and outer loss")
@@ -58,8 +58,25 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-test-tasks", type=int, default=d.num_test_tasks)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.num_threads, help="torch threads (0: default)")
-    p.add_argument("--output-dir", "--save_dir", dest="output_dir", default=d.output_dir)
+    p.add_argument("--output-dir", "--save_dir", dest="output_dir", default=None,
+                   help=f"default: {d.output_dir} (with --resume: the run directory of the checkpoint)")
     p.add_argument("--quiet", action="store_true", help="no per-iteration progress lines")
+    r = p.add_argument_group("Ray runtime")
+    r.add_argument("--num-workers", type=int, default=None,
+                   help="rollout-worker actors; 0: sample in this process without Ray; default: the CPUs Ray "
+                        "sees minus 1 (the learner), at least 1")
+    r.add_argument("--address", default=None,
+                   help="Ray cluster to attach to (default: RAY_ADDRESS, else start a local cluster)")
+    r.add_argument("--learner-gpus", type=float, default=0.0,
+                   help="> 0: run the learner in an actor with this many GPUs")
+    r.add_argument("--checkpoint-every", type=int, default=0,
+                   help="save a resumable checkpoint every K iterations (0: only at the end)")
+    r.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the run whose checkpoint (or run directory) is DIR; its config is used")
+    r.add_argument("--sample-timeout", type=float, default=None,
+                   help="seconds a rollout worker may go without returning a task before it is replaced")
+    r.add_argument("--dashboard", action="store_true",
+                   help="start the Ray dashboard with a local cluster (needed by `ray list actors`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +101,8 @@ def _check(cond: bool, msg: str) -> None:
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     from ssm_metarl_ray.envs import env_names
 
+    if args.iterations is None:
+        args.iterations = ExperimentConfig().iterations
     _check(args.env in env_names(), f"unknown --env {args.env!r}; allowed: {', '.join(env_names())}")
     _check(args.model in MODELS, f"unknown --model {args.model!r}; allowed: {', '.join(MODELS)}")
     _check(args.adaptation_mode in (None, *ADAPTATION_MODES),
@@ -113,8 +132,33 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
                     grad_clip=args.grad_clip, buffer_size=args.buffer_size,
                     experience_batch_size=args.experience_batch_size, experience_weight=args.experience_weight)
     return ExperimentConfig(env=args.env, iterations=args.iterations, num_train_tasks=args.num_train_tasks,
-                            num_test_tasks=args.num_test_tasks, seed=args.seed, output_dir=args.output_dir,
+                            num_test_tasks=args.num_test_tasks, seed=args.seed,
+                            output_dir=args.output_dir or ExperimentConfig().output_dir,
                             num_threads=args.threads, model=model, meta=meta, adapt=adapt)
+
+
+def runtime_from_args(args: argparse.Namespace):
+    from ssm_metarl_ray.runtime.config import RuntimeConfig
+
+    _check(args.sample_timeout is None or args.sample_timeout > 0,
+           f"--sample-timeout must be > 0, got {args.sample_timeout}")
+    extra = {"sample_timeout_s": args.sample_timeout} if args.sample_timeout is not None else {}
+    rt = RuntimeConfig(num_workers=args.num_workers, address=args.address, learner_gpus=args.learner_gpus,
+                       checkpoint_every=args.checkpoint_every, include_dashboard=args.dashboard, **extra)
+    problems = rt.problems()
+    _check(not problems, problems[0] if problems else "")
+    return rt
+
+
+def _resume_dir(path: str) -> Path:
+    """A checkpoint directory, or a run directory holding ``checkpoint/``."""
+    from ssm_metarl_ray.utils.checkpoint import CONFIG
+
+    p = Path(path)
+    if (p / "checkpoint" / CONFIG).is_file():
+        p = p / "checkpoint"
+    _check((p / CONFIG).is_file(), f"--resume {path!r} is not a checkpoint directory (no {CONFIG} in it)")
+    return p
 
 
 def _check_output_dir(path: str) -> Path:
@@ -133,12 +177,31 @@ def cmd_envs() -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ssm_metarl_ray.training.run import run_training
+    from ssm_metarl_ray.utils.checkpoint import load_config
 
-    cfg = config_from_args(args)
+    rt = runtime_from_args(args)
+    resume = None
+    if args.resume is not None:  # the experiment config comes from the checkpoint; runtime flags from here
+        resume = _resume_dir(args.resume)
+        cfg = load_config(resume)
+        _check(args.iterations is None or args.iterations > 0,
+               f"--iterations must be a positive integer, got {args.iterations}")
+        cfg = replace(cfg, output_dir=args.output_dir or str(resume.parent),
+                      iterations=args.iterations or cfg.iterations)
+    else:
+        cfg = config_from_args(args)
     out = _check_output_dir(cfg.output_dir)
     modes = [args.adaptation_mode] if args.adaptation_mode else list(ADAPTATION_MODES)
-    run_training(cfg, out, modes, verbose=not args.quiet)
+    if rt.num_workers is None and not _ray_available():
+        rt = replace(rt, num_workers=0)
+    run_training(cfg, out, modes, verbose=not args.quiet, runtime=rt, resume=resume)
     return 0
+
+
+def _ray_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -161,6 +224,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ssm_metarl_ray.runtime.errors import RayRuntimeError, RuntimeSetupError
     from ssm_metarl_ray.utils.checkpoint import CheckpointError
 
     parser = build_parser()
@@ -177,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, CheckpointError) as e:
         print(f"ssm-metarl: error: {e}", file=sys.stderr)
         return 2
+    except RayRuntimeError as e:  # Ray setup (bad --address: exit 2), sampling failures and timeouts (exit 1)
+        print(f"ssm-metarl: error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, RuntimeSetupError) else 1
     except KeyboardInterrupt:
         print("ssm-metarl: interrupted", file=sys.stderr)
         return 130

@@ -26,13 +26,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MetaConfig:
-    meta_batch_size: int = 20  # tasks per meta-iteration
-    episodes_per_task: int = 20  # K trajectories per task for the inner update and for the outer loss
-    inner_lr: float = 0.1  # step size of the inner policy-gradient update
+    meta_batch_size: int = 10  # tasks per meta-iteration
+    episodes_per_task: int = 10  # K trajectories per task for the inner update and for the outer loss
+    inner_lr: float = 0.02  # step size of the inner policy-gradient update (0.1 suits the mlp policy)
     inner_steps: int = 1  # inner updates per task during meta-training
     first_order: bool = False  # drop second-order terms of the meta-gradient
     outer_lr: float = 3e-3  # Adam step size of the meta-update
-    outer_steps: int = 3  # clipped-surrogate optimisation steps per meta-iteration (ProMP style)
+    outer_steps: int = 2  # clipped-surrogate optimisation steps per meta-iteration (ProMP style)
     clip_eps: float = 0.2  # surrogate clipping range
     gamma: float = 0.99  # discount
     gae_lambda: float = 1.0  # GAE lambda (1.0 = Monte-Carlo returns minus baseline, as MAML)
@@ -44,10 +44,10 @@ class MetaConfig:
 @dataclass(frozen=True)
 class AdaptConfig:
     adaptation_mode: str = "standard"  # "standard" or "hybrid"
-    adapt_lr: float = 0.1  # step size of each test-time policy-gradient step
+    adapt_lr: float = 0.02  # step size of each test-time policy-gradient step
     adapt_steps: int = 3  # test-time gradient steps (returns are reported after each)
     adapt_lr_decay: float = 0.5  # step s uses adapt_lr * adapt_lr_decay**s (MAML 2017 halves later steps)
-    episodes_per_step: int = 20  # fresh trajectories per adaptation step
+    episodes_per_step: int = 10  # fresh trajectories per adaptation step
     grad_clip: float = 10.0  # clip each adaptation gradient to this global norm
     buffer_size: int = 100_000  # ExperienceBuffer capacity in transitions
     experience_batch_size: int = 16  # replay sequences per hybrid step
@@ -58,7 +58,7 @@ class AdaptConfig:
 @dataclass(frozen=True)
 class ExperimentConfig:
     env: str = "navigation-2d"  # task family short name (``ssm-metarl envs`` lists them)
-    iterations: int = 60  # meta-iterations
+    iterations: int = 30  # meta-iterations
     num_train_tasks: int = 100  # size of the seeded training task set
     num_test_tasks: int = 20  # held-out test tasks used by evaluation
     seed: int = 0

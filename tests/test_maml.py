@@ -33,9 +33,9 @@ def _tiny(kind: str, inner_steps: int = 1, first_order: bool = False):
     policy = worker.policy.double()
     task = TorchTaskBatch(tb, torch.float64)
     # make the post batch "on-policy" at theta so the clipped surrogate is smooth around theta
+    adapted = adapt(policy, policy_params(policy), task.pre, meta.inner_lr, create_graph=False)
     with torch.no_grad():
-        adapted = adapt(policy, policy_params(policy), task.pre, meta.inner_lr, create_graph=False)
-        out = run_policy(policy, adapted, task.post)
+        out = run_policy(policy, {k: v.detach() for k, v in adapted.items()}, task.post)
         task.post.logp = log_prob(out.dist_params, task.post.actions, policy.discrete)
     return policy, task, meta
 
@@ -50,8 +50,8 @@ def test_second_order_meta_gradient_matches_finite_differences(kind):
     eps = 1e-5
     for _ in range(3):
         d = {k: torch.as_tensor(rng.normal(size=v.shape)) for k, v in params.items()}
-        plus = {k: (v + eps * d[k]).detach() for k, v in params.items()}
-        minus = {k: (v - eps * d[k]).detach() for k, v in params.items()}
+        plus = {k: (v + eps * d[k]).detach().requires_grad_(True) for k, v in params.items()}
+        minus = {k: (v - eps * d[k]).detach().requires_grad_(True) for k, v in params.items()}
         fd = (outer_loss(policy, plus, task, meta)[0] - outer_loss(policy, minus, task, meta)[0]) / (2 * eps)
         an = sum((g * d[k]).sum() for g, k in zip(grads, params))
         assert torch.isclose(an, fd, rtol=1e-4, atol=1e-7), (kind, float(an), float(fd))

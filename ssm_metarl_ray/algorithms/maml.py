@@ -107,7 +107,7 @@ class MetaLearner:
             logs["grad_norm"].append(float(gn))
             self.optimizer.step()
         self.version += 1
-        pre = np.mean([b.pre[0].episode_returns.mean() for b in batches])
+        pre = np.mean([(b.pre[0] if b.pre else b.post).episode_returns.mean() for b in batches])
         post = np.mean([b.post.episode_returns.mean() for b in batches])
         return {"meta/pre_return": float(pre), "meta/post_return": float(post),
                 **{f"meta/{k}": float(np.mean(v)) for k, v in logs.items()}}

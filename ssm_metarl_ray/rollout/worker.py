@@ -19,7 +19,7 @@ from ssm_metarl_ray.algorithms.returns import discounted_returns, gae, linear_ba
 from ssm_metarl_ray.config import MetaConfig, ModelConfig
 from ssm_metarl_ray.envs import Task, make_env
 from ssm_metarl_ray.models.base import make_policy_inputs
-from ssm_metarl_ray.models.policy import Policy
+from ssm_metarl_ray.models.policy import Policy, log_prob
 from ssm_metarl_ray.types import EpisodeBatch, TaskBatch
 
 
@@ -53,10 +53,22 @@ def process_episodes(batch: EpisodeBatch, gamma: float, lam: float) -> EpisodeBa
     return batch
 
 
+def sample_action(dist_params: torch.Tensor, discrete: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample actions and their log-probs without building Distribution objects (rollout hot path)."""
+    if discrete:
+        logits = torch.log_softmax(dist_params, dim=-1)  # (k, n)
+        a = torch.multinomial(logits.exp(), 1)[:, 0]
+        return a, logits.gather(-1, a[:, None])[:, 0]
+    mean, log_std = dist_params.chunk(2, dim=-1)
+    a = mean + log_std.exp() * torch.randn_like(mean)
+    return a, log_prob(dist_params, a, False)
+
+
 class RolloutWorker:
     def __init__(self, env_name: str, model_cfg: ModelConfig, meta_cfg: MetaConfig, num_envs: int = 20,
                  seed: int = 0):
-        self.envs = [make_env(env_name) for _ in range(num_envs)]
+        self.env_name = env_name
+        self.envs = [make_env(env_name) for _ in range(max(1, num_envs))]  # grows on demand
         self.spec = EnvSpec.of(self.envs[0])
         self.meta_cfg = meta_cfg
         self.policy = self.spec.make_policy(model_cfg)
@@ -77,27 +89,39 @@ class RolloutWorker:
     # ---- sampling -----------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, task: Task, num_episodes: int, params: Params | None = None) -> EpisodeBatch:
+        return self.sample_many([task], num_episodes, params)[0]
+
+    @torch.no_grad()
+    def sample_many(self, tasks: list[Task], num_episodes: int, params: Params | None = None) -> list[EpisodeBatch]:
+        """``num_episodes`` episodes of every task in ONE batched rollout (same parameters for all rows)."""
         policy = self.policy
         if params is not None:
             for name, p in self._scratch.named_parameters():
                 p.copy_(params[name].detach())
             policy = self._scratch
-        waves = []
-        for start in range(0, num_episodes, len(self.envs)):
-            waves.append(self._rollout(policy, task, min(len(self.envs), num_episodes - start)))
-        batch = EpisodeBatch(**{k: np.concatenate([w[k] for w in waves]) for k in waves[0]},
-                             task_index=task.index, weights_version=self.version)
-        return process_episodes(batch, self.meta_cfg.gamma, self.meta_cfg.gae_lambda)
+        rows = [t for t in tasks for _ in range(num_episodes)]
+        while len(self.envs) < len(rows):
+            self.envs.append(make_env(self.env_name))
+        buf = self._rollout(policy, rows)
+        out = []
+        for i, task in enumerate(tasks):
+            part = {k: v[i * num_episodes:(i + 1) * num_episodes] for k, v in buf.items()}
+            batch = EpisodeBatch(**part, task_index=task.index, weights_version=self.version)
+            out.append(process_episodes(batch, self.meta_cfg.gamma, self.meta_cfg.gae_lambda))
+        return out
 
-    def _rollout(self, policy: Policy, task: Task, k: int) -> dict[str, np.ndarray]:
-        spec, T, envs = self.spec, self.spec.horizon, self.envs[:k]
+    def _rollout(self, policy: Policy, row_tasks: list[Task]) -> dict[str, np.ndarray]:
+        """Step len(row_tasks) envs in lockstep (row i runs row_tasks[i]) until all episodes end."""
+        spec, T, k = self.spec, self.spec.horizon, len(row_tasks)
+        envs = self.envs[:k]
         act_w = 1 if spec.discrete else spec.act_dim
         buf = {"inputs": np.zeros((k, T, spec.obs_dim + spec.act_dim + 2), np.float32),
                "obs": np.zeros((k, T, spec.obs_dim), np.float32), "actions": np.zeros((k, T, act_w), np.float32),
                "rewards": np.zeros((k, T), np.float32), "logp": np.zeros((k, T), np.float32),
-               "dones": np.zeros((k, T), np.float32), "mask": np.zeros((k, T), np.float32)}
+               "dones": np.zeros((k, T), np.float32), "mask": np.zeros((k, T), np.float32),
+               "advantages": np.zeros((k, T), np.float32), "returns": np.zeros((k, T), np.float32)}
         obs = np.zeros((k, spec.obs_dim), np.float32)
-        for i, env in enumerate(envs):
+        for i, (env, task) in enumerate(zip(envs, row_tasks)):
             env.set_task(task)
             obs[i] = env.reset(seed=int(self.rng.integers(2**31)))[0]
         prev_a = torch.zeros(k, spec.act_dim)
@@ -108,9 +132,7 @@ class RolloutWorker:
         for t in range(T):
             inp = make_policy_inputs(torch.from_numpy(obs), prev_a, prev_r, done)  # (k, D)
             out, state = policy.step(inp, state, done)
-            dist = policy.distribution(out.dist_params)
-            a = dist.sample()  # (k,) discrete | (k, A)
-            logp = dist.log_prob(a) if spec.discrete else dist.log_prob(a).sum(-1)
+            a, logp = sample_action(out.dist_params, spec.discrete)
             a_np = a.numpy()
             buf["inputs"][:, t], buf["obs"][:, t], buf["logp"][:, t] = inp.numpy(), obs, logp.numpy()
             buf["actions"][:, t] = a_np[:, None] if spec.discrete else a_np
@@ -134,20 +156,30 @@ class RolloutWorker:
             done = torch.zeros(k)
             if not alive.any():
                 break
-        buf["advantages"] = np.zeros((k, T), np.float32)
-        buf["returns"] = np.zeros((k, T), np.float32)
         return buf
 
-    def sample_task(self, task: Task) -> TaskBatch:
-        """Pre-adaptation data, local inner update(s), post-adaptation data for one task."""
+    def sample_tasks(self, tasks: list[Task]) -> list[TaskBatch]:
+        """MetaMAML data for several tasks: the first pre-adaptation batch of all tasks is collected in
+        one batched rollout (they share the meta-parameters); adapted rollouts run per task."""
+        cfg = self.meta_cfg
+        if cfg.inner_steps == 0:  # multi-task pretraining: no adaptation, one batch per task
+            return [TaskBatch(t.index, [], ep) for t, ep in zip(tasks, self.sample_many(tasks, cfg.episodes_per_task))]
+        firsts = self.sample_many(tasks, cfg.episodes_per_task)
+        return [self._adapt_and_sample(t, ep) for t, ep in zip(tasks, firsts)]
+
+    def _adapt_and_sample(self, task: Task, first: EpisodeBatch) -> TaskBatch:
         cfg = self.meta_cfg
         params = {k: v.detach() for k, v in policy_params(self.policy).items()}
-        pre = []
-        for _ in range(cfg.inner_steps):
-            ep = self.sample(task, cfg.episodes_per_task, params)
+        pre, ep = [], first
+        for i in range(cfg.inner_steps):
+            if i > 0:
+                ep = self.sample(task, cfg.episodes_per_task, params)
             pre.append(ep)
             params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
             params = inner_update(self.policy, params, ep.to_torch(), cfg.inner_lr, create_graph=False)
             params = {k: v.detach() for k, v in params.items()}
-        post = self.sample(task, cfg.episodes_per_task, params)
-        return TaskBatch(task.index, pre, post)
+        return TaskBatch(task.index, pre, self.sample(task, cfg.episodes_per_task, params))
+
+    def sample_task(self, task: Task) -> TaskBatch:
+        """Pre-adaptation data, local inner update(s), post-adaptation data for one task."""
+        return self.sample_tasks([task])[0]

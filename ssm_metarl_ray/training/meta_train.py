@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ssm_metarl_ray.algorithms.maml import MetaLearner
-from ssm_metarl_ray.config import ExperimentConfig
+from ssm_metarl_ray.config import ExperimentConfig, MetaConfig
 from ssm_metarl_ray.envs import Task, make_env, task_splits
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer
 from ssm_metarl_ray.replay.convert import episodes_to_block
@@ -24,17 +24,40 @@ from ssm_metarl_ray.types import TaskBatch
 from ssm_metarl_ray.utils.seeding import seed_everything
 
 
+def sample_task_seeded(worker: RolloutWorker, task: Task, seed: int, version: int, slot: int) -> TaskBatch:
+    """``worker.sample_task(task)`` with RNG streams keyed on (seed, weights version, meta-batch slot).
+
+    The data of a task then does not depend on which worker collects it or in which order, so the
+    local and the Ray sampler produce identical batches and a resubmitted task reproduces itself.
+    """
+    worker.rng = np.random.default_rng([seed, version, slot])
+    torch.manual_seed(int(worker.rng.integers(2**63)))  # action sampling uses torch's global RNG
+    return worker.sample_task(task)
+
+
+def first_episode_id(meta: MetaConfig, version: int, slot: int) -> int:
+    """Episode id of the first episode of meta-batch ``slot`` at weights ``version``.
+
+    Equals the driver-side counter of :func:`add_to_buffer` (pre batches, then post, K episodes each),
+    so ids are unique per (iteration, slot) whichever process writes them to the buffer.
+    """
+    per_task = (meta.inner_steps + 1) * meta.episodes_per_task
+    return (version * meta.meta_batch_size + slot) * per_task
+
+
 class LocalSampler:
     """Collects every task's MetaMAML data in this process with one RolloutWorker."""
 
     def __init__(self, cfg: ExperimentConfig, seed: int):
         self.worker = RolloutWorker(cfg.env, cfg.model, cfg.meta, cfg.meta.episodes_per_task, seed)
+        self.seed = seed
 
     def set_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
         self.worker.set_weights(weights, version)
 
     def sample_tasks(self, tasks: list[Task]) -> list[TaskBatch]:
-        return [self.worker.sample_task(t) for t in tasks]
+        v = self.worker.version
+        return [sample_task_seeded(self.worker, t, self.seed, v, i) for i, t in enumerate(tasks)]
 
 
 @dataclass
@@ -69,6 +92,11 @@ def add_to_buffer(state: TrainState, batches: list[TaskBatch]) -> None:
         for ep in [*b.pre, b.post]:
             state.buffer.add(episodes_to_block(ep, state.episode_counter))
             state.episode_counter += ep.rewards.shape[0]
+
+
+def count_experience(state: TrainState, batches: list[TaskBatch]) -> None:
+    """``add_experience`` for samplers whose workers write to a shared buffer themselves (Ray runtime)."""
+    state.episode_counter += sum(ep.rewards.shape[0] for b in batches for ep in [*b.pre, b.post])
 
 
 def meta_train(state: TrainState, sampler, on_iteration: Callable[[TrainState, dict], None] | None = None,

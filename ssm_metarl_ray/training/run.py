@@ -18,8 +18,9 @@ from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import make_env, task_splits
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer
 from ssm_metarl_ray.training.evaluate import Evaluator, format_table, plot_results, summarize
-from ssm_metarl_ray.training.meta_train import LocalSampler, TrainState, build_state, meta_train
-from ssm_metarl_ray.utils.checkpoint import BUFFER, CheckpointError, save_checkpoint
+from ssm_metarl_ray.training.meta_train import LocalSampler, TrainState, add_to_buffer, build_state, meta_train
+from ssm_metarl_ray.utils.checkpoint import (BUFFER, LEARNER, CheckpointError, load_state, load_tensors,
+                                             save_checkpoint)
 
 
 def _progress(state: TrainState, m: dict) -> None:
@@ -47,24 +48,90 @@ def write_outputs(out: Path, cfg: ExperimentConfig, results: dict, history: list
                  f"{cfg.env} / {cfg.model.kind}: held-out return vs adaptation steps ({cfg.num_test_tasks} tasks)")
 
 
+def save_training_checkpoint(path: Path, state: TrainState, buffer) -> Path:
+    """Everything ``--resume`` needs: learner + optimizer + version, RNG states, counters, history, buffer."""
+    weights = {k: torch.from_numpy(v) for k, v in state.learner.get_weights().items()}
+    np_state = np.random.get_state()
+    rng = {"torch": torch.get_rng_state(), "numpy_key": torch.from_numpy(np_state[1].astype(np.int64)),
+           "numpy_pos": int(np_state[2])}
+    return save_checkpoint(path, state.cfg, weights, {**state.learner.state_dict(), "rng": rng}, buffer,
+                           {"iteration": state.iteration, "env_steps": state.env_steps,
+                            "episode_counter": state.episode_counter, "history": state.history})
+
+
+def restore_training_state(state: TrainState, ckpt: Path) -> None:
+    """Inverse of :func:`save_training_checkpoint` (the buffer is restored by whoever holds it)."""
+    learner_state = load_tensors(ckpt, LEARNER)
+    rng = learner_state.pop("rng", None)
+    state.learner.load_state_dict(learner_state)
+    meta = load_state(ckpt)
+    state.iteration, state.env_steps = int(meta.get("iteration", 0)), int(meta.get("env_steps", 0))
+    state.episode_counter, state.history = int(meta.get("episode_counter", 0)), list(meta.get("history", []))
+    if rng is not None:
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(("MT19937", rng["numpy_key"].numpy().astype(np.uint32), rng["numpy_pos"]))
+
+
 def run_training(cfg: ExperimentConfig, out: Path, modes: list[str], verbose: bool = True,
-                 sampler=None) -> dict:
+                 sampler=None, runtime=None, resume: Path | None = None) -> dict:
+    """Meta-train, checkpoint, evaluate, write outputs.
+
+    ``runtime`` (a ``runtime.config.RuntimeConfig``) with ``num_workers != 0`` runs sampling, the buffer,
+    evaluation (and with ``learner_gpus`` the learner) on Ray; None or ``num_workers=0`` keeps everything
+    in this process. ``resume``: a checkpoint directory written by this function to continue from.
+    """
     t0 = time.perf_counter()
     state = build_state(cfg)
+    if resume is not None:
+        restore_training_state(state, resume)
+        if (resume / BUFFER).is_file() and (runtime is None or not runtime.use_ray):
+            state.buffer = ExperienceBuffer.load(resume / BUFFER)
     if verbose:
         print(f"meta-training {cfg.model.kind} on {cfg.env}: {cfg.iterations} iterations x "
               f"{cfg.meta.meta_batch_size} tasks x {cfg.meta.episodes_per_task} episodes "
-              f"({len(state.train_tasks)} train / {len(state.test_tasks)} held-out tasks)", file=sys.stderr)
-    sampler = sampler or LocalSampler(cfg, seed=cfg.seed)
-    meta_train(state, sampler, on_iteration=_progress if verbose else None)
-    train_s = time.perf_counter() - t0
-    weights = state.learner.policy.state_dict()
-    save_checkpoint(out / "checkpoint", cfg, weights, state.learner.state_dict(), state.buffer,
-                    {"iteration": state.iteration, "env_steps": state.env_steps})
-    if verbose:
-        print(f"evaluating adaptation on {len(state.test_tasks)} held-out tasks ({', '.join(modes)})...",
-              file=sys.stderr)
-    results = evaluate_modes(cfg, weights, state.test_tasks, state.buffer, modes, state.learner.version)
+              f"({len(state.train_tasks)} train / {len(state.test_tasks)} held-out tasks)"
+              + (f", resuming after iteration {state.iteration}" if resume is not None else ""), file=sys.stderr)
+    session = None
+    if sampler is None and runtime is not None and runtime.use_ray:
+        from ssm_metarl_ray.runtime.session import RaySession
+
+        initial = resume / BUFFER if resume is not None and (resume / BUFFER).is_file() else None
+        session = RaySession(cfg, runtime, state.spec, out, initial_buffer=initial)
+    try:
+        if session is not None:
+            state.learner = session.learner(state.learner)
+            if verbose:
+                print(session.describe(), file=sys.stderr)
+        buffer = session.buffer if session is not None else state.buffer
+        every = runtime.checkpoint_every if runtime is not None else 0
+
+        def on_iteration(st: TrainState, m: dict) -> None:
+            if verbose:
+                _progress(st, m)
+            if every and st.iteration % every == 0 and st.iteration < cfg.iterations:
+                if session is not None:
+                    session.sampler.flush()
+                save_training_checkpoint(out / "checkpoint", st, buffer)
+
+        meta_train(state, sampler or (session.sampler if session else LocalSampler(cfg, seed=cfg.seed)),
+                   on_iteration, session.add_experience if session is not None else add_to_buffer)
+        train_s = time.perf_counter() - t0
+        if session is not None:
+            session.sampler.flush()
+        weights = {k: torch.from_numpy(v) for k, v in state.learner.get_weights().items()}
+        version = state.learner.version
+        save_training_checkpoint(out / "checkpoint", state, buffer)
+        if verbose:
+            print(f"evaluating adaptation on {len(state.test_tasks)} held-out tasks ({', '.join(modes)})...",
+                  file=sys.stderr)
+        if session is not None:
+            results = session.evaluate({k: v.numpy() for k, v in weights.items()}, version, state.test_tasks,
+                                       modes)
+        else:
+            results = evaluate_modes(cfg, weights, state.test_tasks, state.buffer, modes, version)
+    finally:
+        if session is not None:
+            session.close()
     eval_s = time.perf_counter() - t0 - train_s
     write_outputs(out, cfg, results, state.history,
                   {"env_steps": state.env_steps, "train_seconds": train_s, "eval_seconds": eval_s})

@@ -1,0 +1,31 @@
+"""Ray runtime: the only package of the library that imports ``ray``.
+
+It wraps the core's plain classes as actors without changing them:
+
+============================  =============================================================  ===================
+module                        what                                                           actor name suffix
+============================  =============================================================  ===================
+``cluster``                   ``init_ray`` (attach or start), run ids, errors, ``get``       -
+``workers``                   ``RolloutWorkerActor`` + ``RaySampler`` (LocalSampler twin)    ``rollout-<i>``
+``buffer``                    ``ExperienceBufferActor`` (named, snapshots) + ``BufferClient``  ``buffer``
+``evaluation``                ``EvaluatorActor`` + ``evaluate_parallel``                     ``evaluator-<i>``
+``learner``                   ``LearnerActor`` + ``RemoteLearner`` (``--learner-gpus``)      ``learner``
+``session``                   ``RaySession``: all of the above for one training run          -
+``config``                    ``RuntimeConfig`` (no Ray import)                              -
+============================  =============================================================  ===================
+
+Actors are named ``ssm-metarl:<run id>:<role>`` in the ``ssm_metarl`` namespace (see ``ray list actors``).
+Importing this package does not import Ray; its submodules (other than ``config``) do.
+"""
+
+from ssm_metarl_ray.runtime.config import RuntimeConfig
+
+
+def init_ray(*args, **kwargs) -> bool:
+    """See :func:`ssm_metarl_ray.runtime.cluster.init_ray` (imported lazily: importing Ray takes a second)."""
+    from ssm_metarl_ray.runtime.cluster import init_ray as _init
+
+    return _init(*args, **kwargs)
+
+
+__all__ = ["RuntimeConfig", "init_ray"]

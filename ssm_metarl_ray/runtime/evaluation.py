@@ -1,0 +1,90 @@
+"""Evaluator actors: held-out tasks split over several :class:`~ssm_metarl_ray.training.evaluate.Evaluator`.
+
+Each task is evaluated exactly as in the local path (same per-task seeds), so ``standard`` results do not
+depend on how tasks are split. In ``hybrid`` mode an evaluator keeps its task's own adaptation data in a
+private local buffer (``Evaluator.evaluate`` creates a fresh one) and draws meta-training experience from
+the shared buffer actor through ``replay_source``; the local path instead adapts against a private copy
+of the whole training buffer, so hybrid numbers agree in structure, not digit for digit.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import ray
+
+from ssm_metarl_ray.config import ExperimentConfig
+from ssm_metarl_ray.envs import Task
+from ssm_metarl_ray.runtime.cluster import _first_line, actor_name, get
+from ssm_metarl_ray.runtime.errors import ActorCallTimeout, SamplingError
+from ssm_metarl_ray.training.evaluate import Evaluator, summarize
+
+
+@ray.remote
+class EvaluatorActor:
+    def __init__(self, cfg: ExperimentConfig, seed: int, name: str, buffer_name: str | None = None,
+                 namespace: str = "", call_timeout_s: float = 60.0):
+        self.evaluator = Evaluator(cfg, seed=seed)
+        self.name, self.seed, self.timeout = name, seed, call_timeout_s
+        self.buffer = ray.get_actor(buffer_name, namespace=namespace) if buffer_name else None
+
+    def info(self) -> dict:
+        return {"name": self.name, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+
+    def evaluate(self, weights: dict[str, np.ndarray], version: int, tasks: list[Task], mode: str
+                 ) -> list[list[float]]:
+        """Per task: mean return before adaptation and after each adaptation step."""
+        self.evaluator.set_weights(weights, version)
+        out = []
+        for task in tasks:  # one call per task: results do not depend on the split
+            source = self._replay_source(task) if mode == "hybrid" and self.buffer is not None else None
+            out.append(self.evaluator.evaluate([task], mode, None, replay_source=source)[0])
+        return out
+
+    def _replay_source(self, task: Task):
+        rng = np.random.default_rng([self.seed, task.index, 1])
+
+        def source(n: int, seq_len: int):  # whole episodes of meta-training experience (None while empty)
+            ref = self.buffer.sample_sequences.remote(n, seq_len, int(rng.integers(2**63)), episode_start=True)
+            seq = get(ref, self.timeout, f"{self.name}: experience buffer sample_sequences")
+            return None if seq is None else {k: np.array(v) for k, v in seq.items()}  # writable copies for torch
+
+        return source
+
+
+def evaluate_parallel(cfg: ExperimentConfig, weights: dict[str, np.ndarray], version: int, tasks: list[Task],
+                      modes: list[str], *, num_evaluators: int, run_id: str, buffer_name: str | None = None,
+                      cpus: float = 1.0,
+                      namespace: str = "ssm_metarl", startup_timeout_s: float = 120.0,
+                      call_timeout_s: float = 60.0, timeout_s: float = 3600.0) -> dict[str, dict]:
+    """``{mode: summarize(per_task)}`` like ``training.run.evaluate_modes``, tasks split over evaluator actors."""
+    n = max(1, min(num_evaluators, len(tasks)))
+    actors = [EvaluatorActor.options(name=actor_name(run_id, f"evaluator-{i}"), namespace=namespace, num_cpus=cpus,
+                                     max_restarts=1, max_task_retries=1)  # evaluate() is deterministic
+              .remote(cfg, cfg.seed + 1, actor_name(run_id, f"evaluator-{i}"), buffer_name, namespace, call_timeout_s)
+              for i in range(n)]
+    try:
+        get([a.info.remote() for a in actors], startup_timeout_s, f"starting {n} evaluator actor(s)")
+        wref = ray.put(weights)
+        chunks = [c.tolist() for c in np.array_split(np.arange(len(tasks)), n)]
+        calls = {a.evaluate.remote(wref, version, [tasks[i] for i in c], mode): (mode, c)
+                 for mode in modes for a, c in zip(actors, chunks) if c}
+        per_task: dict[str, list] = {m: [None] * len(tasks) for m in modes}
+        deadline = time.monotonic() + timeout_s
+        while calls:
+            ready, _ = ray.wait(list(calls), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise ActorCallTimeout(f"evaluation of {len(tasks)} tasks did not finish within {timeout_s:g} s")
+            mode, c = calls.pop(ready[0])
+            try:
+                for i, r in zip(c, ray.get(ready[0])):
+                    per_task[mode][i] = r
+            except ray.exceptions.RayError as e:
+                raise SamplingError(f"evaluation ({mode}) failed: {_first_line(getattr(e, 'cause', None) or e)}"
+                                    ) from e
+        return {m: summarize(per_task[m]) for m in modes}
+    finally:
+        for a in actors:
+            ray.kill(a, no_restart=True)

@@ -1,0 +1,87 @@
+"""Learner actor (``--learner-gpus > 0``): :class:`MetaLearner` in its own process, optionally on a GPU.
+
+:class:`RemoteLearner` gives the driver the ``MetaLearner`` surface ``meta_train`` and the checkpoint code
+use (``update``, ``get_weights``, ``version``, ``state_dict``, ``load_state_dict``), so the training loop is
+the same whichever process learns. On a GPU the policy and every tensor the update creates live on the
+device (``torch.set_default_device``); weights and state leave the actor as CPU arrays/tensors.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import ray
+import torch
+
+from ssm_metarl_ray.algorithms.maml import MetaLearner
+from ssm_metarl_ray.config import ExperimentConfig
+from ssm_metarl_ray.rollout.worker import EnvSpec
+from ssm_metarl_ray.runtime.cluster import actor_name, get
+from ssm_metarl_ray.types import TaskBatch
+
+
+def to_cpu(x):
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu()
+    if isinstance(x, dict):
+        return {k: to_cpu(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_cpu(v) for v in x)
+    return x
+
+
+@ray.remote
+class LearnerActor:
+    def __init__(self, cfg: ExperimentConfig, spec: EnvSpec, state: dict):
+        self.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+        if self.device == "cuda":
+            torch.set_default_device(self.device)  # batches become device tensors inside MetaLearner.update
+        self.learner = MetaLearner(spec.make_policy(cfg.model).to(self.device), cfg.meta)
+        self.learner.load_state_dict(state)
+
+    def info(self) -> dict:
+        return {"pid": os.getpid(), "device": self.device, "version": self.learner.version,
+                "node_id": ray.get_runtime_context().get_node_id()}
+
+    def update(self, batches: list[TaskBatch]) -> tuple[dict[str, float], int]:
+        return self.learner.update(batches), self.learner.version
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return self.learner.get_weights()
+
+    def state_dict(self) -> dict:
+        return to_cpu(self.learner.state_dict())
+
+    def load_state_dict(self, state: dict) -> int:
+        self.learner.load_state_dict(state)
+        return self.learner.version
+
+
+class RemoteLearner:
+    """Driver-side stand-in for :class:`MetaLearner`, backed by a :class:`LearnerActor`."""
+
+    def __init__(self, cfg: ExperimentConfig, spec: EnvSpec, local: MetaLearner, run_id: str, *, num_gpus: float,
+                 num_cpus: float, namespace: str, call_timeout_s: float, update_timeout_s: float,
+                 startup_timeout_s: float):
+        self.timeout, self.update_timeout = call_timeout_s, update_timeout_s
+        self.handle = LearnerActor.options(name=actor_name(run_id, "learner"), namespace=namespace,
+                                           num_gpus=num_gpus, num_cpus=num_cpus).remote(cfg, spec, local.state_dict())
+        self.info = get(self.handle.info.remote(), startup_timeout_s, "starting the learner actor")
+        self.version = self.info["version"]
+
+    def update(self, batches: list[TaskBatch]) -> dict[str, float]:
+        metrics, self.version = get(self.handle.update.remote(batches), self.update_timeout, "learner update")
+        return metrics
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return get(self.handle.get_weights.remote(), self.timeout, "learner get_weights")
+
+    def state_dict(self) -> dict:
+        return get(self.handle.state_dict.remote(), self.timeout, "learner state_dict")
+
+    def load_state_dict(self, state: dict) -> None:
+        self.version = get(self.handle.load_state_dict.remote(state), self.timeout, "learner load_state_dict")
+
+    def close(self) -> None:
+        ray.kill(self.handle, no_restart=True)

@@ -1,0 +1,264 @@
+"""Rollout-worker actors and :class:`RaySampler`, the Ray twin of ``training.meta_train.LocalSampler``.
+
+Weights: ``set_weights`` puts the weights in the object store ONCE per iteration; every sample request
+carries that ref and its version as top-level arguments, so each worker (also one that Ray just
+restarted, or a replacement) loads them before sampling and skips versions it already has. Every
+returned batch is checked to carry the requested ``weights_version``.
+
+Work distribution: one request per task (its meta-batch slot travels with it; sampling is seeded on
+(seed, version, slot), see ``sample_task_seeded``), at most ``max_inflight_per_worker`` queued per
+worker, gathered with ``ray.wait(timeout=...)`` and returned in task order.
+
+Failures: a worker process that crashes is restarted by Ray (``max_restarts``) and its in-flight call
+retried (``max_task_retries``, finite). When that is exhausted the call raises; the sampler then
+replaces the worker with a fresh actor and resubmits its tasks. A worker with queued tasks that returns
+nothing for ``sample_timeout_s`` is considered hung: killed, replaced, tasks resubmitted. A replacement
+that cannot start within ``startup_timeout_s`` (e.g. its node is gone and no CPU is free) is dropped and
+the remaining workers finish the iteration. More than ``max_worker_failures`` failures in one call, or no
+worker left, raise :class:`SamplingError` with the reason - never a silent hang.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+
+from ssm_metarl_ray.config import ExperimentConfig
+from ssm_metarl_ray.envs import Task
+from ssm_metarl_ray.replay.convert import episodes_to_block
+from ssm_metarl_ray.rollout.worker import RolloutWorker
+from ssm_metarl_ray.runtime.cluster import _first_line, actor_name, get
+from ssm_metarl_ray.runtime.errors import ActorCallTimeout, SamplingError
+from ssm_metarl_ray.runtime.config import RuntimeConfig
+from ssm_metarl_ray.training.meta_train import first_episode_id, sample_task_seeded
+from ssm_metarl_ray.types import TaskBatch
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote
+class RolloutWorkerActor:
+    """A :class:`RolloutWorker` that writes what it samples to the run's buffer actor."""
+
+    def __init__(self, cfg: ExperimentConfig, name: str, buffer_name: str | None = None, namespace: str = "",
+                 call_timeout_s: float = 60.0):
+        self.worker = RolloutWorker(cfg.env, cfg.model, cfg.meta, cfg.meta.episodes_per_task, cfg.seed)
+        self.cfg, self.name, self.timeout = cfg, name, call_timeout_s
+        # the buffer is looked up by name: an actor handle as constructor argument cannot survive restarts
+        self.buffer = ray.get_actor(buffer_name, namespace=namespace) if buffer_name else None
+        self._pending_add = None
+
+    def info(self) -> dict:
+        return {"name": self.name, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                "version": self.worker.version}
+
+    def set_weights(self, weights: dict[str, np.ndarray], version: int) -> int:
+        self.worker.set_weights(weights, version)
+        return self.worker.version
+
+    def sample(self, weights: dict[str, np.ndarray], version: int, task: Task, slot: int) -> TaskBatch:
+        """MetaMAML data of one task (pre batches, post batch); also sent to the buffer actor."""
+        self.worker.set_weights(weights, version)  # no-op when this version is already loaded
+        batch = sample_task_seeded(self.worker, task, self.cfg.seed, version, slot)
+        if self.buffer is not None:
+            self._add(batch, version, slot)
+        return batch
+
+    def _add(self, batch: TaskBatch, version: int, slot: int) -> None:
+        first, blocks = first_episode_id(self.cfg.meta, version, slot), []
+        for ep in [*batch.pre, batch.post]:
+            blocks.append(episodes_to_block(ep, first))
+            first += ep.rewards.shape[0]
+        block = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+        self.flush()  # one add in flight per worker bounds object-store use
+        self._pending_add = self.buffer.add.remote(block, key=f"{version}:{slot}")
+
+    def flush(self) -> bool:
+        """Wait for this worker's last buffer add; False (and a warning) if it failed or timed out."""
+        ref, self._pending_add = self._pending_add, None
+        if ref is None:
+            return True
+        try:
+            ray.get(ref, timeout=self.timeout)
+            return True
+        except ray.exceptions.GetTimeoutError:
+            log.warning("%s: buffer add still pending after %.0f s; continuing without waiting", self.name,
+                        self.timeout)
+        except ray.exceptions.RayError as e:
+            log.warning("%s: buffer add failed (%s); that block is not in the buffer", self.name, _first_line(e))
+        return False
+
+
+@dataclass(eq=False)
+class _Worker:
+    index: int
+    generation: int
+    name: str
+    handle: object
+    since: float = 0.0  # start of the current no-progress interval (hang detection)
+
+
+class RaySampler:
+    """``set_weights(weights, version)`` / ``sample_tasks(tasks) -> list[TaskBatch]`` over worker actors."""
+
+    def __init__(self, cfg: ExperimentConfig, rt: RuntimeConfig, num_workers: int, run_id: str,
+                 buffer_name: str | None = None):
+        self.cfg, self.rt, self.run_id, self.buffer_name = cfg, rt, run_id, buffer_name
+        self._ref, self._version = None, -1
+        self.failures = self.replacements = 0  # totals over the run (reported by stats())
+        self.workers = [self._create(i, 0) for i in range(num_workers)]
+        self._wait_ready(self.workers, f"{num_workers} rollout worker(s)")
+
+    # ---- actors ---------------------------------------------------------------------------------------
+    def _create(self, index: int, generation: int) -> _Worker:
+        role = f"rollout-{index}" + (f"-r{generation}" if generation else "")
+        name = actor_name(self.run_id, role)
+        in_pg = ray.util.get_current_placement_group() is not None  # inside a Tune trial: stay in its PG
+        handle = RolloutWorkerActor.options(
+            name=name, namespace=self.rt.namespace, num_cpus=self.rt.cpus_per_worker,
+            max_restarts=self.rt.worker_max_restarts, max_task_retries=self.rt.worker_max_task_retries,
+            scheduling_strategy="SPREAD" if self.rt.spread_workers and not in_pg else None,
+        ).remote(self.cfg, name, self.buffer_name, self.rt.namespace, self.rt.call_timeout_s)
+        return _Worker(index, generation, name, handle)
+
+    def _wait_ready(self, workers: list[_Worker], what: str) -> None:
+        refs = [w.handle.info.remote() for w in workers]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.rt.startup_timeout_s)
+        if len(ready) < len(refs):
+            self.stop()
+            cpus = ray.cluster_resources().get("CPU", 0)
+            raise SamplingError(
+                f"only {len(ready)} of {what} started within {self.rt.startup_timeout_s:g} s (startup_timeout_s); "
+                f"each needs {self.rt.cpus_per_worker:g} CPU, the cluster has {cpus:g}: lower --num-workers")
+        ray.get(ready)  # raises if a constructor failed
+
+    def _replace(self, w: _Worker, reason: str, inflight: dict, todo: deque) -> None:
+        """Kill ``w``, requeue its tasks, start a replacement (or drop the slot if none can start)."""
+        for ref, (ww, i) in list(inflight.items()):
+            if ww is w:
+                del inflight[ref]
+                todo.appendleft(i)
+        try:
+            ray.kill(w.handle, no_restart=True)
+        except Exception:  # already gone
+            pass
+        new = self._create(w.index, w.generation + 1)
+        try:
+            get(new.handle.info.remote(), self.rt.startup_timeout_s, f"replacement worker {new.name}")
+        except (ActorCallTimeout, ray.exceptions.RayActorError) as e:
+            ray.kill(new.handle, no_restart=True)
+            self.workers.remove(w)
+            log.warning("rollout worker %s %s; its replacement did not start (%s): continuing with %d worker(s)",
+                        w.name, reason, _first_line(e), len(self.workers))
+        else:
+            self.workers[self.workers.index(w)] = new
+            self.replacements += 1
+            log.warning("rollout worker %s %s: replaced by %s, its tasks resubmitted", w.name, reason, new.name)
+        now = time.monotonic()
+        for x in self.workers:  # the wait above must not count as the others' hang time
+            x.since = now
+
+    # ---- sampler interface ----------------------------------------------------------------------------
+    def set_weights(self, weights, version: int) -> None:
+        """One ``ray.put`` per iteration (an ObjectRef, e.g. from a learner actor, is used as is)."""
+        self._ref = weights if isinstance(weights, ray.ObjectRef) else ray.put(weights)
+        self._version = version
+
+    def broadcast(self) -> None:
+        """Push the current weights to every worker now and wait (sampling does it implicitly)."""
+        get([w.handle.set_weights.remote(self._ref, self._version) for w in self.workers],
+            self.rt.call_timeout_s, "weight broadcast")
+
+    def sample_tasks(self, tasks: list[Task]) -> list[TaskBatch]:
+        if self._ref is None:
+            raise RuntimeError("RaySampler.set_weights must be called before sample_tasks")
+        todo: deque[int] = deque(range(len(tasks)))
+        out: list[TaskBatch | None] = [None] * len(tasks)
+        inflight: dict[ray.ObjectRef, tuple[_Worker, int]] = {}
+        failures = 0
+        while todo or inflight:
+            self._dispatch(tasks, todo, inflight)
+            if not inflight:
+                raise SamplingError("no rollout worker left to sample with")
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self._poll_s(inflight))
+            for ref in ready:
+                if ref not in inflight:  # its worker was replaced meanwhile
+                    continue
+                w, i = inflight.pop(ref)
+                try:
+                    out[i] = self._check(ray.get(ref), w, tasks[i])
+                    w.since = time.monotonic()
+                except ray.exceptions.RayActorError as e:
+                    failures = self._failed(failures, w, f"died ({_first_line(e)})", tasks[i])
+                    inflight[ref] = (w, i)  # so _replace requeues it with the rest
+                    self._replace(w, "died", inflight, todo)
+                except ray.exceptions.RayTaskError as e:  # a bug, not a crash: resubmitting would repeat it
+                    raise SamplingError(f"rollout worker {w.name} failed on task {tasks[i].index}: "
+                                        f"{_first_line(getattr(e, 'cause', None) or e)}") from e
+            now = time.monotonic()
+            busy = {w for w, _ in inflight.values()}
+            for w in [w for w in self.workers if w in busy and now - w.since > self.rt.sample_timeout_s]:
+                i = next(i for ww, i in inflight.values() if ww is w)
+                failures = self._failed(failures, w, f"returned nothing for {self.rt.sample_timeout_s:g} s "
+                                        "(sample_timeout_s)", tasks[i])
+                self._replace(w, "hung", inflight, todo)
+        return out  # type: ignore[return-value]
+
+    def _dispatch(self, tasks: list[Task], todo: deque, inflight: dict) -> None:
+        load = {w: 0 for w in self.workers}
+        for w, _ in inflight.values():
+            load[w] = load.get(w, 0) + 1
+        for w in sorted(self.workers, key=lambda w: load[w]):
+            while todo and load[w] < self.rt.max_inflight_per_worker:
+                if load[w] == 0:
+                    w.since = time.monotonic()
+                i = todo.popleft()
+                inflight[w.handle.sample.remote(self._ref, self._version, tasks[i], i)] = (w, i)
+                load[w] += 1
+
+    def _poll_s(self, inflight: dict) -> float:
+        oldest = min(w.since for w, _ in inflight.values())
+        return float(np.clip(oldest + self.rt.sample_timeout_s - time.monotonic(), 0.01, 1.0))
+
+    def _failed(self, failures: int, w: _Worker, what: str, task: Task) -> int:
+        failures += 1
+        self.failures += 1
+        if failures > self.rt.max_worker_failures:
+            self.stop()
+            raise SamplingError(f"rollout worker {w.name} {what} while sampling task {task.index}; "
+                                f"{failures} worker failure(s) this iteration exceed max_worker_failures="
+                                f"{self.rt.max_worker_failures}")
+        return failures
+
+    def _check(self, b: TaskBatch, w: _Worker, task: Task) -> TaskBatch:
+        versions = {ep.weights_version for ep in [*b.pre, b.post]}
+        if versions != {self._version} or b.task_index != task.index:
+            raise SamplingError(f"rollout worker {w.name} returned task {b.task_index} with weights "
+                                f"version(s) {sorted(versions)}; expected task {task.index}, version {self._version}")
+        return b
+
+    # ---- housekeeping ---------------------------------------------------------------------------------
+    def info(self) -> list[dict]:
+        return get([w.handle.info.remote() for w in self.workers], self.rt.call_timeout_s, "worker info")
+
+    def flush(self) -> None:
+        """Wait until every worker's last block has reached the buffer actor."""
+        get([w.handle.flush.remote() for w in self.workers], self.rt.call_timeout_s * 2, "worker flush")
+
+    def stats(self) -> dict:
+        return {"num_workers": len(self.workers), "worker_failures": self.failures,
+                "worker_replacements": self.replacements}
+
+    def stop(self) -> None:
+        for w in self.workers:
+            try:
+                ray.kill(w.handle, no_restart=True)
+            except Exception:
+                pass
+        self.workers = []
