@@ -5,8 +5,26 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from ssm_metarl_ray.config import AdaptConfig, ExperimentConfig, MetaConfig, ModelConfig
+from ssm_metarl_ray.runtime.config import RuntimeConfig
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One 2-CPU local cluster per module (``address="local"``: never attach to another cluster on this host)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
+             log_to_driver=False, namespace="ssm-test")
+    yield
+    ray.shutdown()
+
+
+def rt(**kw) -> RuntimeConfig:
+    """RuntimeConfig with test-sized timeouts."""
+    return RuntimeConfig(**{"sample_timeout_s": 60.0, "startup_timeout_s": 60.0, **kw})
 
 
 def tiny_cfg(iterations: int = 2, meta_batch_size: int = 4, episodes: int = 3, **kw) -> ExperimentConfig:

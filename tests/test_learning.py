@@ -16,7 +16,7 @@ from ssm_metarl_ray.config import AdaptConfig, ExperimentConfig, MetaConfig, Mod
 from ssm_metarl_ray.training.meta_train import LocalSampler, build_state, meta_train
 from ssm_metarl_ray.training.run import evaluate_modes
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = pytest.mark.timeout(900)
 
 
 def _train_and_eval(kind: str, lr: float, inner_steps: int, iterations: int = 20, seed: int = 0) -> list[float]:

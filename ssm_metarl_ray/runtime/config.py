@@ -26,7 +26,8 @@ class RuntimeConfig:
     # ---- rollout workers -------------------------------------------------------------------
     cpus_per_worker: float = 1.0
     spread_workers: bool = True  # SPREAD scheduling: workers go to different nodes when possible
-    max_inflight_per_worker: int = 2  # queued tasks per worker (pipelining hides the call latency)
+    tasks_per_chunk: int | None = None  # tasks per request (one batched rollout); None: meta-batch / workers
+    max_inflight_per_worker: int = 2  # queued requests per worker (pipelining hides the call latency)
     worker_max_restarts: int = 3  # Ray restarts a crashed worker process this often ...
     worker_max_task_retries: int = 1  # ... and retries its in-flight call this often (finite: no poison pills)
     max_worker_failures: int = 4  # deaths/hangs tolerated per iteration before sampling gives up
@@ -77,6 +78,8 @@ class RuntimeConfig:
                      "buffer_max_restarts"):
             if getattr(self, name) < 0:
                 out.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.tasks_per_chunk is not None and self.tasks_per_chunk < 1:
+            out.append(f"tasks_per_chunk must be >= 1, got {self.tasks_per_chunk}")
         if self.num_evaluators is not None and self.num_evaluators < 1:
             out.append(f"num_evaluators must be >= 1, got {self.num_evaluators}")
         return out

@@ -71,7 +71,6 @@ class RaySession:
 
     def evaluate(self, weights, version: int, tasks: list[Task], modes: list[str]) -> dict[str, dict]:
         """Stop the rollout workers (their CPUs go to the evaluators), then evaluate in parallel."""
-        self.sampler.flush()  # every training block is in the buffer before hybrid replay reads it
         n = self.rt.num_evaluators or len(self.sampler.workers) or 1
         self.sampler.stop()
         if self._learner is not None:

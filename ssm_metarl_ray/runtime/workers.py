@@ -5,9 +5,11 @@ carries that ref and its version as top-level arguments, so each worker (also on
 restarted, or a replacement) loads them before sampling and skips versions it already has. Every
 returned batch is checked to carry the requested ``weights_version``.
 
-Work distribution: one request per task (its meta-batch slot travels with it; sampling is seeded on
-(seed, version, slot), see ``sample_task_seeded``), at most ``max_inflight_per_worker`` queued per
-worker, gathered with ``ray.wait(timeout=...)`` and returned in task order.
+Work distribution: the meta-batch is cut into chunks of ``tasks_per_chunk`` tasks (default: one chunk
+per worker); a chunk is one request, sampled as one batched rollout and seeded on (seed, version, first
+slot) (``training.meta_train.sample_chunk_seeded``), so ``LocalSampler(tasks_per_chunk=same)`` returns
+identical data. At most ``max_inflight_per_worker`` requests are queued per worker; results are gathered
+with ``ray.wait(timeout=...)`` and returned in task order.
 
 Failures: a worker process that crashes is restarted by Ray (``max_restarts``) and its in-flight call
 retried (``max_task_retries``, finite). When that is exhausted the call raises; the sampler then
@@ -36,7 +38,7 @@ from ssm_metarl_ray.rollout.worker import RolloutWorker
 from ssm_metarl_ray.runtime.cluster import _first_line, actor_name, get
 from ssm_metarl_ray.runtime.errors import ActorCallTimeout, SamplingError
 from ssm_metarl_ray.runtime.config import RuntimeConfig
-from ssm_metarl_ray.training.meta_train import first_episode_id, sample_task_seeded
+from ssm_metarl_ray.training.meta_train import first_episode_id, sample_chunk_seeded, task_chunks
 from ssm_metarl_ray.types import TaskBatch
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,6 @@ class RolloutWorkerActor:
         self.cfg, self.name, self.timeout = cfg, name, call_timeout_s
         # the buffer is looked up by name: an actor handle as constructor argument cannot survive restarts
         self.buffer = ray.get_actor(buffer_name, namespace=namespace) if buffer_name else None
-        self._pending_add = None
 
     def info(self) -> dict:
         return {"name": self.name, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
@@ -62,37 +63,35 @@ class RolloutWorkerActor:
         self.worker.set_weights(weights, version)
         return self.worker.version
 
-    def sample(self, weights: dict[str, np.ndarray], version: int, task: Task, slot: int) -> TaskBatch:
-        """MetaMAML data of one task (pre batches, post batch); also sent to the buffer actor."""
+    def sample(self, weights: dict[str, np.ndarray], version: int, tasks: list[Task], first_slot: int
+               ) -> list[TaskBatch]:
+        """MetaMAML data of a chunk of tasks (meta-batch slots ``first_slot``...); also sent to the buffer."""
         self.worker.set_weights(weights, version)  # no-op when this version is already loaded
-        batch = sample_task_seeded(self.worker, task, self.cfg.seed, version, slot)
+        batches = sample_chunk_seeded(self.worker, tasks, self.cfg.seed, version, first_slot)
         if self.buffer is not None:
-            self._add(batch, version, slot)
-        return batch
+            self._add(batches, version, first_slot)
+        return batches
 
-    def _add(self, batch: TaskBatch, version: int, slot: int) -> None:
-        first, blocks = first_episode_id(self.cfg.meta, version, slot), []
-        for ep in [*batch.pre, batch.post]:
-            blocks.append(episodes_to_block(ep, first))
-            first += ep.rewards.shape[0]
+    def _add(self, batches: list[TaskBatch], version: int, first_slot: int) -> None:
+        """One block per request, written before the result is returned: a chunk the driver has received
+        is in the buffer (exactly once: retried/resubmitted adds carry the same key and are skipped).
+        Waiting costs milliseconds; not waiting would lose blocks whose writer dies before the buffer has
+        fetched them (the block's owner is this process)."""
+        blocks = []
+        for slot, b in enumerate(batches, first_slot):  # episode ids as the driver-side counter would give
+            first = first_episode_id(self.cfg.meta, version, slot)
+            for ep in [*b.pre, b.post]:
+                blocks.append(episodes_to_block(ep, first))
+                first += ep.rewards.shape[0]
         block = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
-        self.flush()  # one add in flight per worker bounds object-store use
-        self._pending_add = self.buffer.add.remote(block, key=f"{version}:{slot}")
-
-    def flush(self) -> bool:
-        """Wait for this worker's last buffer add; False (and a warning) if it failed or timed out."""
-        ref, self._pending_add = self._pending_add, None
-        if ref is None:
-            return True
+        ref = self.buffer.add.remote(block, key=f"{version}:{first_slot}:{len(batches)}")
         try:
             ray.get(ref, timeout=self.timeout)
-            return True
         except ray.exceptions.GetTimeoutError:
             log.warning("%s: buffer add still pending after %.0f s; continuing without waiting", self.name,
                         self.timeout)
         except ray.exceptions.RayError as e:
             log.warning("%s: buffer add failed (%s); that block is not in the buffer", self.name, _first_line(e))
-        return False
 
 
 @dataclass(eq=False)
@@ -110,6 +109,7 @@ class RaySampler:
     def __init__(self, cfg: ExperimentConfig, rt: RuntimeConfig, num_workers: int, run_id: str,
                  buffer_name: str | None = None):
         self.cfg, self.rt, self.run_id, self.buffer_name = cfg, rt, run_id, buffer_name
+        self.tasks_per_chunk = rt.tasks_per_chunk  # None: ceil(meta-batch / workers), fixed at the first call
         self._ref, self._version = None, -1
         self.failures = self.replacements = 0  # totals over the run (reported by stats())
         self.workers = [self._create(i, 0) for i in range(num_workers)]
@@ -178,39 +178,43 @@ class RaySampler:
     def sample_tasks(self, tasks: list[Task]) -> list[TaskBatch]:
         if self._ref is None:
             raise RuntimeError("RaySampler.set_weights must be called before sample_tasks")
-        todo: deque[int] = deque(range(len(tasks)))
+        if self.tasks_per_chunk is None:  # fixed once, so a shrinking pool does not change the data
+            self.tasks_per_chunk = -(-len(tasks) // max(1, len(self.workers)))
+        chunks = task_chunks(len(tasks), self.tasks_per_chunk)
+        todo: deque[int] = deque(range(len(chunks)))
         out: list[TaskBatch | None] = [None] * len(tasks)
-        inflight: dict[ray.ObjectRef, tuple[_Worker, int]] = {}
+        inflight: dict[ray.ObjectRef, tuple[_Worker, int]] = {}  # request -> (worker, chunk index)
         failures = 0
         while todo or inflight:
-            self._dispatch(tasks, todo, inflight)
+            self._dispatch(tasks, chunks, todo, inflight)
             if not inflight:
                 raise SamplingError("no rollout worker left to sample with")
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self._poll_s(inflight))
             for ref in ready:
                 if ref not in inflight:  # its worker was replaced meanwhile
                     continue
-                w, i = inflight.pop(ref)
+                w, c = inflight.pop(ref)
+                a, z = chunks[c]
                 try:
-                    out[i] = self._check(ray.get(ref), w, tasks[i])
+                    out[a:z] = self._check(ray.get(ref), w, tasks[a:z])
                     w.since = time.monotonic()
                 except ray.exceptions.RayActorError as e:
-                    failures = self._failed(failures, w, f"died ({_first_line(e)})", tasks[i])
-                    inflight[ref] = (w, i)  # so _replace requeues it with the rest
+                    failures = self._failed(failures, w, f"died ({_first_line(e)})", tasks[a:z])
+                    inflight[ref] = (w, c)  # so _replace requeues it with the rest
                     self._replace(w, "died", inflight, todo)
                 except ray.exceptions.RayTaskError as e:  # a bug, not a crash: resubmitting would repeat it
-                    raise SamplingError(f"rollout worker {w.name} failed on task {tasks[i].index}: "
+                    raise SamplingError(f"rollout worker {w.name} failed on tasks {[t.index for t in tasks[a:z]]}: "
                                         f"{_first_line(getattr(e, 'cause', None) or e)}") from e
             now = time.monotonic()
             busy = {w for w, _ in inflight.values()}
             for w in [w for w in self.workers if w in busy and now - w.since > self.rt.sample_timeout_s]:
-                i = next(i for ww, i in inflight.values() if ww is w)
+                a, z = chunks[next(c for ww, c in inflight.values() if ww is w)]
                 failures = self._failed(failures, w, f"returned nothing for {self.rt.sample_timeout_s:g} s "
-                                        "(sample_timeout_s)", tasks[i])
+                                        "(sample_timeout_s)", tasks[a:z])
                 self._replace(w, "hung", inflight, todo)
         return out  # type: ignore[return-value]
 
-    def _dispatch(self, tasks: list[Task], todo: deque, inflight: dict) -> None:
+    def _dispatch(self, tasks: list[Task], chunks: list[tuple[int, int]], todo: deque, inflight: dict) -> None:
         load = {w: 0 for w in self.workers}
         for w, _ in inflight.values():
             load[w] = load.get(w, 0) + 1
@@ -218,38 +222,36 @@ class RaySampler:
             while todo and load[w] < self.rt.max_inflight_per_worker:
                 if load[w] == 0:
                     w.since = time.monotonic()
-                i = todo.popleft()
-                inflight[w.handle.sample.remote(self._ref, self._version, tasks[i], i)] = (w, i)
+                c = todo.popleft()
+                a, z = chunks[c]
+                inflight[w.handle.sample.remote(self._ref, self._version, tasks[a:z], a)] = (w, c)
                 load[w] += 1
 
     def _poll_s(self, inflight: dict) -> float:
         oldest = min(w.since for w, _ in inflight.values())
         return float(np.clip(oldest + self.rt.sample_timeout_s - time.monotonic(), 0.01, 1.0))
 
-    def _failed(self, failures: int, w: _Worker, what: str, task: Task) -> int:
+    def _failed(self, failures: int, w: _Worker, what: str, tasks: list[Task]) -> int:
         failures += 1
         self.failures += 1
         if failures > self.rt.max_worker_failures:
             self.stop()
-            raise SamplingError(f"rollout worker {w.name} {what} while sampling task {task.index}; "
+            raise SamplingError(f"rollout worker {w.name} {what} while sampling tasks {[t.index for t in tasks]}; "
                                 f"{failures} worker failure(s) this iteration exceed max_worker_failures="
                                 f"{self.rt.max_worker_failures}")
         return failures
 
-    def _check(self, b: TaskBatch, w: _Worker, task: Task) -> TaskBatch:
-        versions = {ep.weights_version for ep in [*b.pre, b.post]}
-        if versions != {self._version} or b.task_index != task.index:
-            raise SamplingError(f"rollout worker {w.name} returned task {b.task_index} with weights "
-                                f"version(s) {sorted(versions)}; expected task {task.index}, version {self._version}")
-        return b
+    def _check(self, batches: list[TaskBatch], w: _Worker, tasks: list[Task]) -> list[TaskBatch]:
+        versions = {ep.weights_version for b in batches for ep in [*b.pre, b.post]}
+        got, want = [b.task_index for b in batches], [t.index for t in tasks]
+        if versions != {self._version} or got != want:
+            raise SamplingError(f"rollout worker {w.name} returned tasks {got} with weights version(s) "
+                                f"{sorted(versions)}; expected tasks {want}, version {self._version}")
+        return batches
 
     # ---- housekeeping ---------------------------------------------------------------------------------
     def info(self) -> list[dict]:
         return get([w.handle.info.remote() for w in self.workers], self.rt.call_timeout_s, "worker info")
-
-    def flush(self) -> None:
-        """Wait until every worker's last block has reached the buffer actor."""
-        get([w.handle.flush.remote() for w in self.workers], self.rt.call_timeout_s * 2, "worker flush")
 
     def stats(self) -> dict:
         return {"num_workers": len(self.workers), "worker_failures": self.failures,

@@ -24,15 +24,23 @@ from ssm_metarl_ray.types import TaskBatch
 from ssm_metarl_ray.utils.seeding import seed_everything
 
 
-def sample_task_seeded(worker: RolloutWorker, task: Task, seed: int, version: int, slot: int) -> TaskBatch:
-    """``worker.sample_task(task)`` with RNG streams keyed on (seed, weights version, meta-batch slot).
+def sample_chunk_seeded(worker: RolloutWorker, tasks: list[Task], seed: int, version: int,
+                        first_slot: int) -> list[TaskBatch]:
+    """``worker.sample_tasks(tasks)`` with RNG streams keyed on (seed, weights version, first meta-batch slot).
 
-    The data of a task then does not depend on which worker collects it or in which order, so the
-    local and the Ray sampler produce identical batches and a resubmitted task reproduces itself.
+    The data of a chunk of tasks then does not depend on which process collects it or when, so the local
+    and the Ray sampler produce identical batches for the same chunking, a resubmitted chunk reproduces
+    itself, and a resumed run continues exactly as an uninterrupted one.
     """
-    worker.rng = np.random.default_rng([seed, version, slot])
+    worker.rng = np.random.default_rng([seed, version, first_slot])
     torch.manual_seed(int(worker.rng.integers(2**63)))  # action sampling uses torch's global RNG
-    return worker.sample_task(task)
+    return worker.sample_tasks(tasks)
+
+
+def task_chunks(num_tasks: int, tasks_per_chunk: int | None) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` slices of the meta-batch; None: one chunk (one batched rollout)."""
+    size = tasks_per_chunk or max(1, num_tasks)
+    return [(a, min(num_tasks, a + size)) for a in range(0, num_tasks, size)]
 
 
 def first_episode_id(meta: MetaConfig, version: int, slot: int) -> int:
@@ -46,18 +54,23 @@ def first_episode_id(meta: MetaConfig, version: int, slot: int) -> int:
 
 
 class LocalSampler:
-    """Collects every task's MetaMAML data in this process with one RolloutWorker."""
+    """Collects every task's MetaMAML data in this process with one RolloutWorker.
 
-    def __init__(self, cfg: ExperimentConfig, seed: int):
+    ``tasks_per_chunk``: tasks per batched rollout (None: the whole meta-batch at once). Sampling is
+    seeded per chunk, so the Ray sampler with the same chunking returns identical data.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, seed: int, tasks_per_chunk: int | None = None):
         self.worker = RolloutWorker(cfg.env, cfg.model, cfg.meta, cfg.meta.episodes_per_task, seed)
-        self.seed = seed
+        self.seed, self.tasks_per_chunk = seed, tasks_per_chunk
 
     def set_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
         self.worker.set_weights(weights, version)
 
     def sample_tasks(self, tasks: list[Task]) -> list[TaskBatch]:
         v = self.worker.version
-        return [sample_task_seeded(self.worker, t, self.seed, v, i) for i, t in enumerate(tasks)]
+        return [b for a, z in task_chunks(len(tasks), self.tasks_per_chunk)
+                for b in sample_chunk_seeded(self.worker, tasks[a:z], self.seed, v, a)]
 
 
 @dataclass

@@ -109,15 +109,11 @@ def run_training(cfg: ExperimentConfig, out: Path, modes: list[str], verbose: bo
             if verbose:
                 _progress(st, m)
             if every and st.iteration % every == 0 and st.iteration < cfg.iterations:
-                if session is not None:
-                    session.sampler.flush()
                 save_training_checkpoint(out / "checkpoint", st, buffer)
 
         meta_train(state, sampler or (session.sampler if session else LocalSampler(cfg, seed=cfg.seed)),
                    on_iteration, session.add_experience if session is not None else add_to_buffer)
         train_s = time.perf_counter() - t0
-        if session is not None:
-            session.sampler.flush()
         weights = {k: torch.from_numpy(v) for k, v in state.learner.get_weights().items()}
         version = state.learner.version
         save_training_checkpoint(out / "checkpoint", state, buffer)

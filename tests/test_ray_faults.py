@@ -1,0 +1,96 @@
+"""Ray runtime on one node: rollout workers killed (SIGKILL) or hung mid-iteration; training goes on."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from ray_util import assert_same_batches, learning_history, ray_local, rt, tiny_cfg  # noqa: E402,F401
+
+from ssm_metarl_ray.runtime.cluster import get  # noqa: E402
+from ssm_metarl_ray.runtime.errors import ActorCallTimeout, SamplingError  # noqa: E402
+from ssm_metarl_ray.runtime.workers import RaySampler  # noqa: E402
+from ssm_metarl_ray.training.meta_train import LocalSampler, build_state, count_experience, meta_train  # noqa: E402
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(180), pytest.mark.usefixtures("ray_local")]
+
+
+@functools.cache
+def _local_history(cfg, tasks_per_chunk):
+    state = build_state(cfg)
+    meta_train(state, LocalSampler(cfg, cfg.seed, tasks_per_chunk))
+    return learning_history(state.history)
+
+
+@pytest.mark.parametrize("max_restarts", [3, 0], ids=["ray-restarts-it", "sampler-replaces-it"])
+def test_worker_killed_mid_iteration(max_restarts):
+    cfg = tiny_cfg(iterations=3, meta_batch_size=6, episodes=10)
+    sampler = RaySampler(cfg, rt(worker_max_restarts=max_restarts), 2, f"kill{max_restarts}")
+    try:
+        victim = sampler.info()[0]
+        killed = {}
+
+        def kill_soon(st, m):  # after iteration 1: SIGKILL worker 0 while iteration 2 is sampling
+            if st.iteration == 1:
+                def kill():
+                    time.sleep(0.3)
+                    os.kill(victim["pid"], signal.SIGKILL)
+                    killed["at"] = time.monotonic()
+                threading.Thread(target=kill, daemon=True).start()
+            elif st.iteration == 2:
+                killed["iteration_2_done"] = time.monotonic()
+
+        state = build_state(cfg)
+        meta_train(state, sampler, kill_soon, add_experience=count_experience)
+        assert killed["at"] < killed["iteration_2_done"]  # the kill landed mid-iteration
+        assert learning_history(state.history) == _local_history(cfg, 3)  # nothing lost, nothing duplicated
+        first = sampler.info()[0]
+        assert first["pid"] != victim["pid"]
+        if max_restarts:  # Ray restarted the same actor and retried its calls
+            assert first["name"] == victim["name"] and sampler.replacements == 0
+        else:  # restarts exhausted: the sampler started a replacement and resubmitted the tasks
+            assert first["name"].endswith("rollout-0-r1") and sampler.replacements == 1
+    finally:
+        sampler.stop()
+
+
+def test_hung_worker_is_replaced():
+    cfg = tiny_cfg(meta_batch_size=4)
+    local = LocalSampler(cfg, cfg.seed, tasks_per_chunk=2)  # as 2 workers split 4 tasks
+    weights = build_state(cfg).learner.get_weights()
+    local.set_weights(weights, 0)
+    expected = local.sample_tasks(build_state(cfg).train_tasks[:4])
+    sampler = RaySampler(cfg, rt(sample_timeout_s=3.0, max_worker_failures=1), 2, "hang")
+    try:
+        hung = sampler.workers[0]
+        hung.handle.__ray_call__.remote(lambda self: time.sleep(120))  # blocks the actor's only thread
+        sampler.set_weights(weights, 0)
+        assert_same_batches(sampler.sample_tasks(build_state(cfg).train_tasks[:4]), expected)
+        assert sampler.replacements == 1 and sampler.workers[0].name.endswith("rollout-0-r1")
+    finally:
+        sampler.stop()
+
+
+def test_timeouts_give_clear_errors():
+    cfg = tiny_cfg(episodes=10)
+    sampler = RaySampler(cfg, rt(sample_timeout_s=0.05, max_worker_failures=0), 1, "timeout")
+    sampler.set_weights(build_state(cfg).learner.get_weights(), 0)
+    with pytest.raises(SamplingError, match=r"rollout-0 returned nothing for 0.05 s \(sample_timeout_s\)"):
+        sampler.sample_tasks(build_state(cfg).train_tasks[:2])
+    assert sampler.workers == []  # gave up and cleaned up
+
+    @ray.remote(num_cpus=0)
+    def slow():
+        time.sleep(30)
+
+    with pytest.raises(ActorCallTimeout, match="experience buffer stats did not return within 0.2 s"):
+        get(slow.remote(), 0.2, "experience buffer stats")
+
+

@@ -1,0 +1,125 @@
+"""RolloutWorker batches, replay conversions, adapters (standard and hybrid) on every task family."""
+
+import numpy as np
+import pytest
+import torch
+
+from ssm_metarl_ray.adapters.hybrid import HybridAdapter, make_adapter
+from ssm_metarl_ray.adapters.standard import StandardAdapter
+from ssm_metarl_ray.config import AdaptConfig, MetaConfig, ModelConfig
+from ssm_metarl_ray.envs import make_env, task_splits
+from ssm_metarl_ray.replay.buffer import ExperienceBuffer
+from ssm_metarl_ray.replay.convert import episodes_to_block, policy_inputs
+from ssm_metarl_ray.rollout.worker import RolloutWorker
+
+SMALL = ModelConfig(kind="ssm", hidden_size=16, num_layers=1, state_size=8)
+
+
+def _worker(env="navigation-2d", model=SMALL, episodes=3):
+    torch.manual_seed(0)
+    return RolloutWorker(env, model, MetaConfig(episodes_per_task=episodes), num_envs=episodes, seed=0)
+
+
+def _tasks(env="navigation-2d", n=3):
+    return task_splits(make_env(env), n, 2, seed=0)
+
+
+@pytest.mark.parametrize("env", ["navigation-2d", "cartpole-physics"])
+def test_rebuilt_inputs_equal_what_the_policy_saw(env):
+    w = _worker(env)
+    batch = w.sample(_tasks(env)[0][0], 3)
+    rebuilt = policy_inputs(batch.obs, batch.actions, batch.rewards, batch.dones, w.spec.discrete, w.spec.act_dim)
+    m = batch.mask.astype(bool)
+    np.testing.assert_allclose(rebuilt[m], batch.inputs[m], atol=1e-6)
+
+
+def test_sample_many_assigns_rows_to_tasks_and_stamps_version():
+    w = _worker()
+    w.set_weights(w.get_weights(), 7)
+    train, _ = _tasks()
+    batches = w.sample_many(train, 2)
+    assert [b.task_index for b in batches] == [t.index for t in train]
+    assert all(b.weights_version == 7 and b.rewards.shape == (2, 100) for b in batches)
+    # navigation reward is minus the distance to the task's goal: check it against each row's task
+    for b, t in zip(batches, train):
+        goal = np.array([t.params["goal_x"], t.params["goal_y"]])
+        pos = np.cumsum(np.clip(b.actions, -1, 1) * 0.1, axis=1)  # start at origin, action scale 0.1
+        np.testing.assert_allclose(b.rewards[:, :50], -np.linalg.norm(pos - goal, axis=-1)[:, :50], atol=1e-4)
+
+
+def test_terminated_episodes_are_masked_and_advantages_normalised():
+    w = _worker("cartpole-physics", episodes=4)
+    b = w.sample(_tasks("cartpole-physics")[0][0], 4)
+    lengths = b.mask.sum(1)
+    assert lengths.min() < 200  # a random policy drops the pole early
+    assert np.all(b.rewards[b.mask == 0] == 0) and np.all(b.advantages[b.mask == 0] == 0)
+    assert abs(b.advantages[b.mask > 0].mean()) < 1e-4
+    assert np.all(b.dones[:, 0] == 1) and np.all(b.dones[:, 1:] == 0)
+
+
+def test_stale_weights_are_ignored():
+    w = _worker()
+    w.set_weights(w.get_weights(), 3)
+    new = {k: v + 1.0 for k, v in w.get_weights().items()}
+    w.set_weights(new, 2)
+    assert not np.allclose(w.get_weights()["actor.bias"], new["actor.bias"])
+
+
+@pytest.mark.parametrize("mode", ["standard", "hybrid"])
+def test_adapters_report_each_step_and_never_touch_meta_parameters(mode):
+    w = _worker()
+    train, test = _tasks()
+    buf = ExperienceBuffer(10_000, w.spec.obs_dim, w.spec.act_dim)
+    for i, b in enumerate(w.sample_many(train, 3)):
+        buf.add(episodes_to_block(b, 100 * i))
+    before = {k: v.clone() for k, v in w.policy.state_dict().items()}
+    cfg = AdaptConfig(adapt_steps=2, episodes_per_step=3, experience_batch_size=4, experience_weight=0.5)
+    adapter = make_adapter(mode, w.policy, cfg, buf, horizon=100)
+    res = adapter.adapt(w, test[0])
+    assert len(res.returns) == 3 and res.env_steps == 9 * 100
+    assert any(not torch.equal(res.params[k], before[k]) for k in res.params)
+    for k, v in w.policy.state_dict().items():
+        assert torch.equal(v, before[k])
+    if mode == "hybrid":
+        assert test[0].index in buf.task_ids()  # fresh data was stored for later steps
+
+
+def test_hybrid_loss_adds_weighted_replay_term():
+    w = _worker()
+    train, test = _tasks()
+    buf = ExperienceBuffer(10_000, w.spec.obs_dim, w.spec.act_dim)
+    buf.add(episodes_to_block(w.sample(train[0], 3), 0))
+    batch = w.sample(test[0], 3)
+    params = {k: v.detach() for k, v in w.policy.named_parameters()}
+    std = StandardAdapter(w.policy, AdaptConfig())
+    hyb = HybridAdapter(w.policy, AdaptConfig(experience_weight=0.5, experience_batch_size=2), buf, 100, seed=1)
+    hyb.begin_task(test[0])
+    seq = hyb.replay_batch()
+    assert seq["task_id"][seq["mask"]].tolist() == [train[0].index] * int(seq["mask"].sum())
+    hyb.replay_batch = lambda: seq
+    expected = std.loss(params, batch) + 0.5 * hyb.replay_loss(params, seq)
+    torch.testing.assert_close(hyb.loss(params, batch), expected)
+    zero = HybridAdapter(w.policy, AdaptConfig(experience_weight=0.0), buf, 100)
+    zero.begin_task(test[0])
+    torch.testing.assert_close(zero.loss(params, batch), std.loss(params, batch))
+
+
+@pytest.mark.mujoco
+@pytest.mark.parametrize("env", ["halfcheetah-vel", "halfcheetah-dir", "ant-dir", "ant-goal", "cartpole-physics"])
+def test_every_family_runs_a_meta_iteration_and_hybrid_adaptation(env):
+    from ssm_metarl_ray.algorithms.maml import MetaLearner
+
+    w = _worker(env, episodes=2)
+    train, test = _tasks(env, 2)
+    learner = MetaLearner(w.spec.make_policy(SMALL), MetaConfig(episodes_per_task=2, outer_steps=1))
+    w.set_weights(learner.get_weights(), learner.version)
+    batches = w.sample_tasks(train)
+    metrics = learner.update(batches)
+    assert np.isfinite(metrics["meta/post_return"]) and learner.version == 1
+    buf = ExperienceBuffer(5_000, w.spec.obs_dim, 1 if w.spec.discrete else w.spec.act_dim, w.spec.discrete)
+    for i, b in enumerate(batches):
+        buf.add(episodes_to_block(b.post, 10 * i))
+    adapter = make_adapter("hybrid", w.policy, AdaptConfig(adapt_steps=1, episodes_per_step=2,
+                                                           experience_batch_size=2), buf, w.spec.horizon)
+    res = adapter.adapt(w, test[0])
+    assert len(res.returns) == 2 and all(np.isfinite(res.returns))
