@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from ssm_metarl_ray.algorithms.maml import Params, inner_loss, policy_params
+from ssm_metarl_ray.algorithms.maml import Params, inner_loss, policy_params, sgd_step
 from ssm_metarl_ray.config import AdaptConfig
 from ssm_metarl_ray.envs import Task
 from ssm_metarl_ray.models.policy import Policy
@@ -63,13 +62,8 @@ class StandardAdapter:
 
     def step(self, params: Params, batch: EpisodeBatch, lr: float) -> Params:
         params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-        loss = self.loss(params, batch)
-        names = list(params)
-        grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
-        grads = [torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, grads)]
-        norm = torch.sqrt(sum((g**2).sum() for g in grads))
-        scale = min(1.0, self.cfg.grad_clip / (float(norm) + 1e-6))
-        return {n: (params[n] - lr * scale * g).detach() for n, g in zip(names, grads)}
+        new = sgd_step(params, self.loss(params, batch), lr, create_graph=False, max_grad_norm=self.cfg.grad_clip)
+        return {k: v.detach() for k, v in new.items()}
 
 
 def mean_sem(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -42,18 +42,25 @@ def inner_loss(policy: Policy, params: Params, ep: TorchEpisodes) -> Tensor:
     return pg_loss(logp, ep.logp, ep.advantages, ep.mask)
 
 
-def inner_update(policy: Policy, params: Params, ep: TorchEpisodes, lr: float, create_graph: bool,
-                 max_grad_norm: float | None = None) -> Params:
-    """One functional policy-gradient step; returns new tensors, ``params`` is left untouched."""
-    loss = inner_loss(policy, params, ep)
+def sgd_step(params: Params, loss: Tensor, lr: float, create_graph: bool,
+             max_grad_norm: float | None = None) -> Params:
+    """theta' = theta - lr * clip(grad loss); returns new tensors, ``params`` is left untouched.
+
+    Parameters the loss does not depend on (e.g. the critic in a policy-gradient loss) keep their value.
+    The clipping scale is treated as a constant (not differentiated).
+    """
     names = list(params)
     grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True)
     grads = [torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, grads)]
     if max_grad_norm is not None:
-        norm = torch.sqrt(sum((g.detach() ** 2).sum() for g in grads))
-        scale = torch.clamp(max_grad_norm / (norm + 1e-6), max=1.0)
-        grads = [g * scale for g in grads]
+        norm = float(torch.sqrt(sum((g.detach() ** 2).sum() for g in grads)))
+        grads = [g * min(1.0, max_grad_norm / (norm + 1e-6)) for g in grads]
     return {n: params[n] - lr * g for n, g in zip(names, grads)}
+
+
+def inner_update(policy: Policy, params: Params, ep: TorchEpisodes, lr: float, create_graph: bool) -> Params:
+    """One functional policy-gradient step of the MAML inner loop."""
+    return sgd_step(params, inner_loss(policy, params, ep), lr, create_graph)
 
 
 def adapt(policy: Policy, params: Params, episodes: Iterable[TorchEpisodes], lr: float,
