@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output-dir", default=None, help="where to write metrics/plot (default: next to it)")
     ev.add_argument("--num-test-tasks", type=int, default=None)
     sub.add_parser("envs", help="list task families")
+    from ssm_metarl_ray.sweeps.cli import add_tune_parser  # no Ray import
+
+    add_tune_parser(sub)
     return parser
 
 
@@ -176,12 +179,11 @@ def cmd_envs() -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ssm_metarl_ray.training.run import run_training
-    from ssm_metarl_ray.utils.checkpoint import load_config
-
     rt = runtime_from_args(args)
     resume = None
     if args.resume is not None:  # the experiment config comes from the checkpoint; runtime flags from here
+        from ssm_metarl_ray.utils.checkpoint import load_config
+
         resume = _resume_dir(args.resume)
         cfg = load_config(resume)
         _check(args.iterations is None or args.iterations > 0,
@@ -194,6 +196,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     modes = [args.adaptation_mode] if args.adaptation_mode else list(ADAPTATION_MODES)
     if rt.num_workers is None and not _ray_available():
         rt = replace(rt, num_workers=0)
+    from ssm_metarl_ray.training.run import run_training  # torch etc.: only once the arguments are valid
+
     run_training(cfg, out, modes, verbose=not args.quiet, runtime=rt, resume=resume)
     return 0
 
@@ -237,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_envs()
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "tune":
+            from ssm_metarl_ray.sweeps.cli import cmd_tune
+
+            return cmd_tune(args)
         return cmd_evaluate(args)
     except (UsageError, CheckpointError) as e:
         print(f"ssm-metarl: error: {e}", file=sys.stderr)

@@ -13,7 +13,7 @@ from ssm_metarl_ray.runtime.config import RuntimeConfig
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """One 2-CPU local cluster per module (``address="local"``: never attach to another cluster on this host)."""
+    """One 2-CPU local cluster per module (``address="local"``: never attach to another one on this host)."""
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
@@ -30,7 +30,8 @@ def rt(**kw) -> RuntimeConfig:
 def tiny_cfg(iterations: int = 2, meta_batch_size: int = 4, episodes: int = 3, **kw) -> ExperimentConfig:
     return ExperimentConfig(env="navigation-2d", iterations=iterations, num_train_tasks=20, num_test_tasks=2,
                             seed=0, model=ModelConfig(hidden_size=16, num_layers=1, state_size=8),
-                            meta=replace(MetaConfig(), meta_batch_size=meta_batch_size, episodes_per_task=episodes),
+                            meta=replace(MetaConfig(), meta_batch_size=meta_batch_size,
+                                         episodes_per_task=episodes),
                             adapt=replace(AdaptConfig(), adapt_steps=1, episodes_per_step=episodes,
                                           buffer_size=20_000),
                             **kw)

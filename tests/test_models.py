@@ -238,3 +238,159 @@ def test_transformer_attention_window():
         y2, _ = core.forward_sequence(x2, core.initial_state(B), dones)
     changed = (y1 - y2).abs().amax(dim=(0, 2)) > 1e-12
     assert changed.tolist() == [5 <= t < 5 + L for t in range(T)]
+
+
+# ---- step fast paths (no autograd: rollouts) ----------------------------------------------------------
+
+
+def _clone_state(state):
+    return tuple(_clone_state(s) for s in state) if isinstance(state, tuple) else state.clone()
+
+
+def _assert_states_equal(a, b, **tol):
+    fa, fb = _flat(a), _flat(b)
+    assert len(fa) == len(fb)
+    for x, y in zip(fa, fb):
+        assert x.shape == y.shape and x.dtype == y.dtype
+        torch.testing.assert_close(x, y, **tol)
+
+
+def _step_loop(core, x, dones, state, grad):
+    """Step through (B, T) under no_grad (the fast paths) or with autograd on (the plain paths)."""
+    ys, states = [], []
+    with torch.set_grad_enabled(grad):
+        for x_t, d_t in zip(x.unbind(1), dones.unbind(1)):
+            y, state = core.step(x_t, state, d_t)
+            ys.append(y.detach())
+            states.append(state)
+    return torch.stack(ys, 1), states
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_grad_step_equals_autograd_step(kind):
+    """The no-autograd step path (cached transforms, fused cells, in-place key/value appends, skipped
+    resets) gives the autograd path's outputs and states, over more steps than a key/value buffer holds,
+    and never changes a state it returned earlier."""
+    core = _core(kind)
+    x, dones = _data(3, 100, torch.float64, seed=9, p_done=0.03)
+    state0 = core.initial_state(3)
+    y_fast, st_fast = _step_loop(core, x, dones, state0, grad=False)
+    y_ref, st_ref = _step_loop(core, x, dones, state0, grad=True)
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-12, atol=1e-12)
+    # Every state handed out is still intact after all later steps (compared after the whole loop).
+    for s_fast, s_ref in zip(st_fast, st_ref):
+        _assert_states_equal(s_fast, _clone_state(s_ref), rtol=1e-12, atol=1e-12)
+    if kind == "transformer":  # the key/value buffers really were appended to in place
+        shared = sum(a[2][0][0]._base is not None and a[2][0][0]._base is b[2][0][0]._base
+                     for a, b in zip(st_fast[:-1], st_fast[1:]))
+        assert shared > 50
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_grad_step_branching_from_one_state(kind):
+    """Stepping the same state twice (e.g. two candidate actions) gives independent results."""
+    core = _core(kind)
+    x, dones = _data(2, 12, torch.float64, seed=10, p_done=0.0)
+    dones[:, 0] = 1.0
+    with torch.no_grad():
+        _, states = _step_loop(core, x, dones, core.initial_state(2), grad=False)
+        s = states[-1]
+        a = torch.randn(2, D_IN, dtype=torch.float64)
+        b = torch.randn(2, D_IN, dtype=torch.float64)
+        no_done = torch.zeros(2, dtype=torch.float64)
+        ya, sa = core.step(a, s, no_done)
+        sa_copy = _clone_state(sa)
+        yb, sb = core.step(b, s, no_done)
+        ya2, sa2 = core.step(x[:, 0], sa, no_done)  # continue the first branch after the second
+        yb2, _ = core.step(x[:, 0], sb, no_done)
+    _assert_states_equal(sa, sa_copy, rtol=0, atol=0)
+    with torch.enable_grad():  # reference: plain paths
+        ya_r, sa_r = core.step(a, s, no_done)
+        yb_r, sb_r = core.step(b, s, no_done)
+        ya2_r, _ = core.step(x[:, 0], sa_r, no_done)
+        yb2_r, _ = core.step(x[:, 0], sb_r, no_done)
+    for got, ref in ((ya, ya_r), (yb, yb_r), (ya2, ya2_r), (yb2, yb2_r)):
+        torch.testing.assert_close(got, ref.detach(), rtol=1e-12, atol=1e-12)
+
+
+class _StepWrapper(torch.nn.Module):
+    def __init__(self, core):
+        super().__init__()
+        self.core = core
+
+    def forward(self, x_t, state, done_t):
+        return self.core.step(x_t, state, done_t)
+
+
+def _ref_step(core, x_t, state, d_t):
+    with torch.enable_grad():
+        y, s = core.step(x_t, state, d_t)
+    return y.detach(), s
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_grad_step_sees_parameter_changes(kind):
+    """Memoised parameter transforms are recomputed whenever the parameters change: in-place updates
+    (optimizer steps, ``copy_``, ``load_state_dict``), ``functional_call`` substitutes and ``.double()``."""
+    core = _core(kind, dtype=torch.float32)
+    B = 3
+    x, dones = _data(B, 4, torch.float32, seed=12, p_done=0.0)
+    state = core.initial_state(B)
+    d0 = torch.zeros(B)
+
+    def check(c, st=state, xx=x[:, 0], d=d0):
+        with torch.no_grad():
+            y, s = c.step(xx, st, d)
+        y_r, s_r = _ref_step(c, xx, st, d)
+        torch.testing.assert_close(y, y_r, rtol=1e-6, atol=1e-6)
+        _assert_states_equal(s, s_r, rtol=1e-6, atol=1e-6)
+        return y
+
+    y0 = check(core)
+    # An optimizer step (in-place, under no_grad).
+    opt = torch.optim.SGD(core.parameters(), lr=0.5)
+    core.zero_grad()
+    core.forward_sequence(x, state, dones)[0].pow(2).sum().backward()
+    opt.step()
+    y1 = check(core)
+    assert not torch.allclose(y0, y1)
+    # copy_ under no_grad, as the rollout worker does with adapted parameters.
+    with torch.no_grad():
+        for p in core.parameters():
+            p.copy_(p + 0.05 * torch.randn_like(p))
+    y2 = check(core)
+    assert not torch.allclose(y1, y2)
+    # load_state_dict from another model.
+    other = _core(kind, dtype=torch.float32, seed=5)
+    core.load_state_dict(other.state_dict())
+    y3 = check(core)
+    torch.testing.assert_close(y3, check(other))
+    # functional_call substitutes parameters for one call; the module's own parameters afterwards.
+    wrapper = _StepWrapper(core)
+    params = {"core." + n: p.detach() * 0.9 for n, p in core.named_parameters()}
+    with torch.no_grad():
+        y_sub, _ = functional_call(wrapper, params, (x[:, 0], state, d0))
+        y_own, _ = core.step(x[:, 0], state, d0)
+    with torch.enable_grad():
+        y_sub_r, _ = functional_call(wrapper, params, (x[:, 0], state, d0))
+    torch.testing.assert_close(y_sub, y_sub_r.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(y_own, y3)
+    if kind != "mlp":
+        assert not torch.allclose(y_sub, y_own)
+    # Conversion to float64 (new storage, new dtype).
+    core.double()
+    check(core, st=core.initial_state(B), xx=x[:, 0].double(), d=d0.double())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_inference_mode_step_equals_no_grad_step(kind):
+    core = _core(kind)
+    x, dones = _data(3, 60, torch.float64, seed=14, p_done=0.05)
+    y_ref, _ = _step_loop(core, x, dones, core.initial_state(3), grad=False)
+    ys = []
+    with torch.inference_mode():
+        state = core.initial_state(3)
+        for x_t, d_t in zip(x.unbind(1), dones.unbind(1)):
+            y, state = core.step(x_t, state, d_t)
+            ys.append(y)
+    torch.testing.assert_close(torch.stack(ys, 1), y_ref, rtol=0, atol=0)

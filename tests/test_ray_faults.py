@@ -17,7 +17,8 @@ from ray_util import assert_same_batches, learning_history, ray_local, rt, tiny_
 from ssm_metarl_ray.runtime.cluster import get  # noqa: E402
 from ssm_metarl_ray.runtime.errors import ActorCallTimeout, SamplingError  # noqa: E402
 from ssm_metarl_ray.runtime.workers import RaySampler  # noqa: E402
-from ssm_metarl_ray.training.meta_train import LocalSampler, build_state, count_experience, meta_train  # noqa: E402
+from ssm_metarl_ray.training.meta_train import (  # noqa: E402
+    LocalSampler, build_state, count_experience, meta_train)
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(180), pytest.mark.usefixtures("ray_local")]
 

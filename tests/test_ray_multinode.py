@@ -12,7 +12,8 @@ from ray_util import learning_history, rt, tiny_cfg  # noqa: E402
 
 from ssm_metarl_ray.runtime.buffer import create_buffer  # noqa: E402
 from ssm_metarl_ray.runtime.workers import RaySampler  # noqa: E402
-from ssm_metarl_ray.training.meta_train import LocalSampler, build_state, count_experience, meta_train  # noqa: E402
+from ssm_metarl_ray.training.meta_train import (  # noqa: E402
+    LocalSampler, build_state, count_experience, meta_train)
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
 
@@ -36,9 +37,12 @@ def test_workers_spread_and_node_loss_does_not_end_the_run(cluster, tmp_path):
                            snapshot_dir=tmp_path)
     sampler = RaySampler(cfg, rt(), 2, "multinode", buffer.name)
     try:
+        # simulated nodes share one host, so the driver may sit on any of them; the buffer goes next to it
+        driver_node = ray.get_runtime_context().get_node_id()
+        assert buffer.stats()["node_id"] == driver_node
         placed = {w["node_id"] for w in sampler.info()}
         assert placed == {n.node_id for n in nodes}  # SPREAD: one worker per worker node, none on the head
-        victim = next(n for n in nodes if n.node_id == sampler.info()[1]["node_id"])
+        victim = next(n for n in nodes if n.node_id != driver_node)  # hosts a worker, not the driver
         survivor = next(n for n in nodes if n is not victim)
 
         def lose_a_node(st, m):
@@ -53,7 +57,8 @@ def test_workers_spread_and_node_loss_does_not_end_the_run(cluster, tmp_path):
         assert learning_history(state.history) == learning_history(local.history)
         assert {w["node_id"] for w in sampler.info()} == {survivor.node_id}
         # workers on other nodes wrote their blocks to the buffer actor on the head, each exactly once
-        assert buffer.stats()["size"] == state.env_steps
+        stats = buffer.stats()
+        assert stats["size"] == state.env_steps, stats
     finally:
         sampler.stop()
         buffer.close()

@@ -31,14 +31,16 @@ def local_run(tmp_path_factory):
     torch.set_num_threads(1)  # as the 1-CPU worker actors (module fixtures run before conftest's autouse one)
     out = tmp_path_factory.mktemp("local")
     cfg = tiny_cfg()  # 4 tasks per meta-batch; 2 Ray workers get 2 each: sample locally in the same chunks
-    results = run_training(cfg, out, MODES, verbose=False, sampler=LocalSampler(cfg, cfg.seed, tasks_per_chunk=2))
+    results = run_training(cfg, out, MODES, verbose=False,
+                           sampler=LocalSampler(cfg, cfg.seed, tasks_per_chunk=2))
     return out, results
 
 
 def test_distributed_training_matches_local(local_run, tmp_path):
     local_out, local_results = local_run
     out = tmp_path / "ray"
-    results = run_training(tiny_cfg(), out, MODES, verbose=False, runtime=rt(num_workers=2, checkpoint_every=1))
+    results = run_training(tiny_cfg(), out, MODES, verbose=False,
+                           runtime=rt(num_workers=2, checkpoint_every=1))
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (local_out, out))
     # sampling is seeded per (seed, weights version, chunk): same data, same updates, same evaluation
     assert learning_history(b["history"]) == learning_history(a["history"])
@@ -55,7 +57,8 @@ def test_distributed_training_matches_local(local_run, tmp_path):
     sl, sr = bl.state_dict(), br.state_dict()
     for f in ("episode_id", "step", "task_id", "reward", "logp"):
         np.testing.assert_array_equal(sr[f][key(sr)], sl[f][key(sl)])
-    assert (out / "checkpoint" / "learner.pt").is_file() and not list((out / ".buffer_snapshots").glob("*.npz"))
+    assert (out / "checkpoint" / "learner.pt").is_file()
+    assert not (out / ".buffer_snapshots").exists()  # the run's snapshot is removed at the end
     deadline = time.monotonic() + 30  # the session cleaned up after itself (kills take a moment to land)
     while ray.util.list_named_actors(all_namespaces=True) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -63,7 +66,7 @@ def test_distributed_training_matches_local(local_run, tmp_path):
 
 
 def test_learner_actor_path_matches_local(local_run, tmp_path):
-    """--learner-gpus > 0 runs MetaLearner in an actor; forced here with 0 GPUs (1 worker + learner = 2 CPUs)."""
+    """--learner-gpus > 0: MetaLearner in an actor; forced here with 0 GPUs (1 worker + learner: 2 CPUs)."""
     local_out, local_results = local_run
     results = run_training(tiny_cfg(), tmp_path, ["standard"], verbose=False,
                            runtime=rt(num_workers=1, learner_actor=True, tasks_per_chunk=2))
@@ -103,6 +106,14 @@ def test_buffer_actor_restart_restores_snapshot(tmp_path):
         assert final["size"] == 50 and final["duplicates_skipped"] == 1
         seq = get(buf.handle.sample_sequences.remote(4, 10, 0, episode_start=True), 30, "sample")
         assert seq["obs"].shape == (4, 10, 2) and seq["mask"].all()
+        (tmp_path / "ckpt").mkdir()
+        buf.save(tmp_path / "ckpt" / "buffer.npz")  # what a checkpoint holds; --resume starts from it
     finally:
         buf.close()
     assert not list(tmp_path.glob("bufkill*"))
+    resumed = create_buffer(1000, 2, 2, False, "bufresume", snapshot_dir=tmp_path,
+                            initial_path=tmp_path / "ckpt" / "buffer.npz")
+    try:
+        assert resumed.stats()["restored"]["from"] == "checkpoint" and len(resumed) == 50
+    finally:
+        resumed.close()

@@ -1,11 +1,15 @@
 """Stateless MLP core (memoryless baseline): ``num_layers`` x (Linear -> tanh), state ``()``.
 
 It still follows the recurrent contract so every model plugs into the same policy and trainers:
-``step`` and ``forward_sequence`` ignore ``state`` and ``dones`` and return the empty tuple.
+``step`` and ``forward_sequence`` ignore ``state`` and ``dones`` and return the empty tuple. Both run
+the layers with ``F.linear`` and ``torch.tanh`` directly (no ``nn.Sequential`` call overhead); the
+parameters stay in ``net`` (``net.0.weight``, ...) so checkpoints and ``functional_call`` are unchanged.
 """
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssm_metarl_ray.models.base import State
@@ -22,15 +26,22 @@ class MLPCore(nn.Module):
             layers += [nn.Linear(d, hidden_size), nn.Tanh()]
             d = hidden_size
         self.net = nn.Sequential(*layers)
+        self._linears = [m for m in layers if isinstance(m, nn.Linear)]  # the same modules as in ``net``
+
+    def _mlp(self, x: Tensor) -> Tensor:
+        for lin in self._linears:
+            p = lin._parameters  # where ``functional_call`` puts substitutes too; skips Module.__getattr__
+            x = torch.tanh(F.linear(x, p["weight"], p["bias"]))
+        return x
 
     def initial_state(self, batch_size: int) -> State:
         return ()
 
     def step(self, x_t: Tensor, state: State, done_t: Tensor) -> tuple[Tensor, State]:
-        return self.net(x_t), ()
+        return self._mlp(x_t), ()
 
     def forward_sequence(self, x: Tensor, state: State, dones: Tensor) -> tuple[Tensor, State]:
-        return self.net(x), ()
+        return self._mlp(x), ()
 
     def forward(self, x: Tensor, state: State, dones: Tensor) -> tuple[Tensor, State]:
         return self.forward_sequence(x, state, dones)

@@ -5,6 +5,12 @@ Cell math is written out with plain tensor ops (PyTorch gate layout), so the cor
 in a fused ``nn.LSTM``/``nn.GRU`` call, so ``forward_sequence`` is a Python loop over ``x.unbind(1)``
 (never ``x[:, t]``, whose backward is O(T^2) - ssm-notes §3.4). It runs layer by layer: the input
 projection of a whole layer is one GEMM over all T steps, and only the recurrent GEMM is stepped.
+Resets multiply the state by ``1 - done_t`` (computed once per sequence), and only at the steps where
+some row has a reset (multiplying by one changes neither values nor gradients).
+
+``step`` without autograd (rollouts under ``torch.no_grad()``) runs each layer as one ATen
+``lstm_cell`` / ``gru_cell`` call (same gate math, one Python call instead of ~15) and skips the
+reset when no row is done.
 
 States (each tensor (B, H)):
 
@@ -21,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssm_metarl_ray.models.base import State, reset_state
+from ssm_metarl_ray.models.ssm import no_autograd
 
 
 class _RecurrentCore(nn.Module):
@@ -51,7 +58,25 @@ class _RecurrentCore(nn.Module):
         """gi = x W_ih^T + b_ih (B, G*H) precomputed, s = this layer's state -> (h (B, H), new s)."""
         raise NotImplementedError
 
+    def _fused_cell(self, x: Tensor, s, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor):
+        """The whole cell as one ATen call (no-autograd step path) -> (h, new s)."""
+        raise NotImplementedError
+
+    def _layer_params(self):
+        """(w_ih, w_hh, b_ih, b_hh) per layer, read from the ``ParameterList``s' ``_parameters`` dicts
+        (where ``functional_call`` puts substitutes too) without ``nn.Module.__getattr__``."""
+        m = self._modules
+        return zip(*(m[n]._parameters.values() for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")))
+
     def step(self, x_t: Tensor, state: State, done_t: Tensor) -> tuple[Tensor, State]:
+        if no_autograd(x_t):
+            if bool(done_t.any()):
+                state = reset_state(state, done_t)
+            x, new_state = x_t, []
+            for s, params in zip(state, self._layer_params()):
+                x, s = self._fused_cell(x, s, *params)
+                new_state.append(s)
+            return x, tuple(new_state)
         state = reset_state(state, done_t)
         x, new_state = x_t, []
         for layer, s in enumerate(state):
@@ -60,13 +85,20 @@ class _RecurrentCore(nn.Module):
         return x, tuple(new_state)
 
     def forward_sequence(self, x: Tensor, state: State, dones: Tensor) -> tuple[Tensor, State]:
-        done_steps = dones.unbind(1)
+        d = dones.to(x.dtype)
+        keep = (1.0 - d).unsqueeze(-1).unbind(1)  # T x (B, 1)
+        if torch._C._functorch.is_functorch_wrapped_tensor(d):
+            any_reset = [True] * len(keep)
+        else:  # skip the state mask at steps where no row resets (x * 1 == x, same gradients)
+            any_reset = (d != 0).any(0).tolist()
         new_state = []
         for layer, s in enumerate(state):
             gi = F.linear(x, self.weight_ih[layer], self.bias_ih[layer])  # (B, T, G*H) one GEMM
             outs = []
-            for gi_t, d_t in zip(gi.unbind(1), done_steps):
-                h, s = self._cell(layer, gi_t, reset_state(s, d_t))
+            for gi_t, k_t, r_t in zip(gi.unbind(1), keep, any_reset):
+                if r_t:
+                    s = _mask(s, k_t)
+                h, s = self._cell(layer, gi_t, s)
                 outs.append(h)
             x = torch.stack(outs, dim=1)  # (B, T, H)
             new_state.append(s)
@@ -74,6 +106,11 @@ class _RecurrentCore(nn.Module):
 
     def forward(self, x: Tensor, state: State, dones: Tensor) -> tuple[Tensor, State]:
         return self.forward_sequence(x, state, dones)
+
+
+def _mask(s, keep: Tensor):
+    """State (tensor or tuple of tensors, each (B, H)) times keep (B, 1)."""
+    return tuple(t * keep for t in s) if isinstance(s, tuple) else s * keep
 
 
 class LSTMCore(_RecurrentCore):
@@ -90,6 +127,10 @@ class LSTMCore(_RecurrentCore):
         i, f, g, o = gates.chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
+        return h, (h, c)
+
+    def _fused_cell(self, x, s, w_ih, w_hh, b_ih, b_hh):
+        h, c = torch.lstm_cell(x, s, w_ih, w_hh, b_ih, b_hh)
         return h, (h, c)
 
 
@@ -109,4 +150,8 @@ class GRUCore(_RecurrentCore):
         z = torch.sigmoid(i_z + h_z)
         n = torch.tanh(i_n + r * h_n)
         h = n + z * (h - n)  # = (1 - z) * n + z * h
+        return h, h
+
+    def _fused_cell(self, x, s, w_ih, w_hh, b_ih, b_hh):
+        h = torch.gru_cell(x, s, w_ih, w_hh, b_ih, b_hh)
         return h, h

@@ -18,6 +18,18 @@ State ``(count, valid, kv)``, every tensor with leading dim B, W = context_len -
 ``reset_state`` zeroes all of it, which is exactly the initial state. Sequence mode splits queries into
 blocks of ``context_len`` and gives each block only the ``context_len - 1 + block`` keys it can see, so
 memory is O(B T context_len), not O(B T^2).
+
+Step mode computes all heads with two plain ``bmm`` calls on the (B, W+1, H) key/value tensors, without
+splitting them into heads (which would copy the cache): the query becomes a block-diagonal (B, nh, H)
+matrix (row n holds head n's features, pre-scaled by 1/sqrt(dh), zeros elsewhere), so row n of
+``Q K^T`` is head n's scores, and head n's output is the n-th diagonal block of ``softmax(.) V``. The
+positional frequencies, the head mask and the block index are built once per (size, dtype, device).
+Without autograd (rollouts), the new key/value is appended in place after the cache, which is a window
+of a larger buffer with spare slots (see :func:`_append_kv`): no O(W) copy and, above all, no fresh
+(B, W+1, H) allocation per step (on Linux, glibc maps such blocks afresh each time and page faults
+dominated the step: ~0.6 ms per cache tensor at B=64). Under autograd ``cat`` is used. The state keeps
+the "oldest first" layout shared with sequence mode, and the reset multiply is skipped when no row is
+done.
 """
 
 from __future__ import annotations
@@ -27,15 +39,76 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ssm_metarl_ray.models.base import State, reset_state
+from ssm_metarl_ray.models.ssm import no_autograd
+
+# Constant tensors (no parameters involved) keyed by (what, sizes, dtype, device).
+_CONSTANTS: dict[tuple, Tensor] = {}
+
+
+def _frequencies(half: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    key = ("freqs", half, dtype, device)
+    f = _CONSTANTS.get(key)
+    if f is None:
+        with torch.no_grad():
+            f = torch.exp(torch.arange(half, dtype=dtype, device=device) * (-math.log(10000.0) / half))
+        _CONSTANTS[key] = f
+    return f
+
+
+def _head_constants(nh: int, dh: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(mask (nh, H): 1/sqrt(dh) on head n's features in row n, 0 elsewhere;
+    index (H,) into a flattened (nh, H) block matrix picking the diagonal blocks, heads concatenated)."""
+    key = ("heads", nh, dh, dtype, device)
+    c = _CONSTANTS.get(key)
+    if c is None:
+        H = nh * dh
+        with torch.no_grad():
+            mask = torch.zeros(nh, H, dtype=dtype, device=device)
+            for n in range(nh):
+                mask[n, n * dh:(n + 1) * dh] = 1.0 / math.sqrt(dh)
+            index = torch.tensor([n * H + n * dh + j for n in range(nh) for j in range(dh)], device=device)
+        c = _CONSTANTS[key] = (mask, index)
+    return c
+
+
+# Step-mode key/value buffers (B, capacity, H) -> index of their first unwritten slot.
+_BUFFER_END: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def _append_kv(cache: Tensor, new: Tensor) -> Tensor:
+    """``cat([cache, new[:, None]], 1)`` as a (B, W+1, H) view of a buffer; without autograd only.
+
+    If ``cache`` (B, W, H) is the newest window of a buffer made here (it ends at the buffer's first
+    unwritten slot, and a slot is left), ``new`` (B, H) is written into that slot: O(B H) and no
+    allocation. Otherwise a buffer with ``W + 32 + W`` slots is made and the cache copied into it (once
+    every ~W + 32 steps in a rollout). Only slots past every window handed out are ever written, so
+    earlier states stay valid, and stepping one state twice copies instead of overwriting.
+    """
+    B, W, H = cache.shape
+    base = cache._base
+    if (base is not None and base.dim() == 3 and cache.stride() == base.stride() and base.shape[0] == B
+            and base.shape[2] == H and base.dtype == new.dtype and base.device == new.device):
+        end = _BUFFER_END.get(base)
+        if end is not None and end < base.shape[1]:
+            start, rem = divmod(cache.storage_offset() - base.storage_offset(), base.stride(1))
+            if rem == 0 and start + W == end:
+                base.select(1, end).copy_(new)
+                _BUFFER_END[base] = end + 1
+                return base[:, start:end + 1]
+    base = cache.new_empty((B, 2 * W + 32, H))
+    base[:, :W].copy_(cache)
+    base.select(1, W).copy_(new)
+    _BUFFER_END[base] = W + 1
+    return base[:, :W + 1]
 
 
 def sinusoidal_encoding(pos: Tensor, dim: int) -> Tensor:
     """pos (...) float -> (..., dim) with [sin(pos w_j), cos(pos w_j)], w_j = 10000^(-2j/dim)."""
     half = dim // 2
-    freqs = torch.exp(torch.arange(half, dtype=pos.dtype, device=pos.device) * (-math.log(10000.0) / half))
-    ang = pos.unsqueeze(-1) * freqs
+    ang = pos.unsqueeze(-1) * _frequencies(half, pos.dtype, pos.device)
     enc = torch.cat([torch.sin(ang), torch.cos(ang)], dim=-1)
     if dim % 2:
         enc = F.pad(enc, (0, 1))
@@ -80,14 +153,29 @@ class TransformerBlock(nn.Module):
         out = torch.softmax(scores, dim=-1) @ v  # (..., nh, Lq, dh)
         return out.transpose(-3, -2).flatten(-2)
 
-    def step(self, x: Tensor, k_c: Tensor, v_c: Tensor, valid: Tensor):
-        """x (B, H); caches (B, W, H); valid (B, W+1) bool incl. the current step -> (x, k_all, v_all)."""
-        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
-        k_all = torch.cat([k_c, k.unsqueeze(1)], dim=1)  # (B, W+1, H)
-        v_all = torch.cat([v_c, v.unsqueeze(1)], dim=1)
-        a = self._attend(q.unsqueeze(1), k_all, v_all, valid.unsqueeze(1)).squeeze(1)
-        x = x + self.proj(a)
-        return x + self.mlp(self.norm2(x)), k_all, v_all
+    def step(self, x: Tensor, k_c: Tensor, v_c: Tensor, invalid: Tensor, fast: bool = False):
+        """x (B, H); caches (B, W, H); invalid (B, 1, W+1) bool, keys (cache, then the current step) the
+        query must not see -> (x, k_all (B, W+1, H), v_all (B, W+1, H)). See the module docstring.
+        ``fast``: no autograd (in-place appends to the cache buffer, in-place masking)."""
+        H, nh = self.H, self.nh
+        m = self._modules  # parameters are read from the ``_parameters`` dicts (``functional_call`` too)
+        n1, qkv, pr, n2 = (m[k]._parameters for k in ("norm1", "qkv", "proj", "norm2"))
+        l1, l2 = m["mlp"][0]._parameters, m["mlp"][2]._parameters
+        eps1, eps2 = m["norm1"].eps, m["norm2"].eps
+        u = torch.layer_norm(x, (H,), n1["weight"], n1["bias"], eps1)
+        q, k, v = F.linear(u, qkv["weight"], qkv["bias"]).chunk(3, -1)
+        if fast:
+            k_all, v_all = _append_kv(k_c, k), _append_kv(v_c, v)  # (B, W+1, H)
+        else:
+            k_all, v_all = torch.cat([k_c, k.unsqueeze(1)], dim=1), torch.cat([v_c, v.unsqueeze(1)], dim=1)
+        hmask, index = _head_constants(nh, self.dh, x.dtype, x.device)
+        scores = torch.bmm(q.unsqueeze(1) * hmask, k_all.transpose(1, 2))  # (B, nh, W+1)
+        scores = scores.masked_fill_(invalid, -math.inf) if fast else scores.masked_fill(invalid, -math.inf)
+        out = torch.bmm(torch.softmax(scores, dim=-1), v_all)  # (B, nh, H); head n's output in block (n, n)
+        a = out.view(out.shape[0], nh * H).index_select(1, index)  # (B, H), heads concatenated
+        x = x + F.linear(a, pr["weight"], pr["bias"])
+        u = torch.layer_norm(x, (H,), n2["weight"], n2["bias"], eps2)
+        return x + F.linear(F.gelu(F.linear(u, l1["weight"], l1["bias"])), l2["weight"], l2["bias"]), k_all, v_all
 
     def forward_sequence(self, x: Tensor, k_c: Tensor, v_c: Tensor, mask: Tensor, Q: int):
         """x (B, T, H); caches (B, W, H); mask (B, nb, Q, Q+W) bool; Q the query block length.
@@ -138,18 +226,26 @@ class TransformerCore(nn.Module):
         return torch.zeros(batch_size, **z), torch.zeros(batch_size, W, **z), kv
 
     def _embed(self, x: Tensor, pos: Tensor) -> Tensor:
-        return self.encoder(x) + sinusoidal_encoding(pos, self.hidden_size)
+        e = self.encoder
+        return F.linear(x, e.weight, e.bias) + sinusoidal_encoding(pos, self.hidden_size)
 
     def step(self, x_t: Tensor, state: State, done_t: Tensor) -> tuple[Tensor, State]:
-        count, valid, kv = reset_state(state, done_t)
-        x = self._embed(x_t, count)
-        ok = torch.cat([valid > 0.5, torch.ones_like(valid[:, :1], dtype=torch.bool)], dim=1)  # (B, W+1)
+        fast = no_autograd(x_t)
+        if not fast or bool(done_t.any()):
+            state = reset_state(state, done_t)
+        count, valid, kv = state
+        m = self._modules
+        enc, norm = m["encoder"]._parameters, m["out_norm"]
+        x = F.linear(x_t, enc["weight"], enc["bias"]) + sinusoidal_encoding(count, self.hidden_size)
+        ok = F.pad(valid, (0, 1), value=1.0)  # (B, W+1): cache slots of this episode, then the current step
+        invalid = (ok < 0.5).unsqueeze(1)  # (B, 1, W+1)
         new_kv = []
-        for block, (k_c, v_c) in zip(self.blocks, kv):
-            x, k_all, v_all = block.step(x, k_c, v_c, ok)
+        for block, (k_c, v_c) in zip(m["blocks"]._modules.values(), kv):
+            x, k_all, v_all = block.step(x, k_c, v_c, invalid, fast)
             new_kv.append((k_all[:, 1:], v_all[:, 1:]))
-        valid = torch.cat([valid, torch.ones_like(valid[:, :1])], dim=1)[:, 1:]
-        return self.out_norm(x), (count + 1.0, valid, tuple(new_kv))
+        npar = norm._parameters
+        y = torch.layer_norm(x, (self.hidden_size,), npar["weight"], npar["bias"], norm.eps)
+        return y, (count + 1.0, ok[:, 1:], tuple(new_kv))
 
     def forward_sequence(self, x: Tensor, state: State, dones: Tensor) -> tuple[Tensor, State]:
         count, valid, kv = state

@@ -2,17 +2,17 @@
 
 It wraps the core's plain classes as actors without changing them:
 
-============================  =============================================================  ===================
-module                        what                                                           actor name suffix
-============================  =============================================================  ===================
-``cluster``                   ``init_ray`` (attach or start), run ids, errors, ``get``       -
-``workers``                   ``RolloutWorkerActor`` + ``RaySampler`` (LocalSampler twin)    ``rollout-<i>``
-``buffer``                    ``ExperienceBufferActor`` (named, snapshots) + ``BufferClient``  ``buffer``
-``evaluation``                ``EvaluatorActor`` + ``evaluate_parallel``                     ``evaluator-<i>``
-``learner``                   ``LearnerActor`` + ``RemoteLearner`` (``--learner-gpus``)      ``learner``
-``session``                   ``RaySession``: all of the above for one training run          -
-``config``                    ``RuntimeConfig`` (no Ray import)                              -
-============================  =============================================================  ===================
+======================  =============================================================  =================
+module                  what                                                           actor name suffix
+======================  =============================================================  =================
+``cluster``             ``init_ray`` (attach or start), run ids, ``get`` with timeout  -
+``workers``             ``RolloutWorkerActor`` + ``RaySampler`` (LocalSampler twin)    ``rollout-<i>``
+``buffer``              ``ExperienceBufferActor`` (snapshots) + ``BufferClient``       ``buffer``
+``evaluation``          ``EvaluatorActor`` + ``evaluate_parallel``                     ``evaluator-<i>``
+``learner``             ``LearnerActor`` + ``RemoteLearner`` (``--learner-gpus``)      ``learner``
+``session``             ``RaySession``: all of the above for one training run          -
+``config``, ``errors``  ``RuntimeConfig``, the runtime's exceptions (no Ray import)    -
+======================  =============================================================  =================
 
 Actors are named ``ssm-metarl:<run id>:<role>`` in the ``ssm_metarl`` namespace (see ``ray list actors``).
 Importing this package does not import Ray; its submodules (other than ``config``) do.

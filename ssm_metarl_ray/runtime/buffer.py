@@ -13,10 +13,11 @@ every ``snapshot_every_adds`` adds, or at the first add ``snapshot_every_s`` sec
 snapshot. When Ray restarts the actor (``max_restarts``), ``__init__`` reloads that snapshot. What can be
 lost is exactly the adds *completed* after the last snapshot: at most ``snapshot_every_adds - 1`` blocks
 (fewer when the time rule fires first). Adds in flight at the crash are retried by Ray on the restarted
-actor (``max_task_retries``), and blocks carry a key (weights version, task slot), so a retried or
-resubmitted block that the snapshot already holds is not stored twice. The snapshot lives on the disk of
-the actor's node: on a multi-node cluster point ``buffer_snapshot_dir`` at shared storage, otherwise a
-restart on another node comes back empty (the run continues; hybrid replay has less data).
+actor (``max_task_retries``); blocks carry a key (weights version, first meta-batch slot, tasks), so a
+retried or resubmitted block that the buffer already holds is not stored twice. Rollout workers wait for
+their add before returning a chunk, so a chunk the driver has received is in the buffer (or its loss was
+logged). The actor is pinned to the driver's node, where the snapshot directory is; if that node is
+lost, the run (whose driver lived there) is lost too and continues from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 @ray.remote(num_cpus=0, concurrency_groups={"write": 1, "read": 4})
 class ExperienceBufferActor:
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, discrete: bool, snapshot_path: str | None,
-                 snapshot_every_adds: int = 50, snapshot_every_s: float = 60.0, initial_path: str | None = None):
+                 snapshot_every_adds: int = 50, snapshot_every_s: float = 60.0,
+                 initial_path: str | None = None):
         self._lock = threading.Lock()
         self._buf = ExperienceBuffer(capacity, obs_dim, act_dim, discrete)
         self._snap = Path(snapshot_path) if snapshot_path else None
@@ -124,7 +126,8 @@ class ExperienceBufferActor:
             return {"size": len(self._buf), "num_added": self._buf.num_added, "adds": self._adds,
                     "snapshot_adds": self._snap_adds, "snapshots": self._snapshots,
                     "duplicates_skipped": self._duplicates, "restored": self._restored,
-                    "task_ids": self._buf.task_ids().tolist() if len(self._buf) else [], "pid": os.getpid()}
+                    "task_ids": self._buf.task_ids().tolist() if len(self._buf) else [], "pid": os.getpid(),
+                    "node_id": ray.get_runtime_context().get_node_id()}
 
 
 class BufferClient:
@@ -146,6 +149,11 @@ class BufferClient:
     def close(self) -> None:
         ray.kill(self.handle, no_restart=True)
         self.remove_snapshot()
+        if self.snapshot_path is not None:
+            try:
+                self.snapshot_path.parent.rmdir()  # only when empty (the default dir is per output dir)
+            except OSError:
+                pass
 
     def remove_snapshot(self) -> None:
         if self.snapshot_path is not None:
@@ -156,15 +164,21 @@ class BufferClient:
 def create_buffer(capacity: int, obs_dim: int, act_dim: int, discrete: bool, run_id: str, *,
                   snapshot_dir: str | os.PathLike | None, snapshot_every_adds: int = 50,
                   snapshot_every_s: float = 60.0, initial_path: str | os.PathLike | None = None,
-                  max_restarts: int = 3, namespace: str = "ssm_metarl", timeout_s: float = 60.0) -> BufferClient:
-    """Start the run's buffer actor on this (the driver's) node when possible, and wait until it is up."""
+                  max_restarts: int = 3, namespace: str = "ssm_metarl", timeout_s: float = 60.0
+                  ) -> BufferClient:
+    """Start the run's buffer actor on this (the driver's) node and wait until it is up.
+
+    Pinned (hard node affinity; soft affinity was not honoured in tests): it needs no CPU, its snapshot
+    and the checkpoint are on this node's disk, and a run whose driver node is gone is over anyway.
+    """
     snap = Path(snapshot_dir) / f"{run_id}.buffer.npz" if snapshot_dir is not None else None
     name = actor_name(run_id, "buffer")
     BufferClient(None, name, snap, timeout_s).remove_snapshot()  # a leftover of an earlier run with this id
     handle = ExperienceBufferActor.options(
         name=name, namespace=namespace, max_restarts=max_restarts,
         max_task_retries=max_restarts,  # reads are idempotent; adds are keyed, so retries are safe
-        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True),
+        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                           soft=False),
     ).remote(capacity, obs_dim, act_dim, discrete, str(snap) if snap else None, snapshot_every_adds,
              snapshot_every_s, str(initial_path) if initial_path else None)
     client = BufferClient(handle, name, snap, timeout_s)

@@ -11,6 +11,9 @@ import ray
 from ssm_metarl_ray.runtime.errors import ActorCallTimeout, RuntimeSetupError
 
 
+dashboard_url: str | None = None  # of the cluster init_ray started or attached to, when it has one
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, *, include_dashboard: bool = False,
              object_store_memory: int | None = 512 * 1024**2, namespace: str | None = None) -> bool:
     """Attach to a cluster when ``address`` or ``RAY_ADDRESS`` is given, else start a local one.
@@ -21,20 +24,22 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, *, include
     started here shares this process's credentials; to attach, ``RAY_AUTH_MODE`` (and the token, from
     ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) must match the cluster's.
     """
+    global dashboard_url
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
     try:
         if address:
-            ray.init(address=address, namespace=namespace)
+            ctx = ray.init(address=address, namespace=namespace)
         else:
-            # "local": always a new cluster (a bare ray.init() would attach to any `ray start` head on this host)
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard,
-                     object_store_memory=object_store_memory, namespace=namespace)
+            # "local": always a new cluster (bare ray.init() would attach to a `ray start` head on this host)
+            ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=include_dashboard,
+                           object_store_memory=object_store_memory, namespace=namespace)
+        dashboard_url = getattr(ctx, "dashboard_url", None) or None
     except ray.exceptions.AuthenticationError as e:
         raise RuntimeSetupError(
-            f"Ray authentication failed for {address or 'the local cluster'}: set RAY_AUTH_MODE (token|disabled) "
-            f"and the token to match the cluster ({_first_line(e)})") from None
+            f"Ray authentication failed for {address or 'the local cluster'}: set RAY_AUTH_MODE "
+            f"(token|disabled) and the token to match the cluster ({_first_line(e)})") from None
     except (ConnectionError, ValueError) as e:
         raise RuntimeSetupError(f"cannot connect to Ray at {address!r}: {_first_line(e)}") from None
     return True

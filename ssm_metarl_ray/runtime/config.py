@@ -29,7 +29,7 @@ class RuntimeConfig:
     tasks_per_chunk: int | None = None  # tasks per request (one batched rollout); None: meta-batch / workers
     max_inflight_per_worker: int = 2  # queued requests per worker (pipelining hides the call latency)
     worker_max_restarts: int = 3  # Ray restarts a crashed worker process this often ...
-    worker_max_task_retries: int = 1  # ... and retries its in-flight call this often (finite: no poison pills)
+    worker_max_task_retries: int = 1  # ... and retries its in-flight call this often (finite: no poison pill)
     max_worker_failures: int = 4  # deaths/hangs tolerated per iteration before sampling gives up
 
     # ---- timeouts (seconds) -----------------------------------------------------------------

@@ -47,9 +47,10 @@ class EvaluatorActor:
         rng = np.random.default_rng([self.seed, task.index, 1])
 
         def source(n: int, seq_len: int):  # whole episodes of meta-training experience (None while empty)
-            ref = self.buffer.sample_sequences.remote(n, seq_len, int(rng.integers(2**63)), episode_start=True)
+            seed = int(rng.integers(2**63))
+            ref = self.buffer.sample_sequences.remote(n, seq_len, seed, episode_start=True)
             seq = get(ref, self.timeout, f"{self.name}: experience buffer sample_sequences")
-            return None if seq is None else {k: np.array(v) for k, v in seq.items()}  # writable copies for torch
+            return None if seq is None else {k: np.array(v) for k, v in seq.items()}  # writable for torch
 
         return source
 
@@ -59,12 +60,12 @@ def evaluate_parallel(cfg: ExperimentConfig, weights: dict[str, np.ndarray], ver
                       cpus: float = 1.0,
                       namespace: str = "ssm_metarl", startup_timeout_s: float = 120.0,
                       call_timeout_s: float = 60.0, timeout_s: float = 3600.0) -> dict[str, dict]:
-    """``{mode: summarize(per_task)}`` like ``training.run.evaluate_modes``, tasks split over evaluator actors."""
+    """``{mode: summarize(per_task)}`` like ``training.run.evaluate_modes``; tasks split over evaluators."""
     n = max(1, min(num_evaluators, len(tasks)))
-    actors = [EvaluatorActor.options(name=actor_name(run_id, f"evaluator-{i}"), namespace=namespace, num_cpus=cpus,
-                                     max_restarts=1, max_task_retries=1)  # evaluate() is deterministic
-              .remote(cfg, cfg.seed + 1, actor_name(run_id, f"evaluator-{i}"), buffer_name, namespace, call_timeout_s)
-              for i in range(n)]
+    names = [actor_name(run_id, f"evaluator-{i}") for i in range(n)]
+    actors = [EvaluatorActor.options(name=name, namespace=namespace, num_cpus=cpus, max_restarts=1,
+                                     max_task_retries=1)  # evaluate() is deterministic: retrying is safe
+              .remote(cfg, cfg.seed + 1, name, buffer_name, namespace, call_timeout_s) for name in names]
     try:
         get([a.info.remote() for a in actors], startup_timeout_s, f"starting {n} evaluator actor(s)")
         wref = ray.put(weights)
@@ -76,14 +77,15 @@ def evaluate_parallel(cfg: ExperimentConfig, weights: dict[str, np.ndarray], ver
         while calls:
             ready, _ = ray.wait(list(calls), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
             if not ready:
-                raise ActorCallTimeout(f"evaluation of {len(tasks)} tasks did not finish within {timeout_s:g} s")
+                raise ActorCallTimeout(f"evaluation of {len(tasks)} tasks did not finish within "
+                                       f"{timeout_s:g} s")
             mode, c = calls.pop(ready[0])
             try:
                 for i, r in zip(c, ray.get(ready[0])):
                     per_task[mode][i] = r
             except ray.exceptions.RayError as e:
-                raise SamplingError(f"evaluation ({mode}) failed: {_first_line(getattr(e, 'cause', None) or e)}"
-                                    ) from e
+                cause = getattr(e, "cause", None) or e
+                raise SamplingError(f"evaluation ({mode}) failed: {_first_line(cause)}") from e
         return {m: summarize(per_task[m]) for m in modes}
     finally:
         for a in actors:

@@ -61,12 +61,13 @@ class LearnerActor:
 class RemoteLearner:
     """Driver-side stand-in for :class:`MetaLearner`, backed by a :class:`LearnerActor`."""
 
-    def __init__(self, cfg: ExperimentConfig, spec: EnvSpec, local: MetaLearner, run_id: str, *, num_gpus: float,
-                 num_cpus: float, namespace: str, call_timeout_s: float, update_timeout_s: float,
-                 startup_timeout_s: float):
+    def __init__(self, cfg: ExperimentConfig, spec: EnvSpec, local: MetaLearner, run_id: str, *,
+                 num_gpus: float, num_cpus: float, namespace: str, call_timeout_s: float,
+                 update_timeout_s: float, startup_timeout_s: float):
         self.timeout, self.update_timeout = call_timeout_s, update_timeout_s
         self.handle = LearnerActor.options(name=actor_name(run_id, "learner"), namespace=namespace,
-                                           num_gpus=num_gpus, num_cpus=num_cpus).remote(cfg, spec, local.state_dict())
+                                           num_gpus=num_gpus, num_cpus=num_cpus
+                                           ).remote(cfg, spec, local.state_dict())
         self.info = get(self.handle.info.remote(), startup_timeout_s, "starting the learner actor")
         self.version = self.info["version"]
 

@@ -42,7 +42,8 @@ class RaySession:
                                                   Path(tempfile.gettempdir()) / "ssm_metarl_buffer_snapshots")
             self.buffer = create_buffer(
                 cfg.adapt.buffer_size, spec.obs_dim, 1 if spec.discrete else spec.act_dim, spec.discrete,
-                self.run_id, snapshot_dir=Path(snap_dir).resolve(), snapshot_every_adds=rt.buffer_snapshot_every_adds,
+                self.run_id, snapshot_dir=Path(snap_dir).resolve(),
+                snapshot_every_adds=rt.buffer_snapshot_every_adds,
                 snapshot_every_s=rt.buffer_snapshot_every_s, initial_path=initial_buffer,
                 max_restarts=rt.buffer_max_restarts, namespace=rt.namespace, timeout_s=rt.call_timeout_s)
             n = rt.num_workers or default_num_workers(rt.learner_cpus, rt.cpus_per_worker)
@@ -52,9 +53,13 @@ class RaySession:
             raise
 
     def describe(self) -> str:
+        from ssm_metarl_ray.runtime import cluster
+
         names = [w.name for w in self.sampler.workers]
-        return (f"ray: {len(names)} rollout worker(s) ({', '.join(names)}), buffer {self.run_id}, "
-                f"namespace {self.rt.namespace!r}, cluster CPUs {ray.cluster_resources().get('CPU', 0):g}")
+        url = cluster.dashboard_url
+        return (f"ray: {len(names)} rollout worker(s) ({', '.join(names)}), buffer {self.buffer.name}, "
+                f"namespace {self.rt.namespace!r}, cluster CPUs {ray.cluster_resources().get('CPU', 0):g}"
+                + (f"; see them with: ray list actors --address http://{url}" if url else ""))
 
     def learner(self, local: MetaLearner):
         """The driver's learner, or (``learner_gpus > 0`` / ``learner_actor``) an actor holding its state."""
@@ -76,8 +81,9 @@ class RaySession:
         if self._learner is not None:
             self._learner.close()
             self._learner = None
-        return evaluate_parallel(self.cfg, weights, version, tasks, modes, num_evaluators=n, run_id=self.run_id,
-                                 buffer_name=self.buffer.name, cpus=self.rt.cpus_per_worker,
+        return evaluate_parallel(self.cfg, weights, version, tasks, modes, num_evaluators=n,
+                                 run_id=self.run_id, buffer_name=self.buffer.name,
+                                 cpus=self.rt.cpus_per_worker,
                                  namespace=self.rt.namespace, startup_timeout_s=self.rt.startup_timeout_s,
                                  call_timeout_s=self.rt.call_timeout_s, timeout_s=self.rt.long_call_timeout_s)
 

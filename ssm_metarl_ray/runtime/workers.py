@@ -91,7 +91,8 @@ class RolloutWorkerActor:
             log.warning("%s: buffer add still pending after %.0f s; continuing without waiting", self.name,
                         self.timeout)
         except ray.exceptions.RayError as e:
-            log.warning("%s: buffer add failed (%s); that block is not in the buffer", self.name, _first_line(e))
+            log.warning("%s: buffer add failed (%s); that block is not in the buffer", self.name,
+                        _first_line(e))
 
 
 @dataclass(eq=False)
@@ -134,8 +135,9 @@ class RaySampler:
             self.stop()
             cpus = ray.cluster_resources().get("CPU", 0)
             raise SamplingError(
-                f"only {len(ready)} of {what} started within {self.rt.startup_timeout_s:g} s (startup_timeout_s); "
-                f"each needs {self.rt.cpus_per_worker:g} CPU, the cluster has {cpus:g}: lower --num-workers")
+                f"only {len(ready)} of {what} started within {self.rt.startup_timeout_s:g} s "
+                f"(startup_timeout_s); each needs {self.rt.cpus_per_worker:g} CPU, the cluster has {cpus:g}: "
+                "lower --num-workers")
         ray.get(ready)  # raises if a constructor failed
 
     def _replace(self, w: _Worker, reason: str, inflight: dict, todo: deque) -> None:
@@ -154,12 +156,13 @@ class RaySampler:
         except (ActorCallTimeout, ray.exceptions.RayActorError) as e:
             ray.kill(new.handle, no_restart=True)
             self.workers.remove(w)
-            log.warning("rollout worker %s %s; its replacement did not start (%s): continuing with %d worker(s)",
-                        w.name, reason, _first_line(e), len(self.workers))
+            log.warning("rollout worker %s %s; its replacement did not start (%s): continuing with %d "
+                        "worker(s)", w.name, reason, _first_line(e), len(self.workers))
         else:
             self.workers[self.workers.index(w)] = new
             self.replacements += 1
-            log.warning("rollout worker %s %s: replaced by %s, its tasks resubmitted", w.name, reason, new.name)
+            log.warning("rollout worker %s %s: replaced by %s, its tasks resubmitted", w.name, reason,
+                        new.name)
         now = time.monotonic()
         for x in self.workers:  # the wait above must not count as the others' hang time
             x.since = now
@@ -202,9 +205,13 @@ class RaySampler:
                     failures = self._failed(failures, w, f"died ({_first_line(e)})", tasks[a:z])
                     inflight[ref] = (w, c)  # so _replace requeues it with the rest
                     self._replace(w, "died", inflight, todo)
+                except ray.exceptions.ObjectLostError as e:  # result lost with its node: sample it again
+                    failures = self._failed(failures, w, f"lost its result ({_first_line(e)})", tasks[a:z])
+                    todo.appendleft(c)
                 except ray.exceptions.RayTaskError as e:  # a bug, not a crash: resubmitting would repeat it
-                    raise SamplingError(f"rollout worker {w.name} failed on tasks {[t.index for t in tasks[a:z]]}: "
-                                        f"{_first_line(getattr(e, 'cause', None) or e)}") from e
+                    cause = getattr(e, "cause", None) or e
+                    raise SamplingError(f"rollout worker {w.name} failed on tasks "
+                                        f"{[t.index for t in tasks[a:z]]}: {_first_line(cause)}") from e
             now = time.monotonic()
             busy = {w for w, _ in inflight.values()}
             for w in [w for w in self.workers if w in busy and now - w.since > self.rt.sample_timeout_s]:
@@ -214,7 +221,8 @@ class RaySampler:
                 self._replace(w, "hung", inflight, todo)
         return out  # type: ignore[return-value]
 
-    def _dispatch(self, tasks: list[Task], chunks: list[tuple[int, int]], todo: deque, inflight: dict) -> None:
+    def _dispatch(self, tasks: list[Task], chunks: list[tuple[int, int]], todo: deque, inflight: dict
+                  ) -> None:
         load = {w: 0 for w in self.workers}
         for w, _ in inflight.values():
             load[w] = load.get(w, 0) + 1
@@ -236,9 +244,9 @@ class RaySampler:
         self.failures += 1
         if failures > self.rt.max_worker_failures:
             self.stop()
-            raise SamplingError(f"rollout worker {w.name} {what} while sampling tasks {[t.index for t in tasks]}; "
-                                f"{failures} worker failure(s) this iteration exceed max_worker_failures="
-                                f"{self.rt.max_worker_failures}")
+            raise SamplingError(f"rollout worker {w.name} {what} while sampling tasks "
+                                f"{[t.index for t in tasks]}; {failures} worker failure(s) this iteration "
+                                f"exceed max_worker_failures={self.rt.max_worker_failures}")
         return failures
 
     def _check(self, batches: list[TaskBatch], w: _Worker, tasks: list[Task]) -> list[TaskBatch]:

@@ -26,7 +26,7 @@ from ssm_metarl_ray.utils.seeding import seed_everything
 
 def sample_chunk_seeded(worker: RolloutWorker, tasks: list[Task], seed: int, version: int,
                         first_slot: int) -> list[TaskBatch]:
-    """``worker.sample_tasks(tasks)`` with RNG streams keyed on (seed, weights version, first meta-batch slot).
+    """``worker.sample_tasks(tasks)`` with RNG streams keyed on (seed, weights version, first slot).
 
     The data of a chunk of tasks then does not depend on which process collects it or when, so the local
     and the Ray sampler produce identical batches for the same chunking, a resubmitted chunk reproduces

@@ -18,7 +18,8 @@ from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import make_env, task_splits
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer
 from ssm_metarl_ray.training.evaluate import Evaluator, format_table, plot_results, summarize
-from ssm_metarl_ray.training.meta_train import LocalSampler, TrainState, add_to_buffer, build_state, meta_train
+from ssm_metarl_ray.training.meta_train import (LocalSampler, TrainState, add_to_buffer, build_state,
+                                                meta_train)
 from ssm_metarl_ray.utils.checkpoint import (BUFFER, LEARNER, CheckpointError, load_state, load_tensors,
                                              save_checkpoint)
 
@@ -90,7 +91,8 @@ def run_training(cfg: ExperimentConfig, out: Path, modes: list[str], verbose: bo
         print(f"meta-training {cfg.model.kind} on {cfg.env}: {cfg.iterations} iterations x "
               f"{cfg.meta.meta_batch_size} tasks x {cfg.meta.episodes_per_task} episodes "
               f"({len(state.train_tasks)} train / {len(state.test_tasks)} held-out tasks)"
-              + (f", resuming after iteration {state.iteration}" if resume is not None else ""), file=sys.stderr)
+              + (f", resuming after iteration {state.iteration}" if resume is not None else ""),
+              file=sys.stderr)
     session = None
     if sampler is None and runtime is not None and runtime.use_ray:
         from ssm_metarl_ray.runtime.session import RaySession

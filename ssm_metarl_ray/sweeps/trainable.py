@@ -1,0 +1,200 @@
+"""The Tune function trainable: one trial = meta-training + held-out evaluation (standard and hybrid).
+
+Every ``report_every`` meta-iterations (and at the last one) the trial evaluates adaptation on the
+held-out tasks, saves a checkpoint (``training.run.save_training_checkpoint``: config, weights, learner
++ optimizer state, RNG states, counters, history, replay buffer) and calls ``tune.report`` with the
+metrics and that checkpoint. A retried (``FailureConfig``) or resumed (``Tuner.restore``) trial starts
+from ``tune.get_checkpoint()``; ``meta_train`` replays the task-sampling stream and the samplers seed
+every chunk on (seed, weights version, slot), so a resumed trial continues as an uninterrupted one.
+
+Processes of a trial (``resources.num_workers > 0``), each in its own bundle of the trial's placement
+group (Tune creates it with ``placement_group_capture_child_tasks=True``, so plain actor creation here
+lands in it):
+
+* bundle 0: this function (the meta-learner, the driver of ``meta_train``);
+* ``num_workers`` bundles: ``RolloutWorkerActor`` s of the Ray runtime (``RaySampler``);
+* ``num_evaluators`` bundles: ``EvaluatorActor`` s, started for each evaluation and killed after it
+  (``num_evaluators: 0``: the trial evaluates in its own process, same seeds and replay, same numbers);
+* the run's named ``ExperienceBufferActor`` (``ssm-metarl:tune-<trial id>:buffer``) needs 0 CPU, so it
+  takes no bundle; the runtime places it on this trial's node.
+
+With ``num_workers: 0`` everything (sampling, buffer, evaluation) runs inside this function (one bundle).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import torch
+from ray import tune
+
+from ssm_metarl_ray.sweeps.spec import bundles, build_experiment_config
+from ssm_metarl_ray.training.meta_train import (LocalSampler, TrainState, add_to_buffer, build_state,
+                                                meta_train)
+from ssm_metarl_ray.training.run import evaluate_modes, restore_training_state, save_training_checkpoint
+from ssm_metarl_ray.utils.checkpoint import BUFFER
+
+NAMESPACE = "ssm_metarl"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised once by ``inject_failure_at`` (tests of FailureConfig retries)."""
+
+
+def trial_resources(config: dict) -> tune.PlacementGroupFactory:
+    """One bundle per process of the trial (see the module docstring); PACK keeps a trial on one node
+    when it fits."""
+    return tune.PlacementGroupFactory(bundles(config["sweep"]["resources"]), strategy="PACK")
+
+
+def trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def evaluation_metrics(results: dict[str, dict], primary: str) -> dict:
+    """Flat Tune metrics from ``{mode: summarize(...)}``."""
+    out: dict = {}
+    for mode, r in results.items():
+        mean, sem = r["mean"], r["sem"]
+        out.update({f"{mode}/pre_adapt_return": mean[0], f"{mode}/post_adapt_return": mean[-1],
+                    f"{mode}/post_adapt_sem": sem[-1], f"{mode}/adapt_gain": mean[-1] - mean[0],
+                    f"{mode}/per_task_post": [row[-1] for row in r["per_task"]]})
+        out.update({f"{mode}/step_{k}_return": m for k, m in enumerate(mean)})
+    p = results[primary]
+    out.update({"post_adapt_return": p["mean"][-1], "post_adapt_sem": p["sem"][-1],
+                "pre_adapt_return": p["mean"][0], "adapt_gain": p["mean"][-1] - p["mean"][0]})
+    if "standard" in results and "hybrid" in results:
+        hyb, std = (np.asarray(results[m]["per_task"])[:, -1] for m in ("hybrid", "standard"))
+        d = hyb - std
+        out["hybrid_minus_standard"] = float(d.mean())
+        out["hybrid_minus_standard_sem"] = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    return out
+
+
+def evaluate_here(cfg, weights: dict, version: int, tasks, modes: list[str], buffer_handle, timeout_s: float
+                  ) -> dict[str, dict]:
+    """``runtime.evaluation.evaluate_parallel`` done inside the trial (``num_evaluators: 0``): the same
+    Evaluator seeds and the same replay from the trial's buffer actor, so the numbers are identical."""
+    import ray
+
+    from ssm_metarl_ray.training.evaluate import Evaluator, summarize
+
+    seed = cfg.seed + 1
+    evaluator = Evaluator(cfg, seed=seed)
+    evaluator.set_weights(weights, version)
+
+    def replay_source(task):
+        rng = np.random.default_rng([seed, task.index, 1])
+
+        def source(n: int, seq_len: int):
+            ref = buffer_handle.sample_sequences.remote(n, seq_len, int(rng.integers(2**63)),
+                                                        episode_start=True)
+            seq = ray.get(ref, timeout=timeout_s)
+            return None if seq is None else {k: np.array(v) for k, v in seq.items()}
+
+        return source
+
+    out = {}
+    for mode in modes:
+        per_task = [evaluator.evaluate([t], mode, None,
+                                       replay_source=replay_source(t) if mode == "hybrid" else None)[0]
+                    for t in tasks]
+        out[mode] = summarize(per_task)
+    return out
+
+
+def sweep_trial(config: dict) -> None:
+    """The trainable. ``config = {"params": {dotted: value}, "sweep": SweepSpec.trial_settings()}``."""
+    settings, params = config["sweep"], config.get("params", {})
+    cfg = build_experiment_config(settings["base"], params)
+    res = settings["resources"]
+    report_every = settings["report_every"] or cfg.iterations
+    modes = list(settings["eval_modes"])
+    primary = cfg.adapt.adaptation_mode
+    torch.set_num_threads(cfg.num_threads or max(1, int(res["learner_cpus"])))
+    ctx = tune.get_context()
+    trial_id = ctx.get_trial_id() or "local"
+    run_id = f"tune-{trial_id}"
+    use_ray = res["num_workers"] > 0
+
+    state = build_state(cfg)
+    restored_from = 0
+    session = None
+    with ExitStack() as stack:
+        ckpt = tune.get_checkpoint()
+        ckpt_dir = Path(stack.enter_context(ckpt.as_directory())) if ckpt is not None else None
+        if ckpt_dir is not None:
+            restore_training_state(state, ckpt_dir)
+            restored_from = state.iteration
+        initial_buffer = ckpt_dir / BUFFER if ckpt_dir is not None and (ckpt_dir / BUFFER).is_file() else None
+        if use_ray:
+            from ssm_metarl_ray.runtime.config import RuntimeConfig
+            from ssm_metarl_ray.runtime.session import RaySession
+
+            rt = RuntimeConfig(num_workers=res["num_workers"], cpus_per_worker=res["cpus_per_worker"],
+                               learner_cpus=res["learner_cpus"], num_evaluators=res["num_evaluators"],
+                               namespace=NAMESPACE, run_id=run_id,
+                               buffer_snapshot_dir=os.path.join(tempfile.gettempdir(), "ssm_metarl_tune",
+                                                                run_id))
+            # the buffer actor loads initial_buffer in its constructor (RaySession waits for it)
+            session = RaySession(cfg, rt, state.spec, None, initial_buffer=initial_buffer)
+        elif initial_buffer is not None:
+            from ssm_metarl_ray.replay.buffer import ExperienceBuffer
+
+            state.buffer = ExperienceBuffer.load(initial_buffer)
+
+    try:
+        buffer = session.buffer if session is not None else state.buffer
+        import ray
+
+        pg = ray.util.get_current_placement_group()  # Tune's per-trial group (None outside Tune)
+        where = {"placement_group_bundles": len(pg.bundle_specs) if pg is not None else 0,
+                 "buffer_actor": buffer.name if session is not None else "in-process"}
+
+        def evaluate(st: TrainState) -> dict[str, dict]:
+            weights = st.learner.get_weights()
+            if session is None:
+                return evaluate_modes(cfg, weights, st.test_tasks, st.buffer, modes, st.learner.version)
+            if res["num_evaluators"] == 0:
+                return evaluate_here(cfg, weights, st.learner.version, st.test_tasks, modes, buffer.handle,
+                                     session.rt.call_timeout_s)
+            from ssm_metarl_ray.runtime.evaluation import evaluate_parallel
+
+            return evaluate_parallel(
+                cfg, weights, st.learner.version, st.test_tasks, modes, num_evaluators=res["num_evaluators"],
+                run_id=f"{run_id}:eval{st.iteration}", buffer_name=buffer.name,
+                cpus=res["cpus_per_evaluator"],
+                namespace=NAMESPACE, startup_timeout_s=session.rt.startup_timeout_s,
+                call_timeout_s=session.rt.call_timeout_s, timeout_s=session.rt.long_call_timeout_s)
+
+        def report(st: TrainState, train_metrics: dict) -> None:
+            metrics = {"iteration": st.iteration, "env_steps": st.env_steps,
+                       "restored_from_iteration": restored_from, "runtime": "ray" if use_ray else "local",
+                       **where,
+                       **{k: v for k, v in train_metrics.items() if k.startswith("meta/")},
+                       **evaluation_metrics(evaluate(st), primary)}
+            with tempfile.TemporaryDirectory(prefix="ssm-tune-ckpt-") as d:
+                path = save_training_checkpoint(Path(d) / "checkpoint", st, buffer)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(path)))
+
+        def on_iteration(st: TrainState, m: dict) -> None:
+            inject = settings.get("inject_failure_at")
+            if inject and restored_from == 0 and st.iteration == inject:
+                raise InjectedFailure(f"injected failure at iteration {st.iteration} (inject_failure_at); "
+                                      "Tune retries this trial from its latest checkpoint")
+            if st.iteration % report_every == 0 or st.iteration == cfg.iterations:
+                report(st, m)
+
+        if state.iteration >= cfg.iterations:  # restored from the final checkpoint: report it again
+            report(state, state.history[-1] if state.history else {})
+            return
+        sampler = session.sampler if session is not None else LocalSampler(cfg, seed=cfg.seed)
+        meta_train(state, sampler, on_iteration,
+                   session.add_experience if session is not None else add_to_buffer)
+    finally:
+        if session is not None:
+            session.close()

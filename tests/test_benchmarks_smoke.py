@@ -1,0 +1,41 @@
+"""Each benchmark script runs end to end with ``--smoke`` (tiny sizes, nothing written)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+from ray_util import ray_local  # noqa: E402,F401  (fixture)
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(240), pytest.mark.usefixtures("ray_local")]
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(name: str) -> dict:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main(["--smoke"])  # uses the fixture's cluster (init_ray attaches to nothing, starts nothing)
+
+
+def test_sampling_throughput_smoke():
+    out = _run("sampling_throughput")
+    assert out["results"]["raw_env"]["steps_per_s_median"] > 0
+    assert set(out["ratios"]) >= {"ray_1_worker_vs_raw_env", "ray_2_workers_vs_raw_env",
+                                  "ray_2_workers_vs_1_worker"}
+
+
+def test_buffer_throughput_smoke():
+    out = _run("buffer_throughput")
+    assert out["summary"]["best_add_transitions_per_s"] > 0
+    assert "4_readers_1_writer" in out["sample_sequences"]
+
+
+def test_broadcast_smoke():
+    out = _run("broadcast")
+    assert [r["hidden_size"] for r in out["results"]] == [16, 64]
+    assert all(r["put_plus_broadcast_ms_median"] > 0 for r in out["results"])

@@ -1,0 +1,63 @@
+"""--checkpoint-every and --resume (in-process sampler): a crashed run continues exactly where it stopped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ray_util import learning_history, tiny_cfg
+from test_cli import cli
+
+from ssm_metarl_ray.runtime.config import RuntimeConfig
+from ssm_metarl_ray.training.meta_train import LocalSampler
+from ssm_metarl_ray.training.run import run_training
+from ssm_metarl_ray.utils.checkpoint import load_state
+
+pytestmark = pytest.mark.timeout(300)
+
+
+class CrashingSampler(LocalSampler):
+    """Dies while sampling the given (1-based) iteration, like a killed process."""
+
+    def __init__(self, cfg, crash_at: int):
+        super().__init__(cfg, cfg.seed)
+        self.calls, self.crash_at = 0, crash_at
+
+    def sample_tasks(self, tasks):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise RuntimeError("simulated crash")
+        return super().sample_tasks(tasks)
+
+
+def test_checkpoint_every_then_resume_matches_an_uninterrupted_run(tmp_path):
+    cfg = tiny_cfg(iterations=3)
+    straight = run_training(cfg, tmp_path / "straight", ["standard"], verbose=False)
+    run = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_training(cfg, run, ["standard"], verbose=False, sampler=CrashingSampler(cfg, crash_at=3),
+                     runtime=RuntimeConfig(num_workers=0, checkpoint_every=1))
+    assert load_state(run / "checkpoint")["iteration"] == 2  # the iteration-2 checkpoint survived the crash
+    r = cli("train", "--resume", str(run), "--num-workers", "0", "--adaptation-mode", "standard", "--quiet")
+    assert r.returncode == 0, r.stderr
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "straight", run))
+    assert learning_history(b["history"]) == learning_history(a["history"])  # same data, same updates
+    assert b["evaluation"]["standard"] == straight["standard"]
+    assert {**b["config"], "output_dir": None} == {**a["config"], "output_dir": None}  # from the checkpoint
+    assert b["config"]["output_dir"] == str(run)  # --resume continues in the run's own directory
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--num-workers", "-1"], "--num-workers must be >= 0"),
+    (["--learner-gpus", "-0.5"], "--learner-gpus must be >= 0"),
+    (["--checkpoint-every", "-2"], "--checkpoint-every must be >= 0"),
+    (["--num-workers", "0", "--address", "127.0.0.1:6379"], "--address needs Ray workers"),
+    (["--sample-timeout", "0"], "--sample-timeout must be > 0"),
+    (["--resume", "/nonexistent/run"], "--resume '/nonexistent/run' is not a checkpoint directory"),
+])
+def test_bad_runtime_flags_one_line_exit_2(tmp_path, args, needle):
+    out = tmp_path / "never"
+    r = cli("train", *args, "--output-dir", str(out))
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and needle in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
