@@ -49,9 +49,14 @@ def write_outputs(out: Path, cfg: ExperimentConfig, results: dict, history: list
                  f"{cfg.env} / {cfg.model.kind}: held-out return vs adaptation steps ({cfg.num_test_tasks} tasks)")
 
 
+def learner_tensors(state: TrainState) -> dict[str, torch.Tensor]:
+    """The learner's weights as tensors (copied: arrays from a learner actor arrive read-only)."""
+    return {k: torch.tensor(v) for k, v in state.learner.get_weights().items()}
+
+
 def save_training_checkpoint(path: Path, state: TrainState, buffer) -> Path:
     """Everything ``--resume`` needs: learner + optimizer + version, RNG states, counters, history, buffer."""
-    weights = {k: torch.from_numpy(v) for k, v in state.learner.get_weights().items()}
+    weights = learner_tensors(state)
     np_state = np.random.get_state()
     rng = {"torch": torch.get_rng_state(), "numpy_key": torch.from_numpy(np_state[1].astype(np.int64)),
            "numpy_pos": int(np_state[2])}
@@ -116,7 +121,7 @@ def run_training(cfg: ExperimentConfig, out: Path, modes: list[str], verbose: bo
         meta_train(state, sampler or (session.sampler if session else LocalSampler(cfg, seed=cfg.seed)),
                    on_iteration, session.add_experience if session is not None else add_to_buffer)
         train_s = time.perf_counter() - t0
-        weights = {k: torch.from_numpy(v) for k, v in state.learner.get_weights().items()}
+        weights = learner_tensors(state)
         version = state.learner.version
         save_training_checkpoint(out / "checkpoint", state, buffer)
         if verbose:
