@@ -39,3 +39,21 @@ def test_broadcast_smoke():
     out = _run("broadcast")
     assert [r["hidden_size"] for r in out["results"]] == [16, 64]
     assert all(r["put_plus_broadcast_ms_median"] > 0 for r in out["results"])
+
+
+def test_learning_benchmark_smoke(tmp_path):
+    """One tiny MetaMAML run under the MAML protocol's code path, then the report over it."""
+    spec = importlib.util.spec_from_file_location("bench_learning", BENCH / "learning.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "halfcheetah-dir" / "maml-ssm-s0.json"
+    run = mod.main(["run", "--env", "halfcheetah-dir", "--model", "ssm", "--smoke", "--out", str(out)])
+    assert run["train_env_steps"] == 2 * 2 * 2 * 200  # 1 iteration x 2 tasks x (pre + post) x 2 episodes
+    assert set(run["evaluation"]) == {"standard", "hybrid"}
+    assert len(run["evaluation"]["standard"]["mean"]) == 2  # before and after 1 adaptation step
+    from learning_report import report  # importable once learning.py has put benchmarks/ on sys.path
+
+    rep = report(tmp_path)
+    assert len(rep["rows"]) == 2 and all(Path(p).is_file() for p in rep["plots"])
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "MAML 2017 maml (published)" in text and "293.2" in text  # the published 1-step return

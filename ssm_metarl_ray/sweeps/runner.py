@@ -96,6 +96,54 @@ def _fit(tuner):
         signal.signal(signal.SIGINT, previous)
 
 
+def _check_storage(spec: SweepSpec, storage: str, is_local: bool, exp_path: str, resume: bool) -> None:
+    """--resume needs a saved sweep; a fresh sweep must not overwrite one."""
+    if not is_local or "://" in storage:
+        return
+    has_state = Path(exp_path).is_dir() and any(Path(exp_path).glob("experiment_state*.json"))
+    if resume and not has_state:
+        raise SweepConfigError(f"--resume: no sweep {spec.name!r} to resume in {storage} "
+                               f"(nothing at {exp_path})")
+    if not resume and has_state:
+        raise SweepConfigError(f"{exp_path} already holds sweep {spec.name!r}: pass --resume to continue "
+                               "it, or choose another --storage-path")
+
+
+def _check_cluster(spec: SweepSpec, owns_ray: bool, storage: str, is_local: bool) -> float:
+    """Fail early where trials could never be placed; returns the cluster's CPUs."""
+    import ray
+
+    cpus = float(ray.cluster_resources().get("CPU", 0.0))
+    if owns_ray and spec.cpus_per_trial > cpus:  # a local cluster will not grow: Tune would wait forever
+        raise SweepConfigError(f"each trial needs {spec.cpus_per_trial:g} CPUs ({spec.bundles()}) but this "
+                               f"machine's Ray cluster has {cpus:g}: lower resources in {spec.source}")
+    if not owns_ray and is_local and "://" not in storage and len(ray.nodes()) > 1:
+        print(f"note: multi-node cluster: {storage} must be shared storage (NFS) visible to every node, "
+              "or use an s3:// / gs:// --storage-path", file=sys.stderr)
+    return cpus
+
+
+def _make_tuner(spec: SweepSpec, storage: str, exp_path: str, resume: bool, verbose: int):
+    from ray import tune
+
+    from ssm_metarl_ray.sweeps.trainable import sweep_trial, trial_dirname, trial_resources
+
+    trainable = tune.with_resources(sweep_trial, trial_resources)
+    if resume:
+        if not tune.Tuner.can_restore(exp_path):
+            raise SweepConfigError(f"--resume: {exp_path} holds no restorable Tune experiment")
+        return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    return tune.Tuner(
+        trainable, param_space=param_space(spec),
+        tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=_scheduler(spec),
+                                    num_samples=spec.num_samples,
+                                    max_concurrent_trials=spec.max_concurrent_trials,
+                                    time_budget_s=spec.time_budget_s, trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(name=spec.name, storage_path=storage, verbose=verbose,
+                                  failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+
+
 def run_sweep(spec: SweepSpec, storage_path: str | None = None, resume: bool = False,
               address: str | None = None, output_dir: str | None = None, verbose: int = 1) -> int:
     """Run (or with ``resume`` continue) the sweep; returns the CLI exit code (0, 1, 130; config
@@ -103,58 +151,30 @@ def run_sweep(spec: SweepSpec, storage_path: str | None = None, resume: bool = F
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     storage, is_local = storage_location(storage_path)
     exp_path = f"{storage.rstrip('/')}/{spec.name}"
-    if is_local and "://" not in storage:
-        has_state = Path(exp_path).is_dir() and any(Path(exp_path).glob("experiment_state*.json"))
-        if resume and not has_state:
-            raise SweepConfigError(f"--resume: no sweep {spec.name!r} to resume in {storage} "
-                                   f"(nothing at {exp_path})")
-        if not resume and has_state:
-            raise SweepConfigError(f"{exp_path} already holds sweep {spec.name!r}: pass --resume to continue "
-                                   "it, or choose another --storage-path")
+    _check_storage(spec, storage, is_local, exp_path, resume)
 
     import ray
-    from ray import tune
 
     from ssm_metarl_ray.runtime.cluster import init_ray
-    from ssm_metarl_ray.sweeps.trainable import NAMESPACE, sweep_trial, trial_dirname, trial_resources
+    from ssm_metarl_ray.sweeps.trainable import NAMESPACE
 
     owns_ray = init_ray(address, None, include_dashboard=False, namespace=NAMESPACE)
     try:
-        cpus = float(ray.cluster_resources().get("CPU", 0.0))
-        need = spec.cpus_per_trial
-        if owns_ray and need > cpus:  # a local cluster will not grow: Tune would wait forever
-            raise SweepConfigError(f"each trial needs {need:g} CPUs ({spec.bundles()}) but this machine's "
-                                   f"Ray cluster has {cpus:g}: lower resources in {spec.source}")
-        if not owns_ray and is_local and "://" not in storage and len(ray.nodes()) > 1:
-            print(f"note: multi-node cluster: {storage} must be shared storage (NFS) visible to every node, "
-                  "or use an s3:// / gs:// --storage-path", file=sys.stderr)
-        print(f"sweep {spec.name}: {spec.num_grid_trials} trial(s), "
-              f"{need:g} CPU per trial in bundles {spec.bundles()}, cluster CPUs {cpus:g}, storage {exp_path}"
+        cpus = _check_cluster(spec, owns_ray, storage, is_local)
+        print(f"sweep {spec.name}: {spec.num_grid_trials} trial(s), {spec.cpus_per_trial:g} CPU per trial in "
+              f"bundles {spec.bundles()}, cluster CPUs {cpus:g}, storage {exp_path}"
               + (" (resuming)" if resume else ""), file=sys.stderr, flush=True)
-
-        trainable = tune.with_resources(sweep_trial, trial_resources)
-        if resume:
-            if not tune.Tuner.can_restore(exp_path):
-                raise SweepConfigError(f"--resume: {exp_path} holds no restorable Tune experiment")
-            tuner = tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True,
-                                       resume_errored=True)
-        else:
-            tuner = tune.Tuner(
-                trainable, param_space=param_space(spec),
-                tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=_scheduler(spec),
-                                            num_samples=spec.num_samples,
-                                            max_concurrent_trials=spec.max_concurrent_trials,
-                                            time_budget_s=spec.time_budget_s,
-                                            trial_dirname_creator=trial_dirname),
-                run_config=tune.RunConfig(name=spec.name, storage_path=storage, verbose=verbose,
-                                          failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
-        grid, interrupted = _fit(tuner)
+        grid, interrupted = _fit(_make_tuner(spec, storage, exp_path, resume, verbose))
         rows = collect_rows(spec, grid)
     finally:
         if owns_ray:
             ray.shutdown()
+    return _finish(spec, rows, interrupted, storage, exp_path, output_dir)
 
+
+def _finish(spec: SweepSpec, rows: list[dict], interrupted: bool, storage: str, exp_path: str,
+            output_dir: str | None) -> int:
+    """Print and write the sweep's table, CSV, JSON and heatmap; returns the exit code."""
     # Tune marks the trials it stopped at SIGINT as terminated in the returned grid (the saved experiment
     # state keeps them running, so --resume continues them); trials not yet created are missing from it
     short = [r for r in rows if spec.scheduler is None and r["status"] == "STOPPED"]

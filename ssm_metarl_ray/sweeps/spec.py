@@ -351,7 +351,7 @@ def parse_sweep(raw: Any, source: str = "<config>") -> SweepSpec:
         raise SweepConfigError(f"{source}: {e}") from None
 
 
-def _parse(raw: Any, source: str) -> SweepSpec:
+def _parse_header(raw: Any) -> tuple[str, str]:
     if not isinstance(raw, dict):
         raise SweepConfigError(f"the document must be a mapping with keys {', '.join(TOP_KEYS)}")
     unknown = [k for k in raw if k not in TOP_KEYS]
@@ -363,15 +363,21 @@ def _parse(raw: Any, source: str) -> SweepSpec:
     description = raw.get("description") or ""
     if not isinstance(description, str):
         raise SweepConfigError(f"description: must be a string, got {description!r}")
+    return name, description
 
-    base = {}
-    for k, v in _flatten(raw.get("base") or {}, "base").items():
+
+def _parse_base(raw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {}
+    for k, v in _flatten(raw or {}, "base").items():
         n = resolve_name(k, "base")
         if n in base:
             raise SweepConfigError(f"base: {n} is set twice")
         base[n] = check_value(n, v, "base")
-    search = _parse_search(raw.get("search"), base)
+    return base
 
+
+def _parse_objective(raw: dict, base: dict, search: dict) -> tuple[str, str, tuple[str, ...]]:
+    """(metric, mode, eval_modes); the mode of ``post_adapt_return`` must be one of the eval modes."""
     mode = raw.get("mode", "max")
     if mode not in ("max", "min"):
         raise SweepConfigError(f"mode: must be max or min, got {mode!r}")
@@ -391,17 +397,11 @@ def _parse(raw: Any, source: str) -> SweepSpec:
     allowed = allowed_metrics(eval_modes)
     if metric not in allowed:
         raise SweepConfigError(f"metric: unknown metric {metric!r}; allowed: {', '.join(allowed)}")
+    return metric, mode, eval_modes
 
-    num_samples = _int(raw, "num_samples", 1, 1)
-    max_concurrent = _int(raw, "max_concurrent_trials", None, 1, allow_none=True)
-    max_failures = _int(raw, "max_failures", 1, 0)
-    report_every = _int(raw, "report_every", None, 1, allow_none=True)
-    inject = _int(raw, "inject_failure_at", None, 1, allow_none=True)
-    time_budget = raw.get("time_budget_s")
-    if time_budget is not None:
-        time_budget = _num(time_budget, "time_budget_s", 0.0)
 
-    res = raw.get("resources") or {}
+def _parse_resources(res: Any) -> dict[str, Any]:
+    res = res or {}
     if not isinstance(res, dict):
         raise SweepConfigError(f"resources: must be a mapping, got {res!r}")
     bad = [k for k in res if k not in RESOURCE_DEFAULTS]
@@ -414,47 +414,49 @@ def _parse(raw: Any, source: str) -> SweepSpec:
             raise SweepConfigError(f"resources.{k}: must be an integer >= {lo}, got {v!r}")
     for k in ("learner_cpus", "cpus_per_worker", "cpus_per_evaluator"):
         resources[k] = _num(resources[k], f"resources.{k}", 0.0)
+    return resources
 
-    sched = raw.get("scheduler")
+
+def _parse_scheduler(sched: Any) -> dict | None:
+    """None, or ASHA settings with defaults filled in (``max_t`` is checked once the spec exists)."""
     if sched in (None, "none", False):
-        scheduler = None
-    else:
-        if sched == "asha":
-            sched = {"type": "asha"}
-        if not isinstance(sched, dict) or sched.get("type") != "asha":
-            raise SweepConfigError(f"scheduler: must be none, asha or {{type: asha, grace_period, "
-                                   f"reduction_factor, max_t}}, got {sched!r}")
-        extra = [k for k in sched if k not in ("type", "grace_period", "reduction_factor", "max_t")]
-        if extra:
-            raise SweepConfigError(f"scheduler: unknown key {extra[0]!r}; allowed: type, grace_period, "
-                                   "reduction_factor, max_t")
-        scheduler = {"type": "asha", **ASHA_DEFAULTS, **{k: v for k, v in sched.items() if k != "type"}}
-        scheduler["grace_period"] = _int(scheduler, "grace_period", 1, 1)
-        scheduler["reduction_factor"] = _num(scheduler["reduction_factor"], "scheduler.reduction_factor", 1.0)
+        return None
+    if sched == "asha":
+        sched = {"type": "asha"}
+    if not isinstance(sched, dict) or sched.get("type") != "asha":
+        raise SweepConfigError(f"scheduler: must be none, asha or {{type: asha, grace_period, "
+                               f"reduction_factor, max_t}}, got {sched!r}")
+    extra = [k for k in sched if k not in ("type", "grace_period", "reduction_factor", "max_t")]
+    if extra:
+        raise SweepConfigError(f"scheduler: unknown key {extra[0]!r}; allowed: type, grace_period, "
+                               "reduction_factor, max_t")
+    scheduler = {"type": "asha", **ASHA_DEFAULTS, **{k: v for k, v in sched.items() if k != "type"}}
+    scheduler["grace_period"] = _int(scheduler, "grace_period", 1, 1)
+    scheduler["reduction_factor"] = _num(scheduler["reduction_factor"], "scheduler.reduction_factor", 1.0)
+    return scheduler
 
-    heat = raw.get("heatmap")
+
+def _parse_heatmap(heat: Any, search: dict[str, SearchParam]) -> tuple[str, str] | None:
     discrete = [n for n, p in search.items() if p.discrete]
     if heat is None:
         pair = ("adapt.buffer_size", "adapt.experience_weight")
         if all(n in discrete for n in pair):
-            heatmap = pair
-        else:
-            heatmap = tuple(discrete[:2]) if len(discrete) >= 2 else None
-    else:
-        if not isinstance(heat, list) or len(heat) != 2:
-            raise SweepConfigError(f"heatmap: must be a list of two searched parameters, got {heat!r}")
-        heatmap = tuple(resolve_name(h, "heatmap") for h in heat)
-        for h in heatmap:
-            if h not in discrete:
-                raise SweepConfigError(f"heatmap: {h} must be searched with grid or choice")
-        if heatmap[0] == heatmap[1]:
-            raise SweepConfigError("heatmap: the two parameters must differ")
+            return pair
+        return (discrete[0], discrete[1]) if len(discrete) >= 2 else None
+    if not isinstance(heat, list) or len(heat) != 2:
+        raise SweepConfigError(f"heatmap: must be a list of two searched parameters, got {heat!r}")
+    heatmap = (resolve_name(heat[0], "heatmap"), resolve_name(heat[1], "heatmap"))
+    for h in heatmap:
+        if h not in discrete:
+            raise SweepConfigError(f"heatmap: {h} must be searched with grid or choice")
+    if heatmap[0] == heatmap[1]:
+        raise SweepConfigError("heatmap: the two parameters must differ")
+    return heatmap
 
-    spec = SweepSpec(name=name, metric=metric, mode=mode, description=description, base=base, search=search,
-                     num_samples=num_samples, scheduler=scheduler, max_concurrent_trials=max_concurrent,
-                     max_failures=max_failures, report_every=report_every, eval_modes=eval_modes,
-                     resources=resources, heatmap=heatmap, inject_failure_at=inject,
-                     time_budget_s=time_budget, source=source)
+
+def _check_spec(spec: SweepSpec) -> None:
+    """Checks that need the whole spec: ASHA's max_t, the injected failure, a buildable config."""
+    scheduler, inject, report_every = spec.scheduler, spec.inject_failure_at, spec.report_every
     if scheduler is not None:
         max_t = scheduler.get("max_t", spec.max_reports)
         if isinstance(max_t, bool) or not isinstance(max_t, int) or max_t < scheduler["grace_period"]:
@@ -469,9 +471,28 @@ def _parse(raw: Any, source: str) -> SweepSpec:
             raise SweepConfigError(f"inject_failure_at: {inject} is beyond the run's iterations")
     # every combination of base + one value per discrete param must make a valid ExperimentConfig
     try:
-        build_experiment_config(base, {n: p.values[0] for n, p in search.items()})
+        build_experiment_config(spec.base, {n: p.values[0] for n, p in spec.search.items()})
     except (TypeError, ValueError) as e:
         raise SweepConfigError(f"base/search do not make a valid experiment config: {e}") from None
+
+
+def _parse(raw: Any, source: str) -> SweepSpec:
+    name, description = _parse_header(raw)
+    base = _parse_base(raw.get("base"))
+    search = _parse_search(raw.get("search"), base)
+    metric, mode, eval_modes = _parse_objective(raw, base, search)
+    time_budget = raw.get("time_budget_s")
+    spec = SweepSpec(
+        name=name, metric=metric, mode=mode, description=description, base=base, search=search,
+        num_samples=_int(raw, "num_samples", 1, 1),
+        scheduler=_parse_scheduler(raw.get("scheduler")),
+        max_concurrent_trials=_int(raw, "max_concurrent_trials", None, 1, allow_none=True),
+        max_failures=_int(raw, "max_failures", 1, 0),
+        report_every=_int(raw, "report_every", None, 1, allow_none=True), eval_modes=eval_modes,
+        resources=_parse_resources(raw.get("resources")), heatmap=_parse_heatmap(raw.get("heatmap"), search),
+        inject_failure_at=_int(raw, "inject_failure_at", None, 1, allow_none=True),
+        time_budget_s=None if time_budget is None else _num(time_budget, "time_budget_s", 0.0), source=source)
+    _check_spec(spec)
     return spec
 
 

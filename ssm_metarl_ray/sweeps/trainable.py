@@ -27,6 +27,7 @@ import os
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -107,23 +108,11 @@ def evaluate_here(cfg, weights: dict, version: int, tasks, modes: list[str], buf
     return out
 
 
-def sweep_trial(config: dict) -> None:
-    """The trainable. ``config = {"params": {dotted: value}, "sweep": SweepSpec.trial_settings()}``."""
-    settings, params = config["sweep"], config.get("params", {})
-    cfg = build_experiment_config(settings["base"], params)
-    res = settings["resources"]
-    report_every = settings["report_every"] or cfg.iterations
-    modes = list(settings["eval_modes"])
-    primary = cfg.adapt.adaptation_mode
-    torch.set_num_threads(cfg.num_threads or max(1, int(res["learner_cpus"])))
-    ctx = tune.get_context()
-    trial_id = ctx.get_trial_id() or "local"
-    run_id = f"tune-{trial_id}"
-    use_ray = res["num_workers"] > 0
+def _start(cfg, state: TrainState, res: dict, run_id: str):
+    """Restore from Tune's checkpoint if there is one; start the trial's Ray session when it has workers.
 
-    state = build_state(cfg)
-    restored_from = 0
-    session = None
+    Returns ``(session or None, iteration restored from)``."""
+    restored_from, session = 0, None
     with ExitStack() as stack:
         ckpt = tune.get_checkpoint()
         ckpt_dir = Path(stack.enter_context(ckpt.as_directory())) if ckpt is not None else None
@@ -131,7 +120,7 @@ def sweep_trial(config: dict) -> None:
             restore_training_state(state, ckpt_dir)
             restored_from = state.iteration
         initial_buffer = ckpt_dir / BUFFER if ckpt_dir is not None and (ckpt_dir / BUFFER).is_file() else None
-        if use_ray:
+        if res["num_workers"] > 0:
             from ssm_metarl_ray.runtime.config import RuntimeConfig
             from ssm_metarl_ray.runtime.session import RaySession
 
@@ -146,37 +135,54 @@ def sweep_trial(config: dict) -> None:
             from ssm_metarl_ray.replay.buffer import ExperienceBuffer
 
             state.buffer = ExperienceBuffer.load(initial_buffer)
+    return session, restored_from
 
+
+def _evaluator(cfg, session, res: dict, modes: list[str], run_id: str) -> Callable[[TrainState], dict]:
+    """``evaluate(state) -> {mode: summary}``: in this process, or on the trial's evaluator actors."""
+
+    def evaluate(st: TrainState) -> dict[str, dict]:
+        weights = st.learner.get_weights()
+        if session is None:
+            return evaluate_modes(cfg, weights, st.test_tasks, st.buffer, modes, st.learner.version)
+        if res["num_evaluators"] == 0:
+            return evaluate_here(cfg, weights, st.learner.version, st.test_tasks, modes, session.buffer.handle,
+                                 session.rt.call_timeout_s)
+        from ssm_metarl_ray.runtime.evaluation import evaluate_parallel
+
+        return evaluate_parallel(
+            cfg, weights, st.learner.version, st.test_tasks, modes, num_evaluators=res["num_evaluators"],
+            run_id=f"{run_id}:eval{st.iteration}", buffer_name=session.buffer.name,
+            cpus=res["cpus_per_evaluator"], namespace=NAMESPACE, startup_timeout_s=session.rt.startup_timeout_s,
+            call_timeout_s=session.rt.call_timeout_s, timeout_s=session.rt.long_call_timeout_s)
+
+    return evaluate
+
+
+def sweep_trial(config: dict) -> None:
+    """The trainable. ``config = {"params": {dotted: value}, "sweep": SweepSpec.trial_settings()}``."""
+    import ray
+
+    settings, params = config["sweep"], config.get("params", {})
+    cfg = build_experiment_config(settings["base"], params)
+    res = settings["resources"]
+    report_every = settings["report_every"] or cfg.iterations
+    torch.set_num_threads(cfg.num_threads or max(1, int(res["learner_cpus"])))
+    run_id = f"tune-{tune.get_context().get_trial_id() or 'local'}"
+    state = build_state(cfg)
+    session, restored_from = _start(cfg, state, res, run_id)
     try:
         buffer = session.buffer if session is not None else state.buffer
-        import ray
-
         pg = ray.util.get_current_placement_group()  # Tune's per-trial group (None outside Tune)
         where = {"placement_group_bundles": len(pg.bundle_specs) if pg is not None else 0,
-                 "buffer_actor": buffer.name if session is not None else "in-process"}
-
-        def evaluate(st: TrainState) -> dict[str, dict]:
-            weights = st.learner.get_weights()
-            if session is None:
-                return evaluate_modes(cfg, weights, st.test_tasks, st.buffer, modes, st.learner.version)
-            if res["num_evaluators"] == 0:
-                return evaluate_here(cfg, weights, st.learner.version, st.test_tasks, modes, buffer.handle,
-                                     session.rt.call_timeout_s)
-            from ssm_metarl_ray.runtime.evaluation import evaluate_parallel
-
-            return evaluate_parallel(
-                cfg, weights, st.learner.version, st.test_tasks, modes, num_evaluators=res["num_evaluators"],
-                run_id=f"{run_id}:eval{st.iteration}", buffer_name=buffer.name,
-                cpus=res["cpus_per_evaluator"],
-                namespace=NAMESPACE, startup_timeout_s=session.rt.startup_timeout_s,
-                call_timeout_s=session.rt.call_timeout_s, timeout_s=session.rt.long_call_timeout_s)
+                 "buffer_actor": buffer.name if session is not None else "in-process",
+                 "restored_from_iteration": restored_from, "runtime": "ray" if session is not None else "local"}
+        evaluate = _evaluator(cfg, session, res, list(settings["eval_modes"]), run_id)
 
         def report(st: TrainState, train_metrics: dict) -> None:
-            metrics = {"iteration": st.iteration, "env_steps": st.env_steps,
-                       "restored_from_iteration": restored_from, "runtime": "ray" if use_ray else "local",
-                       **where,
+            metrics = {"iteration": st.iteration, "env_steps": st.env_steps, **where,
                        **{k: v for k, v in train_metrics.items() if k.startswith("meta/")},
-                       **evaluation_metrics(evaluate(st), primary)}
+                       **evaluation_metrics(evaluate(st), cfg.adapt.adaptation_mode)}
             with tempfile.TemporaryDirectory(prefix="ssm-tune-ckpt-") as d:
                 path = save_training_checkpoint(Path(d) / "checkpoint", st, buffer)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(path)))

@@ -1,0 +1,181 @@
+"""Learning benchmark: MetaMAML held-out returns under the MAML 2017 meta-test protocol.
+
+One run = meta-train one policy on one task family, then evaluate it on held-out test tasks exactly as
+MAML 2017 did (40 test tasks, horizon 200, 20 fresh trajectories per adaptation step, vanilla PG steps
+with the step size halved after the first, 0..3 steps), with standard and with hybrid adaptation.
+
+Methods (MAML's figure-5 reference points):
+  maml       MetaMAML meta-training (policy-gradient inner step, second-order meta-gradient)
+  multitask  one policy trained on all training tasks jointly (``inner_steps=0``), same env-step budget,
+             then adapted the same way ("pretrained" in MAML's figure)
+  random     the randomly initialised policy, adapted the same way (no training)
+
+  python benchmarks/learning.py run --env halfcheetah-dir --model ssm --seed 0
+  python benchmarks/learning.py suite --jobs 2        # the committed plan, skipping finished runs
+  python benchmarks/learning.py report                # tables, CSV and PNGs from the result files
+
+Each run writes ``results/learning/<env>/<method>-<model>-s<seed>.json``: config, env steps and
+wall-clock of training and evaluation, the per-iteration training history (the learning curve:
+post-adaptation return on that iteration's training tasks), and per-task held-out returns per mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import _common  # noqa: E402
+
+OUT_ROOT = _common.RESULTS / "learning"
+METHODS = ("maml", "multitask", "random")
+# step size of the inner/adaptation PG step per model (the MAML 2017 mlp setting uses 0.1; the recurrent
+# policies' gradients are larger and 0.02 keeps their adapted returns stable, as in the default config)
+LR = {"mlp": 0.1, "ssm": 0.02, "gru": 0.02, "lstm": 0.02, "transformer": 0.02}
+
+
+def build_config(a: argparse.Namespace):
+    from ssm_metarl_ray.config import AdaptConfig, ExperimentConfig, MetaConfig, ModelConfig
+
+    lr = a.lr if a.lr is not None else LR[a.model]
+    iterations = {"maml": a.iterations, "multitask": 2 * a.iterations, "random": 0}[a.method]
+    return ExperimentConfig(
+        env=a.env, iterations=iterations, num_train_tasks=100, num_test_tasks=a.test_tasks, seed=a.seed,
+        num_threads=1, model=ModelConfig(kind=a.model),
+        # multitask collects one batch per task instead of two, so it gets twice the iterations: the
+        # same env-step budget as maml
+        meta=MetaConfig(meta_batch_size=a.meta_batch, episodes_per_task=a.episodes, inner_lr=lr,
+                        inner_steps=0 if a.method == "multitask" else 1, outer_steps=a.outer_steps),
+        adapt=AdaptConfig(adapt_lr=lr, adapt_steps=a.adapt_steps, episodes_per_step=a.episodes))
+
+
+def run_one(a: argparse.Namespace) -> dict:
+    import numpy as np
+
+    from ssm_metarl_ray.training.meta_train import LocalSampler, build_state, meta_train
+    from ssm_metarl_ray.training.run import evaluate_modes, learner_tensors
+
+    cfg = build_config(a)
+    t0 = time.perf_counter()
+    cpu0 = time.process_time()
+    state = build_state(cfg)
+
+    def log(st, m):
+        print(f"[{a.method}-{a.model}-s{a.seed}] iter {m['iteration']}/{cfg.iterations} post "
+              f"{m['meta/post_return']:.1f} steps {m['env_steps']}", file=sys.stderr, flush=True)
+
+    meta_train(state, LocalSampler(cfg, seed=cfg.seed), log)
+    train_s, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    weights = learner_tensors(state)
+    buffer = state.buffer if len(state.buffer) else None
+    results = evaluate_modes(cfg, weights, state.test_tasks, buffer, a.modes, state.learner.version)
+    eval_s = time.perf_counter() - t0 - train_s
+    # every mode collects episodes_per_step trajectories before and after each step; pre is shared
+    eval_steps = len(state.test_tasks) * a.episodes * state.spec.horizon * (1 + a.adapt_steps * len(a.modes))
+    keep = ("iteration", "env_steps", "meta/pre_return", "meta/post_return", "time/sample_s", "time/update_s")
+    return {
+        "env": a.env, "method": a.method, "model": a.model, "seed": a.seed,
+        "config": cfg.to_dict(),
+        "train_env_steps": state.env_steps, "train_wall_s": round(train_s, 1),
+        "train_cpu_s": round(train_cpu, 1), "eval_env_steps": eval_steps, "eval_wall_s": round(eval_s, 1),
+        "history": [{k: m[k] for k in keep} for m in state.history],
+        "evaluation": {mode: {"mean": r["mean"], "sem": r["sem"], "per_task": r["per_task"],
+                              "test_task_params": [t.params for t in state.test_tasks]}
+                       for mode, r in results.items()},
+        "summary": {mode: [round(float(x), 2) for x in np.asarray(r["mean"])] for mode, r in results.items()},
+    }
+
+
+def result_path(env: str, method: str, model: str, seed: int) -> Path:
+    return OUT_ROOT / env / f"{method}-{model}-s{seed}.json"
+
+
+def cmd_run(a: argparse.Namespace) -> dict:
+    if a.smoke:
+        a.iterations, a.meta_batch, a.episodes, a.test_tasks, a.adapt_steps = 1, 2, 2, 2, 1
+    command = "python benchmarks/learning.py " + " ".join(sys.argv[1:])
+    data = run_one(a)
+    out = a.out or (None if a.smoke else str(result_path(a.env, a.method, a.model, a.seed)))
+    ns = argparse.Namespace(smoke=a.smoke, out=out)
+    _common.write(f"learning/{a.env}/{a.method}-{a.model}-s{a.seed}", ns, command, data) if out else None
+    return data
+
+
+# The committed plan: what ``suite`` runs (in this order; longest first so parallel jobs finish together).
+PLAN = [
+    ("halfcheetah-dir", "maml", "ssm", 0), ("halfcheetah-dir", "maml", "ssm", 1),
+    ("halfcheetah-dir", "maml", "ssm", 2), ("halfcheetah-dir", "maml", "gru", 0),
+    ("halfcheetah-dir", "maml", "mlp", 0), ("halfcheetah-dir", "multitask", "ssm", 0),
+    ("halfcheetah-dir", "random", "mlp", 0), ("halfcheetah-vel", "maml", "ssm", 0),
+    ("halfcheetah-dir", "maml", "lstm", 0), ("halfcheetah-dir", "maml", "transformer", 0),
+    ("halfcheetah-vel", "maml", "mlp", 0),
+]
+
+
+def cmd_suite(a: argparse.Namespace) -> None:
+    todo = [p for p in PLAN if a.force or not result_path(*p).exists()]
+    if a.only:
+        todo = [p for p in todo if f"{p[0]}:{p[1]}:{p[2]}:{p[3]}" in a.only]
+    logs = OUT_ROOT / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def launch(p):
+        env, method, model, seed = p
+        cmd = [sys.executable, str(HERE / "learning.py"), "run", "--env", env, "--method", method,
+               "--model", model, "--seed", str(seed), "--iterations", str(a.iterations)]
+        with open(logs / f"{env}-{method}-{model}-s{seed}.log", "w") as f:
+            rc = subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=f,
+                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
+        print(f"{'done' if rc == 0 else f'FAILED (rc {rc})'}: {' '.join(cmd[2:])}", flush=True)
+
+    with ThreadPoolExecutor(a.jobs) as pool:
+        list(pool.map(launch, todo))
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    from ssm_metarl_ray.config import MODELS
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="one meta-training + held-out evaluation run")
+    r.add_argument("--env", default="halfcheetah-dir")
+    r.add_argument("--method", choices=METHODS, default="maml")
+    r.add_argument("--model", choices=MODELS, default="ssm")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--iterations", type=int, default=40, help="meta-iterations (multitask: twice as many)")
+    r.add_argument("--meta-batch", type=int, default=10, help="tasks per meta-iteration")
+    r.add_argument("--episodes", type=int, default=20, help="trajectories per task per step (MAML: 20)")
+    r.add_argument("--test-tasks", type=int, default=40, help="held-out test tasks (MAML: 40)")
+    r.add_argument("--adapt-steps", type=int, default=3, help="adaptation steps (MAML: 0..3)")
+    r.add_argument("--outer-steps", type=int, default=5,
+                   help="clipped-surrogate steps per meta-iteration (ProMP uses 5)")
+    r.add_argument("--lr", type=float, default=None, help="inner/adaptation step size (default per model)")
+    r.add_argument("--modes", nargs="+", default=["standard", "hybrid"])
+    r.add_argument("--smoke", action="store_true", help="tiny sizes, nothing written unless --out")
+    r.add_argument("--out", default=None)
+    s = sub.add_parser("suite", help="run the committed plan in parallel processes (skips finished runs)")
+    s.add_argument("--jobs", type=int, default=2)
+    s.add_argument("--iterations", type=int, default=40)
+    s.add_argument("--force", action="store_true", help="rerun finished runs")
+    s.add_argument("--only", nargs="*", default=None, help="env:method:model:seed entries of the plan")
+    sub.add_parser("report", help="tables, CSV and plots from the result files")
+    a = p.parse_args(argv)
+    if a.command == "run":
+        return cmd_run(a)
+    if a.command == "suite":
+        cmd_suite(a)
+        return None
+    from learning_report import report
+
+    return report(OUT_ROOT)
+
+
+if __name__ == "__main__":
+    main()

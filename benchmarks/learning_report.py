@@ -1,0 +1,177 @@
+"""Tables and plots for the learning benchmark, from its result files only.
+
+``python benchmarks/learning.py report`` (or this file) reads ``results/learning/<env>/*.json`` and the
+published MAML 2017 figure-5 numbers in ``anchors/maml2017_fig5.csv``, and writes, per env:
+
+* ``results/learning/summary.csv``: one row per (run, adaptation mode) with the held-out mean return and
+  its standard error over test tasks after 0..3 adaptation steps, env steps and wall-clock;
+* ``results/learning/REPORT.md``: the markdown tables quoted in ``benchmarks/README.md``;
+* ``results/learning/<env>_curves.png``: learning curves (env steps vs post-adaptation return on each
+  meta-iteration's training tasks) and ``<env>_adaptation.png`` (held-out return vs adaptation steps,
+  with MAML's published curves).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ANCHORS = HERE / "anchors" / "maml2017_fig5.csv"
+ANCHOR_TASK = {"halfcheetah-dir": "HalfCheetahDir (fwd/back)", "halfcheetah-vel": "HalfCheetahVel (goal vel U[0,2])"}
+MAML_STEPS = {"halfcheetah-dir": 3.2e7, "halfcheetah-vel": 7.6e7}  # env steps to MAML's checkpoints
+METHOD_ORDER = {"maml": 0, "multitask": 1, "random": 2}
+MODEL_ORDER = {"ssm": 0, "gru": 1, "lstm": 2, "transformer": 3, "mlp": 4}
+
+
+def load_runs(root: Path) -> dict[str, list[dict]]:
+    runs: dict[str, list[dict]] = defaultdict(list)
+    for f in sorted(root.glob("*/*.json")):
+        d = json.loads(f.read_text())
+        d["file"] = str(f.relative_to(HERE)) if f.is_relative_to(HERE) else str(f)
+        runs[d["env"]].append(d)
+    for env in runs:
+        runs[env].sort(key=lambda d: (METHOD_ORDER[d["method"]], MODEL_ORDER[d["model"]], d["seed"]))
+    return runs
+
+
+def load_anchors(env: str) -> dict[str, list[tuple[float, float]]]:
+    """``{method: [(mean, sem) per adaptation step]}`` of MAML 2017's figure 5 for ``env``."""
+    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    with open(ANCHORS) as f:
+        for row in csv.DictReader(f):
+            if row["task"] == ANCHOR_TASK.get(env):
+                out[row["method"]].append((float(row["mean_return"]), float(row["sem"])))
+    return dict(out)
+
+
+def _cell(mean: float, sem: float) -> str:
+    return f"{mean:.1f} ± {sem:.1f}"
+
+
+def summary_rows(runs: list[dict]) -> list[dict]:
+    rows = []
+    for d in runs:
+        for mode, r in d["evaluation"].items():
+            rows.append({"env": d["env"], "method": d["method"], "model": d["model"], "seed": d["seed"],
+                         "mode": mode, **{f"step{s}_mean": round(m, 2) for s, m in enumerate(r["mean"])},
+                         **{f"step{s}_sem": round(x, 2) for s, x in enumerate(r["sem"])},
+                         "train_env_steps": d["train_env_steps"], "train_wall_s": d["train_wall_s"],
+                         "eval_wall_s": d["eval_wall_s"], "file": d["file"]})
+    return rows
+
+
+def seed_aggregates(runs: list[dict]) -> list[tuple[str, str, str, list[float], list[float], int]]:
+    """(method, model, mode, mean over seeds, std over seeds, n seeds) where a config has > 1 seed."""
+    groups: dict[tuple, list[list[float]]] = defaultdict(list)
+    for d in runs:
+        for mode, r in d["evaluation"].items():
+            groups[(d["method"], d["model"], mode)].append(r["mean"])
+    return [(*k, np.mean(v, 0).tolist(), np.std(v, 0, ddof=1).tolist(), len(v))
+            for k, v in groups.items() if len(v) > 1]
+
+
+def env_table(env: str, runs: list[dict]) -> str:
+    anchors = load_anchors(env)
+    steps = len(runs[0]["evaluation"]["standard"]["mean"]) if runs else 4
+    head = ("| method | policy | seed | adaptation | " + " | ".join(f"{s} steps" for s in range(steps))
+            + " | env steps | wall-clock (train + eval) |")
+    lines = [f"### {env}", "",
+             f"Held-out return, mean ± s.e.m. over {runs[0]['config']['num_test_tasks']} test tasks "
+             "(MAML rows: published, `anchors/maml2017_fig5.csv`).", "", head,
+             "|" + "---|" * (head.count("|") - 1)]
+    for method in ("maml", "pretrain", "random"):
+        if method in anchors:
+            cells = " | ".join(_cell(m, s) for m, s in anchors[method][:steps])
+            budget = f"{MAML_STEPS[env]:.1e}" if method == "maml" else ""
+            lines.append(f"| MAML 2017 {method} (published) | mlp 100×100 | | TRPO / VPG | {cells} | {budget} | |")
+    for d in runs:
+        for mode, r in d["evaluation"].items():
+            cells = " | ".join(_cell(m, s) for m, s in zip(r["mean"], r["sem"]))
+            wall = f"{d['train_wall_s'] / 60:.0f} + {d['eval_wall_s'] / 60:.0f} min"
+            lines.append(f"| {d['method']} | {d['model']} | {d['seed']} | {mode} | {cells} | "
+                         f"{d['train_env_steps']:.1e} | {wall} |")
+    if "oracle" in anchors:
+        lines.append(f"\nMAML 2017 oracle (goal in the observation): {_cell(*anchors['oracle'][0])}.")
+    agg = seed_aggregates(runs)
+    if agg:
+        lines += ["", "Across seeds (mean of the per-seed means ± std over seeds):", "",
+                  "| method | policy | adaptation | seeds | " + " | ".join(f"{s} steps" for s in range(steps)) + " |",
+                  "|" + "---|" * (4 + steps)]
+        for method, model, mode, mean, std, n in agg:
+            lines.append(f"| {method} | {model} | {mode} | {n} | "
+                         + " | ".join(_cell(m, s) for m, s in zip(mean, std)) + " |")
+    return "\n".join(lines)
+
+
+def plot_env(env: str, runs: list[dict], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for d in runs:
+        if not d["history"]:
+            continue
+        x = [h["env_steps"] for h in d["history"]]
+        w = min(3, len(x))  # moving mean over w iterations
+        y = np.convolve([h["meta/post_return"] for h in d["history"]], np.ones(w) / w, mode="valid")
+        ax.plot(x[w - 1:], y, label=f"{d['method']}-{d['model']}-s{d['seed']}")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("post-adaptation return, training tasks\n(3-iteration moving mean)")
+    ax.set_title(f"{env}: meta-training curves", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    curves = out / f"{env}_curves.png"
+    fig.savefig(curves, dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for method, vals in load_anchors(env).items():
+        if method != "oracle":
+            m, s = np.array(vals).T
+            ax.errorbar(range(len(m)), m, yerr=s, ls="--", marker="s", capsize=2, label=f"MAML 2017 {method}")
+    for d in runs:
+        for mode, r in d["evaluation"].items():
+            ax.errorbar(range(len(r["mean"])), r["mean"], yerr=r["sem"], marker="o", capsize=2,
+                        label=f"{d['method']}-{d['model']}-s{d['seed']} {mode}")
+    ax.set_xlabel("adaptation steps")
+    ax.set_ylabel(f"held-out return ({runs[0]['config']['num_test_tasks']} tasks)")
+    ax.set_title(f"{env}: return vs adaptation steps", fontsize=10)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    adapt = out / f"{env}_adaptation.png"
+    fig.savefig(adapt, dpi=110)
+    plt.close(fig)
+    return [curves, adapt]
+
+
+def report(root: Path) -> dict:
+    runs = load_runs(root)
+    if not runs:
+        print(f"no result files under {root}", file=sys.stderr)
+        return {}
+    rows = [r for env in sorted(runs) for r in summary_rows(runs[env])]
+    with open(root / "summary.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        w.writeheader()
+        w.writerows(rows)
+    text = ["# Learning benchmark results (generated by `python benchmarks/learning.py report`)", ""]
+    plots = []
+    for env in sorted(runs):
+        text += [env_table(env, runs[env]), ""]
+        plots += plot_env(env, runs[env], root)
+    (root / "REPORT.md").write_text("\n".join(text))
+    print("\n".join(text))
+    print(f"wrote {root / 'summary.csv'}, {root / 'REPORT.md'}, " + ", ".join(map(str, plots)), file=sys.stderr)
+    return {"rows": rows, "plots": [str(p) for p in plots]}
+
+
+if __name__ == "__main__":
+    report(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "results" / "learning")
