@@ -74,6 +74,12 @@ def run_one(a: argparse.Namespace) -> dict:
     meta_train(state, LocalSampler(cfg, seed=cfg.seed), log)
     train_s, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     weights = learner_tensors(state)
+    if not a.smoke:  # final weights for re-evaluation (not committed; runs/ is ignored)
+        wdir = HERE.parent / "runs" / "learning" / a.env
+        wdir.mkdir(parents=True, exist_ok=True)
+        import torch
+
+        torch.save(weights, wdir / f"{a.method}-{a.model}-s{a.seed}.pt")
     buffer = state.buffer if len(state.buffer) else None
     results = evaluate_modes(cfg, weights, state.test_tasks, buffer, a.modes, state.learner.version)
     eval_s = time.perf_counter() - t0 - train_s
