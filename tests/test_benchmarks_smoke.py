@@ -57,3 +57,10 @@ def test_learning_benchmark_smoke(tmp_path):
     assert len(rep["rows"]) == 2 and all(Path(p).is_file() for p in rep["plots"])
     text = (tmp_path / "REPORT.md").read_text()
     assert "MAML 2017 maml (published)" in text and "293.2" in text  # the published 1-step return
+
+
+def test_adaptation_step_probe_smoke():
+    out = _run("adaptation_step_probe")
+    assert [(r["model"], r["actor_init_gain"]) for r in out["results"]] == \
+        [("mlp", 0.01), ("mlp", 1.0), ("ssm", 0.01), ("ssm", 1.0)]
+    assert all(len(r["steps"]) == 2 and r["steps"][0]["grad_norm"] > 0 for r in out["results"])
