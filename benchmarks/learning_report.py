@@ -76,6 +76,17 @@ def seed_aggregates(runs: list[dict]) -> list[tuple[str, str, str, list[float], 
             for k, v in groups.items() if len(v) > 1]
 
 
+def paired(d: dict) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((mean, sem) of the standard-mode gain, (mean, sem) of hybrid - standard), both after the last step."""
+    std = np.asarray(d["evaluation"]["standard"]["per_task"])  # (tasks, steps + 1)
+    hyb = np.asarray(d["evaluation"].get("hybrid", d["evaluation"]["standard"])["per_task"])
+
+    def ms(x: np.ndarray) -> tuple[float, float]:
+        return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
+
+    return ms(std[:, -1] - std[:, 0]), ms(hyb[:, -1] - std[:, -1])
+
+
 def env_table(env: str, runs: list[dict]) -> str:
     anchors = load_anchors(env)
     steps = len(runs[0]["evaluation"]["standard"]["mean"]) if runs else 4
@@ -98,6 +109,14 @@ def env_table(env: str, runs: list[dict]) -> str:
                          f"{d['train_env_steps']:.1e} | {wall} |")
     if "oracle" in anchors:
         lines.append(f"\nMAML 2017 oracle (goal in the observation): {_cell(*anchors['oracle'][0])}.")
+    lines += ["", "Paired over the test tasks (mean ± s.e.m. of per-task differences), after the last step; "
+              "training CPU time:", "",
+              "| method | policy | seed | standard gain (last - 0 steps) | hybrid - standard | train CPU s |",
+              "|---|---|---|---|---|---|"]
+    for d in runs:
+        gain, diff = paired(d)
+        lines.append(f"| {d['method']} | {d['model']} | {d['seed']} | {_cell(*gain)} | {_cell(*diff)} | "
+                     f"{d.get('train_cpu_s', '')} |")
     agg = seed_aggregates(runs)
     if agg:
         lines += ["", "Across seeds (mean of the per-seed means ± std over seeds):", "",
@@ -122,7 +141,8 @@ def plot_env(env: str, runs: list[dict], out: Path) -> list[Path]:
         x = [h["env_steps"] for h in d["history"]]
         w = min(3, len(x))  # moving mean over w iterations
         y = np.convolve([h["meta/post_return"] for h in d["history"]], np.ones(w) / w, mode="valid")
-        ax.plot(x[w - 1:], y, label=f"{d['method']}-{d['model']}-s{d['seed']}")
+        ax.plot(x[w - 1:], y, color=plt.get_cmap("tab10").colors[runs.index(d) % 10],
+                label=f"{d['method']}-{d['model']}-s{d['seed']}")
     ax.set_xlabel("env steps")
     ax.set_ylabel("post-adaptation return, training tasks\n(3-iteration moving mean)")
     ax.set_title(f"{env}: meta-training curves", fontsize=10)
@@ -137,10 +157,13 @@ def plot_env(env: str, runs: list[dict], out: Path) -> list[Path]:
         if method != "oracle":
             m, s = np.array(vals).T
             ax.errorbar(range(len(m)), m, yerr=s, ls="--", marker="s", capsize=2, label=f"MAML 2017 {method}")
-    for d in runs:
+    colors = plt.get_cmap("tab10").colors
+    for i, d in enumerate(runs):  # one colour per run: standard solid, hybrid dotted
         for mode, r in d["evaluation"].items():
-            ax.errorbar(range(len(r["mean"])), r["mean"], yerr=r["sem"], marker="o", capsize=2,
+            ax.errorbar(range(len(r["mean"])), r["mean"], yerr=r["sem"], marker="o", ms=3, capsize=2,
+                        color=colors[i % len(colors)], ls="-" if mode == "standard" else ":",
                         label=f"{d['method']}-{d['model']}-s{d['seed']} {mode}")
+    ax.set_xticks(range(len(runs[0]["evaluation"]["standard"]["mean"])))
     ax.set_xlabel("adaptation steps")
     ax.set_ylabel(f"held-out return ({runs[0]['config']['num_test_tasks']} tasks)")
     ax.set_title(f"{env}: return vs adaptation steps", fontsize=10)
