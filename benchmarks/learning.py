@@ -57,8 +57,6 @@ def build_config(a: argparse.Namespace):
 
 
 def run_one(a: argparse.Namespace) -> dict:
-    import numpy as np
-
     from ssm_metarl_ray.training.meta_train import LocalSampler, build_state, meta_train
     from ssm_metarl_ray.training.run import evaluate_modes, learner_tensors
 
@@ -92,10 +90,9 @@ def run_one(a: argparse.Namespace) -> dict:
         "train_env_steps": state.env_steps, "train_wall_s": round(train_s, 1),
         "train_cpu_s": round(train_cpu, 1), "eval_env_steps": eval_steps, "eval_wall_s": round(eval_s, 1),
         "history": [{k: m[k] for k in keep} for m in state.history],
-        "evaluation": {mode: {"mean": r["mean"], "sem": r["sem"], "per_task": r["per_task"],
-                              "test_task_params": [t.params for t in state.test_tasks]}
-                       for mode, r in results.items()},
-        "summary": {mode: [round(float(x), 2) for x in np.asarray(r["mean"])] for mode, r in results.items()},
+        "test_task_params": [t.params for t in state.test_tasks],  # row order of every per_task array
+        "evaluation": {mode: {k: r[k] for k in ("mean", "sem", "per_task")} for mode, r in results.items()},
+        "summary": {mode: [round(float(x), 2) for x in r["mean"]] for mode, r in results.items()},
     }
 
 
@@ -110,7 +107,8 @@ def cmd_run(a: argparse.Namespace) -> dict:
     data = run_one(a)
     out = a.out or (None if a.smoke else str(result_path(a.env, a.method, a.model, a.seed)))
     ns = argparse.Namespace(smoke=a.smoke, out=out)
-    _common.write(f"learning/{a.env}/{a.method}-{a.model}-s{a.seed}", ns, command, data) if out else None
+    if out:
+        _common.write(f"learning/{a.env}/{a.method}-{a.model}-s{a.seed}", ns, command, data)
     return data
 
 
