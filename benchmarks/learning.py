@@ -44,60 +44,106 @@ LR = {"mlp": 0.1, "ssm": 0.02, "gru": 0.02, "lstm": 0.02, "transformer": 0.02}
 def build_config(a: argparse.Namespace):
     from ssm_metarl_ray.config import AdaptConfig, ExperimentConfig, MetaConfig, ModelConfig
 
-    lr = a.lr if a.lr is not None else LR[a.model]
-    iterations = {"maml": a.iterations, "multitask": 2 * a.iterations, "random": 0}[a.method]
-    return ExperimentConfig(
-        env=a.env, iterations=iterations, num_train_tasks=100, num_test_tasks=a.test_tasks, seed=a.seed,
-        num_threads=1, model=ModelConfig(kind=a.model),
+    from dataclasses import replace
+
+    from ssm_metarl_ray.presets import apply_preset
+
+    model = ModelConfig(kind=a.model, activation=a.activation, hidden_size=a.hidden_size or 64)
+    cfg = ExperimentConfig(env=a.env, num_threads=1, seed=a.seed, model=model)
+    if a.preset:  # the published protocol; explicit flags below still override it
+        cfg = apply_preset(cfg, a.preset)
+    lr = a.lr if a.lr is not None else (cfg.meta.inner_lr if a.preset else LR[a.model])
+    iters = a.iterations if a.iterations is not None else (cfg.iterations if a.preset else 40)
+    meta_batch = a.meta_batch or (cfg.meta.meta_batch_size if a.preset else 10)
+    episodes = a.episodes or (cfg.meta.episodes_per_task if a.preset else 20)
+    iterations = {"maml": iters, "multitask": 2 * iters, "random": 0}[a.method]
+    return replace(
+        cfg, iterations=iterations, num_train_tasks=a.train_tasks or cfg.num_train_tasks,
+        num_test_tasks=a.test_tasks,
         # multitask collects one batch per task instead of two, so it gets twice the iterations: the
         # same env-step budget as maml
-        meta=MetaConfig(meta_batch_size=a.meta_batch, episodes_per_task=a.episodes, inner_lr=lr,
-                        inner_steps=0 if a.method == "multitask" else 1, outer_steps=a.outer_steps),
-        adapt=AdaptConfig(adapt_lr=lr, adapt_steps=a.adapt_steps, episodes_per_step=a.episodes))
+        meta=replace(cfg.meta, meta_batch_size=meta_batch, episodes_per_task=episodes, inner_lr=lr,
+                     inner_steps=0 if a.method == "multitask" else 1, outer_steps=a.outer_steps,
+                     outer_lr=a.outer_lr or cfg.meta.outer_lr,
+                     outer_optimizer=a.outer_optimizer or cfg.meta.outer_optimizer),
+        adapt=replace(cfg.adapt, adapt_lr=lr, adapt_steps=a.adapt_steps,
+                      episodes_per_step=a.episodes or (cfg.adapt.episodes_per_step if a.preset else episodes)))
+
+
+def checkpoint_path(a: argparse.Namespace) -> Path:
+    return Path(a.checkpoint_dir) if a.checkpoint_dir else OUT_ROOT / a.env / "checkpoints" / run_name(
+        a.method, a.model, a.seed, a.tag)
 
 
 def run_one(a: argparse.Namespace) -> dict:
     from ssm_metarl_ray.training.meta_train import LocalSampler, build_state, meta_train
-    from ssm_metarl_ray.training.run import evaluate_modes, learner_tensors
+    from ssm_metarl_ray.training.run import (evaluate_modes, health_line, learner_tensors,
+                                             restore_training_state, save_training_checkpoint)
 
     cfg = build_config(a)
     t0 = time.perf_counter()
     cpu0 = time.process_time()
     state = build_state(cfg)
+    ckpt = checkpoint_path(a)
+    wall_before = cpu_before = 0.0
+    if a.resume and ckpt.is_dir():  # continue a run that was cut into pieces (replay buffer not kept)
+        restore_training_state(state, ckpt)
+        if state.history:
+            wall_before = state.history[-1].get("time/train_wall_s", 0.0)
+            cpu_before = state.history[-1].get("time/train_cpu_s", 0.0)
+        print(f"resuming {ckpt} after iteration {state.iteration}", file=sys.stderr)
 
     def log(st, m):
-        print(f"[{a.method}-{a.model}-s{a.seed}] iter {m['iteration']}/{cfg.iterations} post "
-              f"{m['meta/post_return']:.1f} steps {m['env_steps']}", file=sys.stderr, flush=True)
+        m["time/train_wall_s"] = wall_before + time.perf_counter() - t0
+        m["time/train_cpu_s"] = cpu_before + time.process_time() - cpu0
+        print(f"[{run_name(a.method, a.model, a.seed, a.tag)}] iter {m['iteration']}/{cfg.iterations} pre "
+              f"{m['meta/pre_return']:.1f} post {m['meta/post_return']:.1f} | {health_line(m)} | steps "
+              f"{m['env_steps']} | {m['time/sample_s']:.1f}s + {m['time/update_s']:.1f}s", file=sys.stderr, flush=True)
+        if a.checkpoint_every and st.iteration % a.checkpoint_every == 0 and st.iteration < cfg.iterations:
+            save_training_checkpoint(ckpt, st, None)  # small: config, weights, learner/optimizer, history
+        if a.stop_after and time.perf_counter() - t0 > a.stop_after:
+            save_training_checkpoint(ckpt, st, None)
+            raise SystemExit(f"stopped after {a.stop_after:.0f} s at iteration {st.iteration}; continue with "
+                             f"--resume (checkpoint {ckpt})")
 
     meta_train(state, LocalSampler(cfg, seed=cfg.seed), log)
-    train_s, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    train_s = wall_before + time.perf_counter() - t0
+    train_cpu = cpu_before + time.process_time() - cpu0
+    t_eval = time.perf_counter()
     weights = learner_tensors(state)
     if not a.smoke:  # final weights for re-evaluation (not committed; runs/ is ignored)
         wdir = HERE.parent / "runs" / "learning" / a.env
         wdir.mkdir(parents=True, exist_ok=True)
         import torch
 
-        torch.save(weights, wdir / f"{a.method}-{a.model}-s{a.seed}.pt")
+        torch.save(weights, wdir / f"{run_name(a.method, a.model, a.seed, a.tag)}.pt")
     buffer = state.buffer if len(state.buffer) else None
     results = evaluate_modes(cfg, weights, state.test_tasks, buffer, a.modes, state.learner.version)
-    eval_s = time.perf_counter() - t0 - train_s
+    eval_s = time.perf_counter() - t_eval
     # every mode collects episodes_per_step trajectories before and after each step; pre is shared
-    eval_steps = len(state.test_tasks) * a.episodes * state.spec.horizon * (1 + a.adapt_steps * len(a.modes))
-    keep = ("iteration", "env_steps", "meta/pre_return", "meta/post_return", "time/sample_s", "time/update_s")
+    eval_steps = len(state.test_tasks) * cfg.adapt.episodes_per_step * state.spec.horizon * (1 + a.adapt_steps * len(a.modes))
+    keep = ("iteration", "env_steps", "meta/pre_return", "meta/post_return", "time/sample_s", "time/update_s",
+            "time/train_wall_s", "time/train_cpu_s")
     return {
-        "env": a.env, "method": a.method, "model": a.model, "seed": a.seed,
+        "env": a.env, "method": a.method, "model": a.model, "variant": a.tag or "", "seed": a.seed,
         "config": cfg.to_dict(),
         "train_env_steps": state.env_steps, "train_wall_s": round(train_s, 1),
         "train_cpu_s": round(train_cpu, 1), "eval_env_steps": eval_steps, "eval_wall_s": round(eval_s, 1),
-        "history": [{k: m[k] for k in keep} for m in state.history],
+        "history": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.items()
+                     if k in keep or k.startswith(("health/", "grad/", "trpo/", "meta/kl"))}
+                    for m in state.history],
         "test_task_params": [t.params for t in state.test_tasks],  # row order of every per_task array
         "evaluation": {mode: {k: r[k] for k in ("mean", "sem", "per_task")} for mode, r in results.items()},
         "summary": {mode: [round(float(x), 2) for x in r["mean"]] for mode, r in results.items()},
     }
 
 
-def result_path(env: str, method: str, model: str, seed: int) -> Path:
-    return OUT_ROOT / env / f"{method}-{model}-s{seed}.json"
+def run_name(method: str, model: str, seed: int, tag: str = "") -> str:
+    return f"{method}-{model}{'-' + tag if tag else ''}-s{seed}"
+
+
+def result_path(env: str, method: str, model: str, seed: int, tag: str = "") -> Path:
+    return OUT_ROOT / env / f"{run_name(method, model, seed, tag)}.json"
 
 
 def cmd_run(a: argparse.Namespace) -> dict:
@@ -105,10 +151,10 @@ def cmd_run(a: argparse.Namespace) -> dict:
         a.iterations, a.meta_batch, a.episodes, a.test_tasks, a.adapt_steps = 1, 2, 2, 2, 1
     command = "python benchmarks/learning.py " + " ".join(sys.argv[1:])
     data = run_one(a)
-    out = a.out or (None if a.smoke else str(result_path(a.env, a.method, a.model, a.seed)))
+    out = a.out or (None if a.smoke else str(result_path(a.env, a.method, a.model, a.seed, a.tag)))
     ns = argparse.Namespace(smoke=a.smoke, out=out)
     if out:
-        _common.write(f"learning/{a.env}/{a.method}-{a.model}-s{a.seed}", ns, command, data)
+        _common.write(f"learning/{a.env}/{run_name(a.method, a.model, a.seed, a.tag)}", ns, command, data)
     return data
 
 
@@ -153,15 +199,31 @@ def main(argv: list[str] | None = None) -> dict | None:
     r.add_argument("--method", choices=METHODS, default="maml")
     r.add_argument("--model", choices=MODELS, default="ssm")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--iterations", type=int, default=40, help="meta-iterations (multitask: twice as many)")
-    r.add_argument("--meta-batch", type=int, default=10, help="tasks per meta-iteration")
-    r.add_argument("--episodes", type=int, default=20, help="trajectories per task per step (MAML: 20)")
+    r.add_argument("--preset", choices=["maml2017"], default=None,
+                   help="the published protocol of this family (flags given here override it)")
+    r.add_argument("--iterations", type=int, default=None,
+                   help="meta-iterations (default 40, or the preset's; multitask: twice as many)")
+    r.add_argument("--meta-batch", type=int, default=None, help="tasks per meta-iteration (default 10)")
+    r.add_argument("--episodes", type=int, default=None, help="trajectories per task per step (default 20)")
+    r.add_argument("--train-tasks", type=int, default=None, help="training task set (default 100)")
+    r.add_argument("--activation", choices=["tanh", "relu"], default="tanh", help="mlp hidden activation")
+    r.add_argument("--hidden-size", type=int, default=None, help="core width (default 64)")
+    r.add_argument("--outer-optimizer", choices=["clipped", "trpo"], default=None)
+    r.add_argument("--outer-lr", type=float, default=None)
     r.add_argument("--test-tasks", type=int, default=40, help="held-out test tasks (MAML: 40)")
     r.add_argument("--adapt-steps", type=int, default=3, help="adaptation steps (MAML: 0..3)")
     r.add_argument("--outer-steps", type=int, default=5,
                    help="clipped-surrogate steps per meta-iteration (ProMP uses 5)")
     r.add_argument("--lr", type=float, default=None, help="inner/adaptation step size (default per model)")
     r.add_argument("--modes", nargs="+", default=["standard", "hybrid"])
+    r.add_argument("--tag", default="", help="variant name, part of the result file name and the tables")
+    r.add_argument("--checkpoint-every", type=int, default=0,
+                   help="save a small resumable checkpoint every K iterations (no replay buffer)")
+    r.add_argument("--checkpoint-dir", default=None,
+                   help="default: results/learning/<env>/checkpoints/<method>-<model>-s<seed>")
+    r.add_argument("--resume", action="store_true", help="continue from the checkpoint if there is one")
+    r.add_argument("--stop-after", type=float, default=0.0,
+                   help="seconds of training after which to checkpoint and exit (run the rest with --resume)")
     r.add_argument("--smoke", action="store_true", help="tiny sizes, nothing written unless --out")
     r.add_argument("--out", default=None)
     s = sub.add_parser("suite", help="run the committed plan in parallel processes (skips finished runs)")

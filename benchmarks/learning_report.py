@@ -22,9 +22,12 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-ANCHORS = HERE / "anchors" / "maml2017_fig5.csv"
-ANCHOR_TASK = {"halfcheetah-dir": "HalfCheetahDir (fwd/back)", "halfcheetah-vel": "HalfCheetahVel (goal vel U[0,2])"}
-MAML_STEPS = {"halfcheetah-dir": 3.2e7, "halfcheetah-vel": 7.6e7}  # env steps to MAML's checkpoints
+# MAML 2017's published numbers: figure 5 (locomotion) and figure 4 (2-D navigation), mean and s.e.m.
+# over 40 test tasks per adaptation step
+ANCHORS = [HERE / "anchors" / "maml2017_fig5.csv", HERE / "anchors" / "maml2017_fig4.csv"]
+ANCHOR_TASK = {"halfcheetah-dir": "HalfCheetahDir (fwd/back)", "halfcheetah-vel": "HalfCheetahVel (goal vel U[0,2])",
+               "navigation-2d": "2D navigation (point robot)"}
+MAML_STEPS = {"halfcheetah-dir": 3.2e7, "halfcheetah-vel": 7.6e7, "navigation-2d": 8e6}  # to MAML's checkpoints
 METHOD_ORDER = {"maml": 0, "multitask": 1, "random": 2}
 MODEL_ORDER = {"ssm": 0, "gru": 1, "lstm": 2, "transformer": 3, "mlp": 4}
 
@@ -36,18 +39,25 @@ def load_runs(root: Path) -> dict[str, list[dict]]:
         d["file"] = str(f.relative_to(HERE)) if f.is_relative_to(HERE) else str(f)
         runs[d["env"]].append(d)
     for env in runs:
-        runs[env].sort(key=lambda d: (METHOD_ORDER[d["method"]], MODEL_ORDER[d["model"]], d["seed"]))
+        runs[env].sort(key=lambda d: (METHOD_ORDER[d["method"]], MODEL_ORDER[d["model"]], d.get("variant", ""),
+                                      d["seed"]))
     return runs
 
 
 def load_anchors(env: str) -> dict[str, list[tuple[float, float]]]:
     """``{method: [(mean, sem) per adaptation step]}`` of MAML 2017's figure 5 for ``env``."""
     out: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    with open(ANCHORS) as f:
-        for row in csv.DictReader(f):
-            if row["task"] == ANCHOR_TASK.get(env):
-                out[row["method"]].append((float(row["mean_return"]), float(row["sem"])))
+    for path in ANCHORS:
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                if row["task"] == ANCHOR_TASK.get(env):
+                    out[row["method"]].append((float(row["mean_return"]), float(row["sem"])))
     return dict(out)
+
+
+def policy_label(d: dict) -> str:
+    """``model`` plus the run's variant tag (e.g. ``mlp relu100 clipped``)."""
+    return " ".join(x for x in (d["model"], d.get("variant", "")) if x)
 
 
 def _cell(mean: float, sem: float) -> str:
@@ -58,7 +68,8 @@ def summary_rows(runs: list[dict]) -> list[dict]:
     rows = []
     for d in runs:
         for mode, r in d["evaluation"].items():
-            rows.append({"env": d["env"], "method": d["method"], "model": d["model"], "seed": d["seed"],
+            rows.append({"env": d["env"], "method": d["method"], "model": d["model"],
+                         "variant": d.get("variant", ""), "seed": d["seed"],
                          "mode": mode, **{f"step{s}_mean": round(m, 2) for s, m in enumerate(r["mean"])},
                          **{f"step{s}_sem": round(x, 2) for s, x in enumerate(r["sem"])},
                          "train_env_steps": d["train_env_steps"], "train_wall_s": d["train_wall_s"],
@@ -71,7 +82,7 @@ def seed_aggregates(runs: list[dict]) -> list[tuple[str, str, str, list[float], 
     groups: dict[tuple, list[list[float]]] = defaultdict(list)
     for d in runs:
         for mode, r in d["evaluation"].items():
-            groups[(d["method"], d["model"], mode)].append(r["mean"])
+            groups[(d["method"], policy_label(d), mode)].append(r["mean"])
     return [(*k, np.mean(v, 0).tolist(), np.std(v, 0, ddof=1).tolist(), len(v))
             for k, v in groups.items() if len(v) > 1]
 
@@ -94,7 +105,7 @@ def env_table(env: str, runs: list[dict]) -> str:
             + " | env steps | wall-clock (train + eval) |")
     lines = [f"### {env}", "",
              f"Held-out return, mean ± s.e.m. over {runs[0]['config']['num_test_tasks']} test tasks "
-             "(MAML rows: published, `anchors/maml2017_fig5.csv`).", "", head,
+             "(MAML rows: published, `anchors/maml2017_fig{4,5}.csv`).", "", head,
              "|" + "---|" * (head.count("|") - 1)]
     for method in ("maml", "pretrain", "random"):
         if method in anchors:
@@ -105,7 +116,7 @@ def env_table(env: str, runs: list[dict]) -> str:
         for mode, r in d["evaluation"].items():
             cells = " | ".join(_cell(m, s) for m, s in zip(r["mean"], r["sem"]))
             wall = f"{d['train_wall_s'] / 60:.0f} + {d['eval_wall_s'] / 60:.0f} min"
-            lines.append(f"| {d['method']} | {d['model']} | {d['seed']} | {mode} | {cells} | "
+            lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | {mode} | {cells} | "
                          f"{d['train_env_steps']:.1e} | {wall} |")
     if "oracle" in anchors:
         lines.append(f"\nMAML 2017 oracle (goal in the observation): {_cell(*anchors['oracle'][0])}.")
@@ -115,7 +126,7 @@ def env_table(env: str, runs: list[dict]) -> str:
               "|---|---|---|---|---|---|"]
     for d in runs:
         gain, diff = paired(d)
-        lines.append(f"| {d['method']} | {d['model']} | {d['seed']} | {_cell(*gain)} | {_cell(*diff)} | "
+        lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | {_cell(*gain)} | {_cell(*diff)} | "
                      f"{d.get('train_cpu_s', '')} |")
     agg = seed_aggregates(runs)
     if agg:
@@ -142,7 +153,7 @@ def plot_env(env: str, runs: list[dict], out: Path) -> list[Path]:
         w = min(3, len(x))  # moving mean over w iterations
         y = np.convolve([h["meta/post_return"] for h in d["history"]], np.ones(w) / w, mode="valid")
         ax.plot(x[w - 1:], y, color=plt.get_cmap("tab10").colors[runs.index(d) % 10],
-                label=f"{d['method']}-{d['model']}-s{d['seed']}")
+                label=f"{d['method']}-{policy_label(d)}-s{d['seed']}")
     ax.set_xlabel("env steps")
     ax.set_ylabel("post-adaptation return, training tasks\n(3-iteration moving mean)")
     ax.set_title(f"{env}: meta-training curves", fontsize=10)
@@ -162,7 +173,7 @@ def plot_env(env: str, runs: list[dict], out: Path) -> list[Path]:
         for mode, r in d["evaluation"].items():
             ax.errorbar(range(len(r["mean"])), r["mean"], yerr=r["sem"], marker="o", ms=3, capsize=2,
                         color=colors[i % len(colors)], ls="-" if mode == "standard" else ":",
-                        label=f"{d['method']}-{d['model']}-s{d['seed']} {mode}")
+                        label=f"{d['method']}-{policy_label(d)}-s{d['seed']} {mode}")
     ax.set_xticks(range(len(runs[0]["evaluation"]["standard"]["mean"])))
     ax.set_xlabel("adaptation steps")
     ax.set_ylabel(f"held-out return ({runs[0]['config']['num_test_tasks']} tasks)")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from ssm_metarl_ray.config import ADAPTATION_MODES, MODELS, AdaptConfig, ExperimentConfig, MetaConfig, ModelConfig
+from ssm_metarl_ray.config import (ADAPTATION_MODES, MODELS, OUTER_OPTIMIZERS, AdaptConfig, ExperimentConfig,
+                                   MetaConfig, ModelConfig)
 
 
 class UsageError(Exception):
@@ -43,11 +45,24 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outer-lr", "--outer_lr", dest="outer_lr", type=float, default=m.outer_lr)
     p.add_argument("--outer-steps", type=int, default=m.outer_steps)
     p.add_argument("--first-order", action="store_true", help="first-order MAML meta-gradient")
+    p.add_argument("--outer-optimizer", default=m.outer_optimizer,
+                   help=f"meta-update: {' or '.join(OUTER_OPTIMIZERS)} (clipped: ProMP-style clipped surrogate + "
+                        "Adam; trpo: MAML 2017's natural-gradient step in a KL trust region)")
+    p.add_argument("--max-kl", dest="trpo_max_kl", type=float, default=m.trpo_max_kl,
+                   help="TRPO trust region (mean KL of the adapted policies)")
+    p.add_argument("--value-coef", type=float, default=m.value_coef,
+                   help="weight of the critic's value regression (the critic never moves the core)")
+    p.add_argument("--head-init-gain", type=float, default=mo.head_init_gain,
+                   help="orthogonal-init gain of the actor head")
+    p.add_argument("--preset", default=None,
+                   help="published protocol for --env (maml2017); flags given explicitly override it")
     p.add_argument("--hidden-size", type=int, default=mo.hidden_size)
     p.add_argument("--num-layers", type=int, default=mo.num_layers)
     p.add_argument("--state-size", type=int, default=mo.state_size)
     p.add_argument("--adapt-lr", type=float, default=None, help="test-time step size (default: --inner-lr)")
     p.add_argument("--adapt-steps", type=int, default=a.adapt_steps)
+    p.add_argument("--episodes-per-step", type=int, default=None,
+                   help="fresh trajectories per test-time adaptation step (default: --episodes-per-task)")
     p.add_argument("--grad-clip", type=float, default=a.grad_clip)
     p.add_argument("--buffer-size", "--buffer_size", dest="buffer_size", type=int, default=a.buffer_size)
     p.add_argument("--experience-batch-size", "--experience_batch_size", dest="experience_batch_size", type=int,
@@ -83,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ssm-metarl", description="Meta-RL with state-space-model policies (MetaMAML, "
                      "standard and hybrid test-time adaptation).")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-    _add_train_flags(sub.add_parser("train", help="meta-train, then evaluate adaptation on held-out tasks"))
+    parser.train_parser = sub.add_parser("train", help="meta-train, then evaluate adaptation on held-out tasks")
+    _add_train_flags(parser.train_parser)
     ev = sub.add_parser("evaluate", help="re-run the held-out evaluation of a checkpoint")
     ev.add_argument("--checkpoint", required=True, help="checkpoint directory written by `train`")
     ev.add_argument("--adaptation-mode", "--adaptation_mode", dest="adaptation_mode", default=None)
@@ -110,6 +126,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     _check(args.model in MODELS, f"unknown --model {args.model!r}; allowed: {', '.join(MODELS)}")
     _check(args.adaptation_mode in (None, *ADAPTATION_MODES),
            f"unknown --adaptation-mode {args.adaptation_mode!r}; allowed: {', '.join(ADAPTATION_MODES)}")
+    _check(args.episodes_per_step is None or args.episodes_per_step > 0,
+           f"--episodes-per-step must be a positive integer, got {args.episodes_per_step}")
     for name in ("iterations", "meta_batch_size", "episodes_per_task", "hidden_size", "num_layers", "state_size",
                  "buffer_size", "experience_batch_size", "num_train_tasks", "num_test_tasks"):
         v = getattr(args, name)
@@ -120,18 +138,25 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     _check(args.outer_steps > 0, f"--outer-steps must be a positive integer, got {args.outer_steps}")
     _check(0.0 <= args.experience_weight <= 1.0,
            f"--experience-weight must be in [0, 1], got {args.experience_weight}")
-    for name in ("inner_lr", "outer_lr", "grad_clip"):
+    for name in ("inner_lr", "outer_lr", "grad_clip", "trpo_max_kl", "head_init_gain"):
         v = getattr(args, name)
-        _check(v > 0, f"--{name.replace('_', '-')} must be > 0, got {v}")
+        flag = "--max-kl" if name == "trpo_max_kl" else f"--{name.replace('_', '-')}"
+        _check(math.isfinite(v) and v > 0, f"{flag} must be a finite number > 0, got {v}")
+    _check(math.isfinite(args.value_coef) and args.value_coef >= 0,
+           f"--value-coef must be a finite number >= 0, got {args.value_coef}")
+    _check(args.outer_optimizer in OUTER_OPTIMIZERS,
+           f"unknown --outer-optimizer {args.outer_optimizer!r}; allowed: {', '.join(OUTER_OPTIMIZERS)}")
     _check(args.adapt_lr is None or args.adapt_lr > 0, f"--adapt-lr must be > 0, got {args.adapt_lr}")
     model = ModelConfig(kind=args.model, hidden_size=args.hidden_size, num_layers=args.num_layers,
-                        state_size=args.state_size)
+                        state_size=args.state_size, head_init_gain=args.head_init_gain)
     meta = replace(MetaConfig(), meta_batch_size=args.meta_batch_size, episodes_per_task=args.episodes_per_task,
                    inner_lr=args.inner_lr, inner_steps=args.inner_steps, outer_lr=args.outer_lr,
-                   outer_steps=args.outer_steps, first_order=args.first_order)
+                   outer_steps=args.outer_steps, first_order=args.first_order,
+                   outer_optimizer=args.outer_optimizer, trpo_max_kl=args.trpo_max_kl, value_coef=args.value_coef)
     adapt = replace(AdaptConfig(), adaptation_mode=args.adaptation_mode or "standard",
                     adapt_lr=args.adapt_lr if args.adapt_lr is not None else args.inner_lr,
-                    adapt_steps=args.adapt_steps, episodes_per_step=args.episodes_per_task,
+                    adapt_steps=args.adapt_steps,
+                    episodes_per_step=args.episodes_per_step or args.episodes_per_task,
                     grad_clip=args.grad_clip, buffer_size=args.buffer_size,
                     experience_batch_size=args.experience_batch_size, experience_weight=args.experience_weight)
     return ExperimentConfig(env=args.env, iterations=args.iterations, num_train_tasks=args.num_train_tasks,
@@ -227,13 +252,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# preset fields that are also train flags (same names); a preset sets their defaults
+_PRESET_FLAGS = ("iterations", "num_train_tasks", "num_test_tasks", "meta_batch_size", "episodes_per_task",
+                 "inner_lr", "inner_steps", "outer_optimizer", "outer_steps", "trpo_max_kl", "adapt_lr",
+                 "adapt_steps", "episodes_per_step")
+
+
+def parse_with_preset(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse; with ``train --preset NAME`` parse again with the preset's values as defaults, so flags given
+    explicitly still win."""
+    from ssm_metarl_ray.envs import env_names
+    from ssm_metarl_ray.presets import preset_names, preset_overrides
+
+    args = parser.parse_args(argv)
+    if args.command != "train" or args.preset is None:
+        return args
+    _check(args.preset in preset_names(), f"unknown --preset {args.preset!r}; allowed: {', '.join(preset_names())}")
+    _check(args.env in env_names(), f"unknown --env {args.env!r}; allowed: {', '.join(env_names())}")
+    try:
+        overrides = preset_overrides(args.preset, args.env)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    flat = {k: v for part in overrides.values() for k, v in part.items()}
+    parser.train_parser.set_defaults(**{k: flat[k] for k in _PRESET_FLAGS if k in flat})
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     from ssm_metarl_ray.runtime.errors import RayRuntimeError, RuntimeSetupError
     from ssm_metarl_ray.utils.checkpoint import CheckpointError
 
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parse_with_preset(parser, argv)
         if args.command is None:
             parser.print_help()
             return 0

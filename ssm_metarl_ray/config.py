@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 MODELS = ("ssm", "lstm", "gru", "transformer", "mlp")
+OUTER_OPTIMIZERS = ("clipped", "trpo")
 ADAPTATION_MODES = ("standard", "hybrid")
 
 
@@ -21,7 +22,12 @@ class ModelConfig:
     state_size: int = 32  # SSM: complex modes per layer (P); ignored by the other models
     num_heads: int = 2  # Transformer: attention heads
     context_len: int = 64  # Transformer: attention window (steps within the current episode)
+    activation: str = "tanh"  # MLP: hidden activation, "tanh" or "relu" (MAML 2017: relu, 100x100)
     init_log_std: float = 0.0  # Gaussian policies: initial log standard deviation
+    head_init_gain: float = 1.0  # orthogonal-init gain of the actor head (1: like the other layers, as the
+    #   MAML/ProMP references; 0.01 made one adaptation step move the mean action by ~0.007 std)
+    critic_detached: bool = True  # the critic head reads detached core features: value regression can
+    #   never drag the shared core (and with it the meta-gradient)
 
 
 @dataclass(frozen=True)
@@ -36,9 +42,19 @@ class MetaConfig:
     clip_eps: float = 0.2  # surrogate clipping range
     gamma: float = 0.99  # discount
     gae_lambda: float = 1.0  # GAE lambda (1.0 = Monte-Carlo returns minus baseline, as MAML)
-    value_coef: float = 0.5  # weight of the value-head regression in the outer loss
+    value_coef: float = 0.0  # weight of the value-head regression in the outer loss (0: advantages come
+    #   from the linear baseline, the critic is not needed; > 0 trains only the critic head when detached)
     entropy_coef: float = 0.0  # entropy bonus in the outer loss
-    max_grad_norm: float = 1.0  # meta-gradient clipping
+    max_grad_norm: float = 1.0  # meta-gradient clipping (clipped optimiser)
+    outer_optimizer: str = "clipped"  # "clipped" (ProMP-style clipped surrogate + Adam) or "trpo" (MAML 2017)
+    trpo_max_kl: float = 0.01  # TRPO: trust-region size (mean KL of the adapted policies)
+    trpo_cg_iters: int = 10  # TRPO: conjugate-gradient iterations
+    trpo_cg_damping: float = 1e-5  # TRPO: damping added to the Fisher-vector product
+    trpo_exact_fisher: bool = False  # TRPO: Fisher-vector products through the inner step (third-order
+    #   derivatives; several times slower); False: the adapted policies' Fisher with the inner-step Jacobian
+    #   taken as the identity. Either way the gradient is exact and the line search checks the exact KL.
+    trpo_ls_steps: int = 15  # TRPO: backtracking line-search steps (each shrinks the step by trpo_ls_ratio)
+    trpo_ls_ratio: float = 0.8  # TRPO: backtracking ratio of the line search
 
 
 @dataclass(frozen=True)
@@ -91,5 +107,5 @@ class ExperimentConfig:
         return cls(**kwargs)
 
 
-__all__ = ["ModelConfig", "MetaConfig", "AdaptConfig", "ExperimentConfig", "MODELS", "ADAPTATION_MODES",
+__all__ = ["ModelConfig", "MetaConfig", "AdaptConfig", "ExperimentConfig", "MODELS", "ADAPTATION_MODES", "OUTER_OPTIMIZERS",
            "replace"]

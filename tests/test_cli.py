@@ -53,6 +53,11 @@ def test_original_flag_spellings(tmp_path):
     (["train", "--adaptation-mode", "both"], "'both'"),
     (["train", "--iterations", "abc"], "abc"),
     (["evaluate", "--checkpoint", "/nonexistent/ckpt"], "/nonexistent/ckpt"),
+    (["train", "--outer-optimizer", "adam"], "'adam'"),
+    (["train", "--max-kl", "inf"], "--max-kl"),
+    (["train", "--preset", "maml2018"], "'maml2018'"),
+    (["train", "--env", "ant-goal", "--preset", "maml2017"], "ant-goal"),
+    (["train", "--value-coef", "-1"], "--value-coef"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, args, needle):
     out = tmp_path / "never"
@@ -60,6 +65,25 @@ def test_bad_input_one_line_exit_2(tmp_path, args, needle):
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and needle in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_preset_sets_the_published_protocol_and_explicit_flags_win(tmp_path):
+    out = tmp_path / "p"
+    r = cli("train", "--preset", "maml2017", "--model", "mlp", "--iterations", "1", "--meta-batch-size", "2",
+            "--outer-optimizer", "trpo",
+            "--episodes-per-task", "2", "--num-test-tasks", "2", "--adapt-steps", "1", "--adaptation-mode",
+            "standard", "--num-workers", "0", "--output-dir", str(out))
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((out / "metrics.json").read_text())["config"]
+    assert cfg["iterations"] == 1 and cfg["meta"]["meta_batch_size"] == 2  # given explicitly
+    assert cfg["meta"]["inner_lr"] == 0.5 and cfg["adapt"]["adapt_lr"] == 0.5  # navigation-2d's step size
+    assert cfg["meta"]["outer_optimizer"] == "trpo" and cfg["meta"]["outer_steps"] == 5  # explicit / preset
+    assert cfg["num_train_tasks"] == 1000
+    # the progress line shows whether the inner step moves the policy
+    assert "inner-kl" in r.stderr and "std" in r.stderr
+    hist = json.loads((out / "metrics.json").read_text())["history"][0]
+    for key in ("health/action_change", "health/kl", "grad/core", "grad/actor", "trpo/step_fraction"):
+        assert key in hist, key
 
 
 def test_unreadable_checkpoint_is_rejected_without_unpickling(tmp_path):

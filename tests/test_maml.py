@@ -19,11 +19,15 @@ from ssm_metarl_ray.models.policy import log_prob
 from ssm_metarl_ray.rollout.worker import RolloutWorker
 
 
-def _tiny(kind: str, inner_steps: int = 1, first_order: bool = False):
+def _tiny(kind: str, inner_steps: int = 1, first_order: bool = False, shared_critic: bool = False):
+    """A tiny policy and one task's data. ``shared_critic``: the critic reads undetached core features and
+    the value loss is part of the outer loss (otherwise the loss is the detached-critic default's, whose
+    value term is a separate objective and so not part of a finite-difference check of the meta-loss)."""
     torch.manual_seed(0)
-    model = ModelConfig(kind=kind, hidden_size=8, num_layers=1, state_size=4, num_heads=2, context_len=8)
+    model = ModelConfig(kind=kind, hidden_size=8, num_layers=1, state_size=4, num_heads=2, context_len=8,
+                        critic_detached=not shared_critic)
     meta = MetaConfig(episodes_per_task=3, inner_steps=inner_steps, inner_lr=0.5, first_order=first_order,
-                      value_coef=0.5, entropy_coef=0.01)
+                      value_coef=0.5 if shared_critic else 0.0, entropy_coef=0.01)
     worker = RolloutWorker("navigation-2d", model, meta, num_envs=3, seed=0)
     train, _ = task_splits(make_env("navigation-2d"), 4, 1, seed=0)
     tb = worker.sample_task(train[0])
@@ -40,9 +44,11 @@ def _tiny(kind: str, inner_steps: int = 1, first_order: bool = False):
     return policy, task, meta
 
 
-@pytest.mark.parametrize("kind", ["mlp", "ssm", "gru"])
-def test_second_order_meta_gradient_matches_finite_differences(kind):
-    policy, task, meta = _tiny(kind)
+@pytest.mark.parametrize("kind,shared_critic", [("mlp", False), ("ssm", False), ("gru", False),
+                                                ("lstm", False), ("transformer", False),
+                                                ("mlp", True)])
+def test_second_order_meta_gradient_matches_finite_differences(kind, shared_critic):
+    policy, task, meta = _tiny(kind, shared_critic=shared_critic)
     params = {k: v.detach().clone().requires_grad_(True) for k, v in policy_params(policy).items()}
     loss, _ = outer_loss(policy, params, task, meta)
     grads = torch.autograd.grad(loss, list(params.values()))
@@ -68,6 +74,17 @@ def test_first_order_differs_from_second_order_and_two_inner_steps_work():
     assert 0 < diff < total  # the second-order term is present but does not dominate
 
 
+def test_detached_critic_value_loss_moves_only_the_critic():
+    policy, task, meta = _tiny("ssm")
+    meta = MetaConfig(**{**meta.__dict__, "value_coef": 1.0, "entropy_coef": 0.0})
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in policy_params(policy).items()}
+    out = run_policy(policy, params, task.post)
+    v_loss = ((out.value - task.post.returns) ** 2 * task.post.mask).sum()
+    grads = dict(zip(params, torch.autograd.grad(v_loss, list(params.values()), allow_unused=True)))
+    assert all(g is None or float(g.abs().sum()) == 0.0 for n, g in grads.items() if not n.startswith("critic"))
+    assert float(grads["critic.weight"].abs().sum()) > 0
+
+
 def test_adaptation_never_mutates_meta_parameters():
     policy, task, meta = _tiny("ssm")
     before = {k: v.detach().clone() for k, v in policy.state_dict().items()}
@@ -90,5 +107,8 @@ def test_meta_learner_update_changes_weights_and_reports_metrics():
     after = learner.get_weights()
     assert learner.version == 1
     assert any(not np.array_equal(before[k], after[k]) for k in before)
-    for key in ("meta/pre_return", "meta/post_return", "meta/surrogate", "meta/kl", "meta/grad_norm"):
-        assert np.isfinite(metrics[key])
+    for key in ("meta/pre_return", "meta/post_return", "meta/surrogate", "meta/kl", "meta/grad_norm",
+                "health/action_change", "health/kl", "health/clipped_frac", "health/inner_grad/actor",
+                "grad/core", "grad/actor", "grad/log_std"):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["health/action_change"] > 0 and metrics["health/kl"] > 0

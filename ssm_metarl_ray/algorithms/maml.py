@@ -1,7 +1,8 @@
 """MetaMAML with a policy-gradient inner loop, applied functionally (``torch.func.functional_call``).
 
 Inner step (per task):  theta' = theta - alpha * grad_theta L_pg(theta; D_pre)
-Outer objective:        L_clip(theta'(theta); D_post) + c_v L_value - c_H H   (ProMP-style surrogate)
+Outer objective:        L_clip(theta'(theta); D_post) + c_v L_value - c_H H   (ProMP-style surrogate, Adam)
+                        or MAML 2017's TRPO step on the post-adaptation surrogate (``algorithms/trpo.py``)
 
 Second-order mode keeps the inner gradient in the graph (``create_graph=True``) so the meta-gradient
 differentiates through the inner update; first-order mode treats the inner gradient as a constant.
@@ -17,9 +18,10 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from ssm_metarl_ray.algorithms.losses import approx_kl, clipped_surrogate, pg_loss, value_loss
+from ssm_metarl_ray.algorithms.losses import approx_kl, clipped_surrogate, masked_mean, pg_loss, value_loss
+from ssm_metarl_ray.algorithms.trpo import conjugate_gradient, flat, flat_grad, line_search, unflat
 from ssm_metarl_ray.config import MetaConfig
-from ssm_metarl_ray.models.policy import Policy, PolicyOutput, entropy, log_prob
+from ssm_metarl_ray.models.policy import Policy, PolicyOutput, entropy, kl_divergence, log_prob
 from ssm_metarl_ray.types import TaskBatch, TorchEpisodes
 
 Params = dict[str, Tensor]
@@ -72,7 +74,10 @@ def adapt(policy: Policy, params: Params, episodes: Iterable[TorchEpisodes], lr:
 
 
 def outer_loss(policy: Policy, params: Params, task: "TorchTaskBatch", cfg: MetaConfig) -> tuple[Tensor, dict]:
-    """Post-adaptation clipped surrogate, differentiated through the inner update(s)."""
+    """Post-adaptation clipped surrogate, differentiated through the inner update(s).
+
+    ``info["adapted"]`` holds the adapted parameters (still in the graph) for health metrics.
+    """
     adapted = adapt(policy, params, task.pre, cfg.inner_lr, create_graph=not cfg.first_order)
     post = task.post
     out = run_policy(policy, adapted, post)
@@ -82,7 +87,74 @@ def outer_loss(policy: Policy, params: Params, task: "TorchTaskBatch", cfg: Meta
     ent = (entropy(out.dist_params, policy.discrete) * post.mask).sum() / post.mask.sum()
     loss = surr + cfg.value_coef * v_loss - cfg.entropy_coef * ent
     return loss, {"surrogate": surr.detach(), "value_loss": v_loss.detach(),
-                  "kl": approx_kl(logp.detach(), post.logp, post.mask)}
+                  "kl": approx_kl(logp.detach(), post.logp, post.mask), "adapted": adapted}
+
+
+def trpo_objective(policy: Policy, params: Params, tasks: list["TorchTaskBatch"], cfg: MetaConfig,
+                   old: list[Tensor] | None, create_graph: bool) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """MAML-TRPO's meta-surrogate and mean KL(old || adapted) over the post-adaptation steps of ``tasks``.
+
+    ``old``: per-task adapted distribution parameters (K, T, ...) at the pre-update theta (None: use the
+    ones computed here, so KL == 0). ``create_graph`` keeps the inner step differentiable (second order).
+    Returns ``(loss, kl, dist_params per task)``.
+    """
+    losses, kls, dists = [], [], []
+    for i, task in enumerate(tasks):
+        adapted = adapt(policy, params, task.pre, cfg.inner_lr, create_graph=create_graph)
+        post = task.post
+        dist = run_policy(policy, adapted, post).dist_params
+        ref = dist.detach() if old is None else old[i]
+        logp = log_prob(dist, post.actions, policy.discrete)
+        losses.append(pg_loss(logp, post.logp, post.advantages, post.mask))
+        kls.append(masked_mean(kl_divergence(ref, dist, policy.discrete), post.mask))
+        dists.append(dist.detach())
+    return torch.stack(losses).mean(), torch.stack(kls).mean(), dists
+
+
+PARAM_GROUPS = ("core", "actor", "log_std", "critic")
+# models whose third derivatives (the exact TRPO Fisher through the inner step) match finite differences
+EXACT_FISHER_MODELS = ("mlp", "gru", "lstm")
+
+
+def group_of(name: str) -> str:
+    """Parameter group of a policy parameter name (``core.layers.0.B`` -> ``core``)."""
+    head = name.split(".")[0]
+    return head if head in PARAM_GROUPS else "core"
+
+
+def group_norms(named: dict[str, Tensor]) -> dict[str, float]:
+    """L2 norm per parameter group (and ``total``) of gradient-like tensors."""
+    sq: dict[str, Tensor] = {}
+    for n, g in named.items():
+        if g is not None:
+            key = group_of(n)
+            sq[key] = sq.get(key, 0.0) + g.detach().pow(2).sum()
+    out = {k: float(v) ** 0.5 for k, v in sq.items()}
+    out["total"] = sum(v**2 for v in out.values()) ** 0.5
+    return out
+
+
+@torch.no_grad()
+def inner_step_health(policy: Policy, params: Params, adapted: Params, pre: TorchEpisodes,
+                      lr: float) -> dict[str, float]:
+    """How far one inner step moved the policy on the data it was computed from.
+
+    ``action_change``: RMS over real steps and action dims of (mean' - mean) / std (continuous; discrete:
+    RMS change of the action probabilities); ``kl``: mean KL(adapted || meta); ``inner_grad/<group>``:
+    norms of the inner gradient ((theta - theta') / lr; the first inner step only).
+    """
+    before = run_policy(policy, params, pre).dist_params
+    after = run_policy(policy, adapted, pre).dist_params
+    kl = masked_mean(kl_divergence(after, before, policy.discrete), pre.mask)
+    if policy.discrete:
+        diff = torch.softmax(after, -1) - torch.softmax(before, -1)
+    else:
+        (mb, lsb), (ma, _) = before.chunk(2, -1), after.chunk(2, -1)
+        diff = (ma - mb) * torch.exp(-lsb)
+    change = masked_mean(diff.pow(2).mean(-1), pre.mask).sqrt()
+    grads = {n: (params[n] - adapted[n]) / lr for n in params}
+    return {"action_change": float(change), "kl": float(kl),
+            **{f"inner_grad/{k}": v for k, v in group_norms(grads).items()}}
 
 
 class TorchTaskBatch:
@@ -91,33 +163,116 @@ class TorchTaskBatch:
         self.post = tb.post.to_torch(dtype)
 
 
+def _mean_dicts(dicts: list[dict[str, float]], prefix: str) -> dict[str, float]:
+    keys = sorted({k for d in dicts for k in d})
+    return {f"{prefix}{k}": float(np.mean([d[k] for d in dicts if k in d])) for k in keys}
+
+
 class MetaLearner:
-    """Central learner: ``update(task_batches) -> metrics``; owns the policy and the meta-optimiser."""
+    """Central learner: ``update(task_batches) -> metrics``; owns the policy and the meta-optimiser.
+
+    ``cfg.outer_optimizer``: ``clipped`` (ProMP-style clipped surrogate, ``outer_steps`` Adam steps with the
+    meta-gradient clipped to ``max_grad_norm``) or ``trpo`` (MAML 2017: one natural-gradient step in a KL
+    trust region, no Adam state). Metrics carry health diagnostics: ``health/*`` (inner-step action
+    change, KL, inner-gradient norms by group) and ``grad/*`` (meta-gradient norms by group).
+    """
 
     def __init__(self, policy: Policy, cfg: MetaConfig):
+        kind = policy.cfg.kind
+        if cfg.outer_optimizer == "trpo" and cfg.trpo_exact_fisher and not cfg.first_order \
+                and kind not in EXACT_FISHER_MODELS:
+            raise ValueError(f"trpo_exact_fisher needs third derivatives, verified only for "
+                             f"{', '.join(EXACT_FISHER_MODELS)}; got model {kind!r} (use the default Fisher)")
         self.policy, self.cfg = policy, cfg
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.outer_lr)
         self.version = 0
 
     def update(self, batches: list[TaskBatch]) -> dict[str, float]:
         tasks = [TorchTaskBatch(b) for b in batches]
-        params = policy_params(self.policy)
-        logs: dict[str, list[float]] = {"surrogate": [], "value_loss": [], "kl": [], "grad_norm": []}
-        for _ in range(self.cfg.outer_steps):
-            self.optimizer.zero_grad(set_to_none=True)
-            for task in tasks:  # backward per task keeps at most one task's graph alive
-                loss, info = outer_loss(self.policy, params, task, self.cfg)
-                (loss / len(tasks)).backward()
-                for k in ("surrogate", "value_loss", "kl"):
-                    logs[k].append(float(info[k]))
-            gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
-            logs["grad_norm"].append(float(gn))
-            self.optimizer.step()
+        if self.cfg.outer_optimizer == "trpo" and self.cfg.inner_steps > 0:
+            logs = self._trpo_update(tasks)
+        else:
+            logs = self._clipped_update(tasks)
         self.version += 1
         pre = np.mean([(b.pre[0] if b.pre else b.post).episode_returns.mean() for b in batches])
         post = np.mean([b.post.episode_returns.mean() for b in batches])
-        return {"meta/pre_return": float(pre), "meta/post_return": float(post),
-                **{f"meta/{k}": float(np.mean(v)) for k, v in logs.items()}}
+        return {"meta/pre_return": float(pre), "meta/post_return": float(post), **logs}
+
+    def _health(self, params: Params, task: TorchTaskBatch, adapted: Params) -> dict[str, float]:
+        if not task.pre:
+            return {}
+        if len(task.pre) > 1:  # report the first inner step only
+            adapted = adapt(self.policy, params, task.pre[:1], self.cfg.inner_lr, create_graph=False)
+        return inner_step_health(self.policy, params, {k: v.detach() for k, v in adapted.items()},
+                                 task.pre[0], self.cfg.inner_lr)
+
+    def _clipped_update(self, tasks: list[TorchTaskBatch]) -> dict[str, float]:
+        params = policy_params(self.policy)
+        logs: dict[str, list[float]] = {"surrogate": [], "value_loss": [], "kl": [], "grad_norm": [],
+                                        "clipped": []}
+        health, grads = [], []
+        for step in range(self.cfg.outer_steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            for task in tasks:  # backward per task keeps at most one task's graph alive
+                loss, info = outer_loss(self.policy, params, task, self.cfg)
+                if step == 0:
+                    health.append(self._health(params, task, info["adapted"]))
+                (loss / len(tasks)).backward()
+                for k in ("surrogate", "value_loss", "kl"):
+                    logs[k].append(float(info[k]))
+            grads.append(group_norms({n: p.grad for n, p in self.policy.named_parameters()}))
+            gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
+            logs["grad_norm"].append(float(gn))
+            logs["clipped"].append(float(float(gn) > self.cfg.max_grad_norm))
+            self.optimizer.step()
+        out = {f"meta/{k}": float(np.mean(v)) for k, v in logs.items() if k != "clipped"}
+        out["health/clipped_frac"] = float(np.mean(logs["clipped"]))
+        return {**out, **_mean_dicts(health, "health/"), **_mean_dicts(grads, "grad/")}
+
+    def _trpo_update(self, tasks: list[TorchTaskBatch]) -> dict[str, float]:
+        cfg, policy = self.cfg, self.policy
+        params = policy_params(policy)
+        names = list(params)
+        plist = [params[n] for n in names]
+        second_order = not cfg.first_order
+        loss, kl, old = trpo_objective(policy, params, tasks, cfg, None, create_graph=second_order)
+        g = flat_grad(loss, plist, retain_graph=cfg.trpo_exact_fisher)
+        if not cfg.trpo_exact_fisher:  # the KL's metric at theta' with the inner-step Jacobian taken as I
+            del loss, kl
+            loss, kl, _ = trpo_objective(policy, params, tasks, cfg, old, create_graph=False)
+        grad_kl = flat_grad(kl, plist, create_graph=True)
+
+        def fvp(v: Tensor) -> Tensor:  # (P,) -> (P,): Hessian of the KL times v, plus damping
+            return flat_grad(grad_kl @ v, plist, retain_graph=True) + cfg.trpo_cg_damping * v
+
+        s = conjugate_gradient(fvp, -g.detach(), cfg.trpo_cg_iters)
+        shs = 0.5 * torch.dot(s, fvp(s)).detach()
+        step = s * torch.sqrt(2 * cfg.trpo_max_kl / shs.clamp_min(1e-20)) if shs > 0 else torch.zeros_like(s)
+        health = [self._health(params, t, adapt(policy, params, t.pre, cfg.inner_lr, create_graph=False))
+                  for t in tasks]
+        grads = group_norms(dict(zip(names, unflat(g.detach(), plist))))
+        del grad_kl, loss, kl
+        theta0 = flat([p.detach() for p in plist]).clone()
+        loss0 = float(trpo_objective(policy, params, tasks, cfg, old, create_graph=False)[0].detach())
+
+        def evaluate(fraction: float) -> tuple[float, float]:
+            self._set_flat(plist, theta0 + fraction * step)
+            lo, k, _ = trpo_objective(policy, params, tasks, cfg, old, create_graph=False)
+            return float(lo.detach()), float(k.detach())
+
+        fraction, loss1, kl1, tries = line_search(evaluate, loss0, cfg.trpo_max_kl, cfg.trpo_ls_steps,
+                                                  cfg.trpo_ls_ratio)
+        self._set_flat(plist, theta0 + fraction * step)
+        return {"meta/surrogate": loss1, "meta/kl": kl1, "meta/grad_norm": grads["total"],
+                "meta/value_loss": 0.0, "trpo/step_fraction": fraction, "trpo/ls_tries": float(tries),
+                "trpo/improvement": loss0 - loss1, "health/clipped_frac": float(fraction == 0.0),
+                **_mean_dicts(health, "health/"), **{f"grad/{k}": v for k, v in grads.items()}}
+
+    @staticmethod
+    @torch.no_grad()
+    def _set_flat(plist: list[Tensor], vector: Tensor) -> None:
+        for p, v in zip(plist, unflat(vector, plist)):
+            p.copy_(v)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy().copy() for k, v in self.policy.state_dict().items()}

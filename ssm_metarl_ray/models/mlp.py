@@ -1,4 +1,4 @@
-"""Stateless MLP core (memoryless baseline): ``num_layers`` x (Linear -> tanh), state ``()``.
+"""Stateless MLP core (memoryless baseline): ``num_layers`` x (Linear -> tanh|relu), state ``()``.
 
 It still follows the recurrent contract so every model plugs into the same policy and trainers:
 ``step`` and ``forward_sequence`` ignore ``state`` and ``dones`` and return the empty tuple. Both run
@@ -15,15 +15,21 @@ from torch import Tensor, nn
 from ssm_metarl_ray.models.base import State
 
 
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
+
+
 class MLPCore(nn.Module):
-    def __init__(self, input_dim: int, hidden_size: int = 64, num_layers: int = 2):
+    def __init__(self, input_dim: int, hidden_size: int = 64, num_layers: int = 2, activation: str = "tanh"):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+        self._act = ACTIVATIONS[activation]
         self.input_dim, self.hidden_size = input_dim, hidden_size
         self.output_dim = hidden_size
         layers: list[nn.Module] = []
         d = input_dim
         for _ in range(max(1, num_layers)):
-            layers += [nn.Linear(d, hidden_size), nn.Tanh()]
+            layers += [nn.Linear(d, hidden_size), nn.Tanh() if activation == "tanh" else nn.ReLU()]
             d = hidden_size
         self.net = nn.Sequential(*layers)
         self._linears = [m for m in layers if isinstance(m, nn.Linear)]  # the same modules as in ``net``
@@ -31,7 +37,7 @@ class MLPCore(nn.Module):
     def _mlp(self, x: Tensor) -> Tensor:
         for lin in self._linears:
             p = lin._parameters  # where ``functional_call`` puts substitutes too; skips Module.__getattr__
-            x = torch.tanh(F.linear(x, p["weight"], p["bias"]))
+            x = self._act(F.linear(x, p["weight"], p["bias"]))
         return x
 
     def initial_state(self, batch_size: int) -> State:

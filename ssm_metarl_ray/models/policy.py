@@ -40,7 +40,7 @@ class Policy(nn.Module):
         h = self.core.output_dim
         self.actor = nn.Linear(h, act_dim)
         self.critic = nn.Linear(h, 1)
-        nn.init.orthogonal_(self.actor.weight, gain=0.01)
+        nn.init.orthogonal_(self.actor.weight, gain=cfg.head_init_gain)
         nn.init.zeros_(self.actor.bias)
         nn.init.orthogonal_(self.critic.weight, gain=1.0)
         nn.init.zeros_(self.critic.bias)
@@ -66,7 +66,7 @@ class Policy(nn.Module):
         out = self.actor(y)
         if not self.discrete:
             out = torch.cat([out, self.log_std.expand_as(out)], dim=-1)
-        return PolicyOutput(out, self.critic(y).squeeze(-1))
+        return PolicyOutput(out, self.critic(y.detach() if self.cfg.critic_detached else y).squeeze(-1))
 
     # ---- distributions ------------------------------------------------------------------------
     def distribution(self, dist_params: Tensor) -> Distribution:
@@ -94,3 +94,14 @@ def entropy(dist_params: Tensor, discrete: bool) -> Tensor:
         return Categorical(logits=dist_params).entropy()
     _, log_std = dist_params.chunk(2, dim=-1)
     return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+
+
+def kl_divergence(p_params: Tensor, q_params: Tensor, discrete: bool) -> Tensor:
+    """Analytic KL(p || q) between two action distributions given by their parameters (...) -> (...)."""
+    if discrete:
+        logp, logq = torch.log_softmax(p_params, -1), torch.log_softmax(q_params, -1)
+        return (logp.exp() * (logp - logq)).sum(-1)
+    mp, lsp = p_params.chunk(2, dim=-1)
+    mq, lsq = q_params.chunk(2, dim=-1)
+    var_p, var_q = torch.exp(2 * lsp), torch.exp(2 * lsq)
+    return (lsq - lsp + (var_p + (mp - mq) ** 2) / (2 * var_q) - 0.5).sum(-1)

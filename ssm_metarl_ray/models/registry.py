@@ -27,5 +27,5 @@ def make_core(cfg: ModelConfig, input_dim: int) -> nn.Module:
     if kind == "mlp":
         from ssm_metarl_ray.models.mlp import MLPCore
 
-        return MLPCore(input_dim, cfg.hidden_size, cfg.num_layers)
+        return MLPCore(input_dim, cfg.hidden_size, cfg.num_layers, cfg.activation)
     raise ValueError(f"unknown model kind {kind!r}; allowed: {', '.join(MODELS)}")

@@ -27,8 +27,22 @@ from ssm_metarl_ray.utils.checkpoint import (BUFFER, LEARNER, CheckpointError, l
 def _progress(state: TrainState, m: dict) -> None:
     n = state.cfg.iterations
     print(f"[iter {m['iteration']:>4}/{n}] pre-adapt return {m['meta/pre_return']:9.2f} | post-adapt "
-          f"{m['meta/post_return']:9.2f} | kl {m['meta/kl']:.4f} | steps {m['env_steps']:>9} | "
+          f"{m['meta/post_return']:9.2f} | kl {m['meta/kl']:.4f} | {health_line(m)} | steps {m['env_steps']:>9} | "
           f"sample {m['time/sample_s']:.1f}s update {m['time/update_s']:.1f}s", file=sys.stderr, flush=True)
+
+
+def health_line(m: dict) -> str:
+    """Learning-health summary of one iteration's metrics: does the inner step move the policy?
+
+    ``step`` is the RMS change of the mean action from one inner step in units of the action std,
+    ``inner-kl`` KL(adapted || meta), ``|g|`` the meta-gradient norm by group, ``clip`` the fraction of
+    clipped meta-updates (TRPO: rejected steps).
+    """
+    if "health/action_change" not in m:
+        return "no inner step"
+    groups = " ".join(f"{g} {m[f'grad/{g}']:.2g}" for g in ("core", "actor", "log_std") if f"grad/{g}" in m)
+    return (f"step {m['health/action_change']:.3f}std inner-kl {m['health/kl']:.3g} | |g| {groups} | "
+            f"clip {100 * m.get('health/clipped_frac', 0.0):.0f}%")
 
 
 def evaluate_modes(cfg: ExperimentConfig, weights: dict, test_tasks, buffer: ExperienceBuffer | None,
