@@ -1,11 +1,15 @@
-"""Diagnostic: how far one vanilla policy-gradient adaptation step moves a policy on halfcheetah-dir.
+"""Diagnostic: how far vanilla policy-gradient adaptation steps move a randomly initialised policy on
+halfcheetah-dir (MAML 2017's "random" reference: -35.7 -> +21.8 after one step of size 0.1 with 20
+trajectories of 200 steps, i.e. +57.5).
 
-MAML 2017 reports that a *randomly initialised* MLP fine-tuned with vanilla PG (step 0.1, 20 x 200-step
-trajectories per step) goes from -35.7 to +21.8 in one step on HalfCheetahDir. This probe takes our
-randomly initialised policies, one task (direction +1), and repeats: sample ``episodes`` trajectories,
-take one PG step (the adapters' loss: importance-weighted PG on normalised GAE advantages, linear
-baseline), with the actor head initialised as in the library (orthogonal, gain 0.01) and with gain 1.
-It records the mean return, the velocity term and the gradient norm at each step.
+For each policy variant and both directions (+1, -1), from a random init: sample ``episodes``
+trajectories, take one PG step (the adapters' loss: importance-weighted PG on normalised GAE advantages,
+linear baseline, step 0.1 halved after the first as in MAML's test protocol), repeat. Records per step
+the mean return, its velocity term (return + control cost), the gradient norm and how far the step moved
+the action distribution (RMS mean-action change in std units, KL), averaged over the two directions.
+
+Variants: the library's default policy (actor head orthogonal gain 1, tanh 64x64 MLP; SSM), the old
+head init (gain 0.01), and a MAML-like ReLU 100x100 MLP.
 
   python benchmarks/adaptation_step_probe.py            # -> results/adaptation_step_probe.json
   python benchmarks/adaptation_step_probe.py --smoke    # seconds, nothing written
@@ -22,34 +26,45 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
+VARIANTS = {  # name -> ModelConfig overrides
+    "mlp tanh64 (default)": {"kind": "mlp"},
+    "mlp tanh64 head gain 0.01 (v1)": {"kind": "mlp", "head_init_gain": 0.01},
+    "mlp relu100 (MAML-like)": {"kind": "mlp", "activation": "relu", "hidden_size": 100},
+    "ssm (default)": {"kind": "ssm"},
+}
 
-def probe(model: str, gain: float, lr: float, steps: int, episodes: int, seed: int = 0) -> dict:
+
+def probe(variant: dict, direction: float, lr: float, steps: int, episodes: int, seed: int = 0) -> list[dict]:
     import torch
 
-    from ssm_metarl_ray.algorithms.maml import inner_loss, policy_params
+    from ssm_metarl_ray.algorithms.maml import adapt, inner_loss, inner_step_health, policy_params
     from ssm_metarl_ray.config import MetaConfig, ModelConfig
     from ssm_metarl_ray.envs.base import Task
     from ssm_metarl_ray.envs.half_cheetah import CTRL_COST
     from ssm_metarl_ray.rollout.worker import RolloutWorker
 
     torch.manual_seed(seed)
-    w = RolloutWorker("halfcheetah-dir", ModelConfig(kind=model), MetaConfig(), episodes, seed)
-    torch.nn.init.orthogonal_(w.policy.actor.weight, gain=gain)
-    task = Task("halfcheetah-dir", 0, {"direction": 1.0})
+    w = RolloutWorker("halfcheetah-dir", ModelConfig(**variant), MetaConfig(), episodes, seed)
+    task = Task("halfcheetah-dir", 0, {"direction": direction})
     params = {k: v.detach().clone() for k, v in policy_params(w.policy).items()}
     rows = []
     for s in range(steps + 1):
         b = w.sample(task, episodes, params)
         ctrl = CTRL_COST * (np.clip(b.actions, -1, 1) ** 2).sum(-1) * b.mask  # (K, T)
-        p = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-        g = torch.autograd.grad(inner_loss(w.policy, p, b.to_torch()), list(p.values()), allow_unused=True)
-        norm = float(torch.sqrt(sum((x ** 2).sum() for x in g if x is not None)))
-        rows.append({"step": s, "return_mean": float(b.episode_returns.mean()),
-                     "return_sem": float(b.episode_returns.std(ddof=1) / np.sqrt(episodes)),
-                     "velocity_term": float((b.rewards + ctrl).sum(1).mean()), "grad_norm": norm,
-                     "param_change_norm": lr * norm})
-        params = {k: (v - lr * gi if gi is not None else v).detach() for (k, v), gi in zip(p.items(), g)}
-    return {"model": model, "actor_init_gain": gain, "lr": lr, "episodes_per_step": episodes, "steps": rows}
+        row = {"step": s, "return_mean": float(b.episode_returns.mean()),
+               "velocity_term": float((b.rewards + ctrl).sum(1).mean())}
+        if s < steps:
+            step_lr = lr * 0.5 ** s
+            p = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+            ep = b.to_torch()
+            g = torch.autograd.grad(inner_loss(w.policy, p, ep), list(p.values()), allow_unused=True)
+            row["grad_norm"] = float(torch.sqrt(sum((x ** 2).sum() for x in g if x is not None)))
+            new = {k: v.detach() for k, v in adapt(w.policy, p, [ep], step_lr, create_graph=False).items()}
+            h = inner_step_health(w.policy, params, new, ep, step_lr)
+            row.update(action_change_std=h["action_change"], kl=h["kl"])
+            params = new
+        rows.append(row)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -57,15 +72,23 @@ def main(argv: list[str] | None = None) -> dict:
 
     a = _common.parser(__doc__.splitlines()[0]).parse_args(argv)
     torch.set_num_threads(1)
-    steps, episodes = (1, 2) if a.smoke else (5, 40)
+    steps, episodes = (1, 2) if a.smoke else (3, 20)
+    variants = dict(list(VARIANTS.items())[:1]) if a.smoke else VARIANTS
     t0 = time.perf_counter()
-    results = [probe(m, g, 0.1, steps, episodes) for m in ("mlp", "ssm") for g in (0.01, 1.0)]
-    for r in results:
-        print(f"{r['model']:>4} gain {r['actor_init_gain']:<5}: return "
-              + " ".join(f"{x['return_mean']:7.1f}" for x in r["steps"])
-              + " | grad norm " + " ".join(f"{x['grad_norm']:.3f}" for x in r["steps"]), file=sys.stderr)
-    data = {"task": "halfcheetah-dir, direction +1", "seconds": round(time.perf_counter() - t0, 1),
-            "maml2017_random_init_reference": {"lr": 0.1, "returns_0_1_2_3": [-35.7, 21.8, 62.3, 86.2]},
+    results = []
+    for name, v in variants.items():
+        per_dir = [probe(v, d, 0.1, steps, episodes) for d in (1.0, -1.0)]
+        avg = [{k: float(np.mean([rows[s][k] for rows in per_dir])) for k in per_dir[0][s]} for s in range(steps + 1)]
+        gain = avg[1]["return_mean"] - avg[0]["return_mean"]
+        results.append({"variant": name, "model_config": v, "lr": 0.1, "episodes_per_step": episodes,
+                        "one_step_gain": round(gain, 2), "steps_mean_over_directions": avg,
+                        "per_direction": {"+1": per_dir[0], "-1": per_dir[1]}})
+        print(f"{name:<32}: return " + " ".join(f"{x['return_mean']:7.1f}" for x in avg)
+              + f" | 1-step gain {gain:+.1f} | step moves the mean action by "
+              + " ".join(f"{x['action_change_std']:.3f}" for x in avg[:-1]) + " std", file=sys.stderr)
+    data = {"task": "halfcheetah-dir, directions +1 and -1 averaged", "seconds": round(time.perf_counter() - t0, 1),
+            "maml2017_random_init_reference": {"lr": 0.1, "returns_0_1_2_3": [-35.7, 21.8, 62.3, 86.2],
+                                               "one_step_gain": 57.5},
             "results": results}
     _common.write("adaptation_step_probe", a, "python benchmarks/adaptation_step_probe.py", data)
     return data

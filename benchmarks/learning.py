@@ -101,7 +101,7 @@ def run_one(a: argparse.Namespace) -> dict:
               f"{m['env_steps']} | {m['time/sample_s']:.1f}s + {m['time/update_s']:.1f}s", file=sys.stderr, flush=True)
         if a.checkpoint_every and st.iteration % a.checkpoint_every == 0 and st.iteration < cfg.iterations:
             save_training_checkpoint(ckpt, st, None)  # small: config, weights, learner/optimizer, history
-        if a.stop_after and time.perf_counter() - t0 > a.stop_after:
+        if a.stop_after and time.perf_counter() - t0 > a.stop_after and st.iteration < cfg.iterations:
             save_training_checkpoint(ckpt, st, None)
             raise SystemExit(f"stopped after {a.stop_after:.0f} s at iteration {st.iteration}; continue with "
                              f"--resume (checkpoint {ckpt})")

@@ -14,8 +14,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ssm_metarl_ray.config import (ADAPTATION_MODES, MODELS, OUTER_OPTIMIZERS, AdaptConfig, ExperimentConfig,
-                                   MetaConfig, ModelConfig)
+from ssm_metarl_ray.config import (ADAPTATION_MODES, DEFAULT_INNER_LR, MODELS, OUTER_OPTIMIZERS, AdaptConfig,
+                                   ExperimentConfig, MetaConfig, ModelConfig)
 
 
 class UsageError(Exception):
@@ -39,7 +39,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--meta-batch-size", type=int, default=m.meta_batch_size, help="tasks per meta-iteration")
     p.add_argument("--episodes-per-task", type=int, default=m.episodes_per_task,
                    help="trajectories per task for inner and outer loss")
-    p.add_argument("--inner-lr", "--inner_lr", dest="inner_lr", type=float, default=m.inner_lr)
+    p.add_argument("--inner-lr", "--inner_lr", dest="inner_lr", type=float, default=None,
+                   help="inner (and, unless --adapt-lr, test-time) PG step size; default per model: "
+                        + ", ".join(f"{k} {v}" for k, v in DEFAULT_INNER_LR.items()))
     p.add_argument("--inner-steps", type=int, default=m.inner_steps,
                    help="inner policy-gradient steps (0: multi-task pretraining without meta-learning)")
     p.add_argument("--outer-lr", "--outer_lr", dest="outer_lr", type=float, default=m.outer_lr)
@@ -138,6 +140,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     _check(args.outer_steps > 0, f"--outer-steps must be a positive integer, got {args.outer_steps}")
     _check(0.0 <= args.experience_weight <= 1.0,
            f"--experience-weight must be in [0, 1], got {args.experience_weight}")
+    if args.inner_lr is None:
+        args.inner_lr = DEFAULT_INNER_LR[args.model]
     for name in ("inner_lr", "outer_lr", "grad_clip", "trpo_max_kl", "head_init_gain"):
         v = getattr(args, name)
         flag = "--max-kl" if name == "trpo_max_kl" else f"--{name.replace('_', '-')}"

@@ -11,6 +11,12 @@ from typing import Any
 
 MODELS = ("ssm", "lstm", "gru", "transformer", "mlp")
 OUTER_OPTIMIZERS = ("clipped", "trpo")
+# Default inner/test-time PG step size per model (the CLI uses it unless --inner-lr is given). Measured
+# (benchmarks/README.md, tests/test_learning.py): mlp 0.1 (MAML 2017's locomotion step; navigation-2d's
+# maml2017 preset uses MAML's 0.5); ssm 0.02 (one inner step of the SSM moves its action mean ~15x more
+# per unit step than the mlp's at initialisation, benchmarks/results/inner_step_size.json). gru, lstm and
+# transformer keep 0.02 until measured.
+DEFAULT_INNER_LR = {"ssm": 0.02, "mlp": 0.1, "gru": 0.02, "lstm": 0.02, "transformer": 0.02}
 ADAPTATION_MODES = ("standard", "hybrid")
 
 
@@ -34,7 +40,7 @@ class ModelConfig:
 class MetaConfig:
     meta_batch_size: int = 10  # tasks per meta-iteration
     episodes_per_task: int = 10  # K trajectories per task for the inner update and for the outer loss
-    inner_lr: float = 0.02  # step size of the inner policy-gradient update (0.1 suits the mlp policy)
+    inner_lr: float = 0.02  # step size of the inner policy-gradient update (CLI: DEFAULT_INNER_LR per model)
     inner_steps: int = 1  # inner updates per task during meta-training
     first_order: bool = False  # drop second-order terms of the meta-gradient
     outer_lr: float = 3e-3  # Adam step size of the meta-update
@@ -107,5 +113,5 @@ class ExperimentConfig:
         return cls(**kwargs)
 
 
-__all__ = ["ModelConfig", "MetaConfig", "AdaptConfig", "ExperimentConfig", "MODELS", "ADAPTATION_MODES", "OUTER_OPTIMIZERS",
+__all__ = ["ModelConfig", "MetaConfig", "AdaptConfig", "ExperimentConfig", "MODELS", "ADAPTATION_MODES", "OUTER_OPTIMIZERS", "DEFAULT_INNER_LR",
            "replace"]
