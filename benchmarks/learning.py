@@ -48,7 +48,8 @@ def build_config(a: argparse.Namespace):
 
     from ssm_metarl_ray.presets import apply_preset
 
-    model = ModelConfig(kind=a.model, activation=a.activation, hidden_size=a.hidden_size or 64)
+    model = ModelConfig(kind=a.model, activation=a.activation, hidden_size=a.hidden_size or 64,
+                        observation_only=a.observation_only)
     cfg = ExperimentConfig(env=a.env, num_threads=1, seed=a.seed, model=model)
     if a.preset:  # the published protocol; explicit flags below still override it
         cfg = apply_preset(cfg, a.preset)
@@ -208,6 +209,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     r.add_argument("--train-tasks", type=int, default=None, help="training task set (default 100)")
     r.add_argument("--activation", choices=["tanh", "relu"], default="tanh", help="mlp hidden activation")
     r.add_argument("--hidden-size", type=int, default=None, help="core width (default 64)")
+    r.add_argument("--observation-only", action="store_true",
+                   help="the policy sees the observation only (MAML 2017), not previous action/reward/done")
     r.add_argument("--outer-optimizer", choices=["clipped", "trpo"], default=None)
     r.add_argument("--outer-lr", type=float, default=None)
     r.add_argument("--test-tasks", type=int, default=40, help="held-out test tasks (MAML: 40)")

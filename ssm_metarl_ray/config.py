@@ -28,6 +28,8 @@ class ModelConfig:
     state_size: int = 32  # SSM: complex modes per layer (P); ignored by the other models
     num_heads: int = 2  # Transformer: attention heads
     context_len: int = 64  # Transformer: attention window (steps within the current episode)
+    observation_only: bool = False  # feed the core the observation only, not the previous action, reward
+    #   and done flag (MAML 2017's feed-forward policy; a recurrent core then cannot adapt in context)
     activation: str = "tanh"  # MLP: hidden activation, "tanh" or "relu" (MAML 2017: relu, 100x100)
     init_log_std: float = 0.0  # Gaussian policies: initial log standard deviation
     head_init_gain: float = 1.0  # orthogonal-init gain of the actor head (1: like the other layers, as the

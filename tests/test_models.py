@@ -394,3 +394,25 @@ def test_inference_mode_step_equals_no_grad_step(kind):
             y, state = core.step(x_t, state, d_t)
             ys.append(y)
     torch.testing.assert_close(torch.stack(ys, 1), y_ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "ssm"])
+def test_observation_only_policy_ignores_reward_and_action_inputs(kind):
+    from ssm_metarl_ray.models.policy import Policy
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(kind=kind, hidden_size=8, num_layers=1, state_size=4, observation_only=True)
+    pol = Policy(obs_dim=3, act_dim=2, discrete=False, cfg=cfg).double()
+    x = torch.randn(2, 5, 3 + 2 + 2, dtype=torch.float64)
+    dones = torch.zeros(2, 5, dtype=torch.float64)
+    dones[:, 0] = 1
+    seq, _ = pol.forward_sequence(x, pol.initial_state(2), dones)
+    x2 = x.clone()
+    x2[..., 3:] = torch.randn(2, 5, 4, dtype=torch.float64)  # other previous action / reward / done features
+    seq2, _ = pol.forward_sequence(x2, pol.initial_state(2), dones)
+    torch.testing.assert_close(seq.dist_params, seq2.dist_params)
+    state, steps = pol.initial_state(2), []
+    for t in range(5):  # step == sequence
+        out, state = pol.step(x[:, t], state, dones[:, t])
+        steps.append(out.dist_params)
+    torch.testing.assert_close(torch.stack(steps, 1), seq.dist_params)

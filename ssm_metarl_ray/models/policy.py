@@ -36,7 +36,9 @@ class Policy(nn.Module):
         super().__init__()
         self.obs_dim, self.act_dim, self.discrete, self.cfg = obs_dim, act_dim, discrete, cfg
         self.input_dim = obs_dim + act_dim + 2
-        self.core = make_core(cfg, self.input_dim)
+        # observation_only: the core sees the observation alone (MAML 2017's feed-forward policy)
+        self.core_input_dim = obs_dim if cfg.observation_only else self.input_dim
+        self.core = make_core(cfg, self.core_input_dim)
         h = self.core.output_dim
         self.actor = nn.Linear(h, act_dim)
         self.critic = nn.Linear(h, 1)
@@ -52,11 +54,11 @@ class Policy(nn.Module):
         return self.core.initial_state(batch_size)
 
     def step(self, inputs_t: Tensor, state: State, done_t: Tensor) -> tuple[PolicyOutput, State]:
-        y, state = self.core.step(inputs_t, state, done_t)  # (B, H)
+        y, state = self.core.step(inputs_t[..., :self.core_input_dim], state, done_t)  # (B, H)
         return self._heads(y), state
 
     def forward_sequence(self, inputs: Tensor, state: State, dones: Tensor) -> tuple[PolicyOutput, State]:
-        y, state = self.core.forward_sequence(inputs, state, dones)  # (B, T, H)
+        y, state = self.core.forward_sequence(inputs[..., :self.core_input_dim], state, dones)  # (B, T, H)
         return self._heads(y), state
 
     def forward(self, inputs: Tensor, state: State, dones: Tensor) -> tuple[PolicyOutput, State]:
