@@ -112,7 +112,7 @@ def run_one(a: argparse.Namespace) -> dict:
     train_cpu = cpu_before + time.process_time() - cpu0
     t_eval = time.perf_counter()
     weights = learner_tensors(state)
-    if not a.smoke:  # final weights for re-evaluation (not committed; runs/ is ignored)
+    if not a.smoke and not a.out:  # final weights of result-file runs, for `evaluate` (runs/ is not committed)
         wdir = HERE.parent / "runs" / "learning" / a.env
         wdir.mkdir(parents=True, exist_ok=True)
         import torch
@@ -168,6 +168,40 @@ PLAN = [
     ("halfcheetah-dir", "maml", "lstm", 0), ("halfcheetah-dir", "maml", "transformer", 0),
     ("halfcheetah-vel", "maml", "mlp", 0),
 ]
+
+
+def cmd_evaluate(a: argparse.Namespace) -> dict:
+    """Re-run the held-out evaluation of a finished run from its final weights (``runs/learning/``, kept
+    locally) with ``--episodes-per-step`` trajectories per step; the previous evaluation is kept in the
+    result file under ``evaluation_previous``."""
+    import torch
+    from dataclasses import replace
+
+    from ssm_metarl_ray.config import ExperimentConfig
+    from ssm_metarl_ray.envs import make_env, task_splits
+    from ssm_metarl_ray.training.run import evaluate_modes
+
+    name = run_name(a.method, a.model, a.seed, a.tag)
+    path = result_path(a.env, a.method, a.model, a.seed, a.tag)
+    data = json.loads(path.read_text())
+    cfg = ExperimentConfig.from_dict(data["config"])
+    cfg = replace(cfg, adapt=replace(cfg.adapt, episodes_per_step=a.episodes_per_step))
+    torch.set_num_threads(1)
+    weights = torch.load(HERE.parent / "runs" / "learning" / a.env / f"{name}.pt", weights_only=True)
+    _, test_tasks = task_splits(make_env(cfg.env), cfg.num_train_tasks, cfg.num_test_tasks, cfg.seed)
+    t0 = time.perf_counter()
+    results = evaluate_modes(cfg, weights, test_tasks, None, a.modes)
+    data.setdefault("evaluation_previous", {"evaluation": data["evaluation"], "summary": data["summary"],
+                                            "eval_env_steps": data["eval_env_steps"]})
+    horizon = make_env(cfg.env).horizon
+    data.update(config=cfg.to_dict(), eval_wall_s=round(time.perf_counter() - t0, 1),
+                eval_env_steps=len(test_tasks) * a.episodes_per_step * horizon * (1 + cfg.adapt.adapt_steps * len(a.modes)),
+                evaluation={m: {k: r[k] for k in ("mean", "sem", "per_task")} for m, r in results.items()},
+                summary={m: [round(float(x), 2) for x in r["mean"]] for m, r in results.items()},
+                evaluation_command="python benchmarks/learning.py " + " ".join(sys.argv[1:]))
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"{name}: {data['summary']}", file=sys.stderr)
+    return data
 
 
 def cmd_suite(a: argparse.Namespace) -> None:
@@ -234,6 +268,14 @@ def main(argv: list[str] | None = None) -> dict | None:
     s.add_argument("--iterations", type=int, default=40)
     s.add_argument("--force", action="store_true", help="rerun finished runs")
     s.add_argument("--only", nargs="*", default=None, help="env:method:model:seed entries of the plan")
+    e = sub.add_parser("evaluate", help="re-evaluate a finished run from its final weights")
+    e.add_argument("--env", required=True)
+    e.add_argument("--method", choices=METHODS, default="maml")
+    e.add_argument("--model", choices=MODELS, required=True)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--tag", default="")
+    e.add_argument("--episodes-per-step", type=int, required=True)
+    e.add_argument("--modes", nargs="+", default=["standard"])
     sub.add_parser("report", help="tables, CSV and plots from the result files")
     a = p.parse_args(argv)
     if a.command == "run":
@@ -241,6 +283,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     if a.command == "suite":
         cmd_suite(a)
         return None
+    if a.command == "evaluate":
+        return cmd_evaluate(a)
     from learning_report import report
 
     return report(OUT_ROOT)

@@ -102,7 +102,7 @@ def env_table(env: str, runs: list[dict]) -> str:
     anchors = load_anchors(env)
     steps = len(runs[0]["evaluation"]["standard"]["mean"]) if runs else 4
     head = ("| method | policy | seed | adaptation | " + " | ".join(f"{s} steps" for s in range(steps))
-            + " | env steps | wall-clock (train + eval) |")
+            + " | traj/step | env steps | wall-clock (train + eval) |")
     lines = [f"### {env}", "",
              f"Held-out return, mean ± s.e.m. over {runs[0]['config']['num_test_tasks']} test tasks "
              "(MAML rows: published, `anchors/maml2017_fig{4,5}.csv`).", "", head,
@@ -111,13 +111,15 @@ def env_table(env: str, runs: list[dict]) -> str:
         if method in anchors:
             cells = " | ".join(_cell(m, s) for m, s in anchors[method][:steps])
             budget = f"{MAML_STEPS[env]:.1e}" if method == "maml" else ""
-            lines.append(f"| MAML 2017 {method} (published) | mlp 100×100 | | TRPO / VPG | {cells} | {budget} | |")
+            traj = 40 if env == "navigation-2d" else 20
+            lines.append(f"| MAML 2017 {method} (published) | mlp 100×100 | | TRPO / VPG | {cells} | {traj} | "
+                         f"{budget} | |")
     for d in runs:
         for mode, r in d["evaluation"].items():
             cells = " | ".join(_cell(m, s) for m, s in zip(r["mean"], r["sem"]))
             wall = f"{d['train_wall_s'] / 60:.0f} + {d['eval_wall_s'] / 60:.0f} min"
             lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | {mode} | {cells} | "
-                         f"{d['train_env_steps']:.1e} | {wall} |")
+                         f"{d['config']['adapt']['episodes_per_step']} | {d['train_env_steps']:.1e} | {wall} |")
     if "oracle" in anchors:
         lines.append(f"\nMAML 2017 oracle (goal in the observation): {_cell(*anchors['oracle'][0])}.")
     lines += ["", "Paired over the test tasks (mean ± s.e.m. of per-task differences), after the last step; "

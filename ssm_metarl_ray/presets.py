@@ -2,8 +2,9 @@
 
 ``maml2017``: the settings of Finn et al. 2017 (MAML-TRPO), from the paper and its training/test scripts:
 meta-batch (tasks per meta-iteration), trajectories per task, inner step size (also the first test-time
-step, halved afterwards), 1 inner step, 40 held-out test tasks, 0..3 adaptation steps, and the number of
-meta-iterations behind the published checkpoints. Choices that are ours, measured on navigation-2d
+step, halved afterwards), 1 inner step, 40 held-out test tasks, 0..3 adaptation steps of 4,000 env steps
+each (20 trajectories of 200 steps; 40 of 100 on navigation-2d, ``test_maml_point.py``), and the number
+of meta-iterations behind the published checkpoints. Choices that are ours, measured on navigation-2d
 (``benchmarks/README.md``): the meta-update is the clipped surrogate with 5 Adam steps (ProMP) rather than
 MAML's TRPO step (``--outer-optimizer trpo`` gives that, max KL 0.01; it reached a worse 1-step return
 in more wall-clock), a tanh 64x64 core, and a training set of 1,000 seeded tasks standing in for fresh
@@ -18,7 +19,8 @@ from ssm_metarl_ray.config import ExperimentConfig
 
 # family -> (meta_batch_size, training trajectories per task, inner_lr, iterations, test trajectories per step)
 _MAML2017 = {
-    "navigation-2d": (20, 20, 0.5, 100, 20),  # maml_trpo_point.py: fbs20 mbs20 flr 0.5; 8e6 env steps
+    # maml_trpo_point.py: fbs20 mbs20 flr 0.5, 8e6 env steps; test_maml_point.py: batch 4000 = 40 x 100 steps
+    "navigation-2d": (20, 20, 0.5, 100, 40),
     "halfcheetah-dir": (40, 20, 0.1, 100, 20),  # checkpoint itr_100 (fbs20): 3.2e7 env steps
     "halfcheetah-vel": (40, 10, 0.1, 475, 20),  # checkpoint itr_475 (fbs10; the text says 20): 7.6e7
     "ant-dir": (40, 40, 0.1, 575, 40),  # checkpoint itr_575 (fbs40), 40 trajectories per test step

@@ -7,7 +7,7 @@ from ssm_metarl_ray.presets import apply_preset, preset_families
 
 
 @pytest.mark.parametrize("env, meta_batch, episodes, lr, iterations, test_episodes", [
-    ("navigation-2d", 20, 20, 0.5, 100, 20),
+    ("navigation-2d", 20, 20, 0.5, 100, 40),
     ("halfcheetah-dir", 40, 20, 0.1, 100, 20),
     ("halfcheetah-vel", 40, 10, 0.1, 475, 20),
     ("ant-dir", 40, 40, 0.1, 575, 40),
