@@ -64,7 +64,7 @@ def build_config(a: argparse.Namespace):
         # multitask collects one batch per task instead of two, so it gets twice the iterations: the
         # same env-step budget as maml
         meta=replace(cfg.meta, meta_batch_size=meta_batch, episodes_per_task=episodes, inner_lr=lr,
-                     inner_steps=0 if a.method == "multitask" else 1, outer_steps=a.outer_steps,
+                     inner_steps=0 if a.method == "multitask" else a.inner_steps, outer_steps=a.outer_steps,
                      outer_lr=a.outer_lr or cfg.meta.outer_lr,
                      outer_optimizer=a.outer_optimizer or cfg.meta.outer_optimizer),
         adapt=replace(cfg.adapt, adapt_lr=lr, adapt_steps=a.adapt_steps,
@@ -159,14 +159,19 @@ def cmd_run(a: argparse.Namespace) -> dict:
     return data
 
 
-# The committed plan: what ``suite`` runs (in this order; longest first so parallel jobs finish together).
+# The committed plan: what ``suite`` runs, as (env, method, model, seed, tag, extra flags); results of the
+# learner before the MAML-parity fixes (HalfCheetah, 3.2e6 steps) are kept in results/learning_v1/.
+NAV = ["--preset", "maml2017", "--modes", "standard"]
 PLAN = [
-    ("halfcheetah-dir", "maml", "ssm", 0), ("halfcheetah-dir", "maml", "ssm", 1),
-    ("halfcheetah-dir", "maml", "ssm", 2), ("halfcheetah-dir", "maml", "gru", 0),
-    ("halfcheetah-dir", "maml", "mlp", 0), ("halfcheetah-dir", "multitask", "ssm", 0),
-    ("halfcheetah-dir", "random", "mlp", 0), ("halfcheetah-vel", "maml", "ssm", 0),
-    ("halfcheetah-dir", "maml", "lstm", 0), ("halfcheetah-dir", "maml", "transformer", 0),
-    ("halfcheetah-vel", "maml", "mlp", 0),
+    ("navigation-2d", "maml", "mlp", 0, "", NAV), ("navigation-2d", "maml", "mlp", 1, "", NAV),
+    ("navigation-2d", "maml", "mlp", 2, "", NAV), ("navigation-2d", "multitask", "mlp", 0, "", NAV),
+    ("navigation-2d", "maml", "ssm", 0, "", [*NAV, "--lr", "0.03"]),
+    ("navigation-2d", "maml", "mlp", 0, "trpo", [*NAV, "--outer-optimizer", "trpo"]),
+    ("navigation-2d", "maml", "mlp", 0, "relu100", [*NAV, "--activation", "relu", "--hidden-size", "100"]),
+    ("navigation-2d", "maml", "mlp", 0, "obs", [*NAV, "--observation-only"]),
+    ("navigation-2d", "maml", "mlp", 0, "inner2", [*NAV, "--inner-steps", "2", "--iterations", "66"]),
+    ("halfcheetah-dir", "maml", "mlp", 0, "", ["--preset", "maml2017", "--modes", "standard",
+                                               "--checkpoint-every", "1", "--resume"]),
 ]
 
 
@@ -205,17 +210,17 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
 
 
 def cmd_suite(a: argparse.Namespace) -> None:
-    todo = [p for p in PLAN if a.force or not result_path(*p).exists()]
+    todo = [p for p in PLAN if a.force or not result_path(p[0], p[1], p[2], p[3], p[4]).exists()]
     if a.only:
         todo = [p for p in todo if f"{p[0]}:{p[1]}:{p[2]}:{p[3]}" in a.only]
     logs = OUT_ROOT / "logs"
     logs.mkdir(parents=True, exist_ok=True)
 
     def launch(p):
-        env, method, model, seed = p
+        env, method, model, seed, tag, extra = p
         cmd = [sys.executable, str(HERE / "learning.py"), "run", "--env", env, "--method", method,
-               "--model", model, "--seed", str(seed), "--iterations", str(a.iterations)]
-        with open(logs / f"{env}-{method}-{model}-s{seed}.log", "w") as f:
+               "--model", model, "--seed", str(seed), *(["--tag", tag] if tag else []), *extra]
+        with open(logs / f"{env}-{run_name(method, model, seed, tag)}.log", "w") as f:
             rc = subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=f,
                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
         print(f"{'done' if rc == 0 else f'FAILED (rc {rc})'}: {' '.join(cmd[2:])}", flush=True)
@@ -245,6 +250,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     r.add_argument("--hidden-size", type=int, default=None, help="core width (default 64)")
     r.add_argument("--observation-only", action="store_true",
                    help="the policy sees the observation only (MAML 2017), not previous action/reward/done")
+    r.add_argument("--inner-steps", type=int, default=1, help="inner PG steps in meta-training (MAML: 1)")
     r.add_argument("--outer-optimizer", choices=["clipped", "trpo"], default=None)
     r.add_argument("--outer-lr", type=float, default=None)
     r.add_argument("--test-tasks", type=int, default=40, help="held-out test tasks (MAML: 40)")
@@ -265,7 +271,6 @@ def main(argv: list[str] | None = None) -> dict | None:
     r.add_argument("--out", default=None)
     s = sub.add_parser("suite", help="run the committed plan in parallel processes (skips finished runs)")
     s.add_argument("--jobs", type=int, default=2)
-    s.add_argument("--iterations", type=int, default=40)
     s.add_argument("--force", action="store_true", help="rerun finished runs")
     s.add_argument("--only", nargs="*", default=None, help="env:method:model:seed entries of the plan")
     e = sub.add_parser("evaluate", help="re-evaluate a finished run from its final weights")

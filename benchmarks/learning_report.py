@@ -87,15 +87,19 @@ def seed_aggregates(runs: list[dict]) -> list[tuple[str, str, str, list[float], 
             for k, v in groups.items() if len(v) > 1]
 
 
-def paired(d: dict) -> tuple[tuple[float, float], tuple[float, float]]:
-    """((mean, sem) of the standard-mode gain, (mean, sem) of hybrid - standard), both after the last step."""
+def paired(d: dict) -> tuple[tuple[float, float], tuple[float, float] | None]:
+    """((mean, sem) of the standard-mode gain, (mean, sem) of hybrid - standard or None without a hybrid
+    evaluation), both after the last step."""
     std = np.asarray(d["evaluation"]["standard"]["per_task"])  # (tasks, steps + 1)
-    hyb = np.asarray(d["evaluation"].get("hybrid", d["evaluation"]["standard"])["per_task"])
+    if "hybrid" not in d["evaluation"]:
+        hyb = None
+    else:
+        hyb = np.asarray(d["evaluation"]["hybrid"]["per_task"])
 
     def ms(x: np.ndarray) -> tuple[float, float]:
         return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
 
-    return ms(std[:, -1] - std[:, 0]), ms(hyb[:, -1] - std[:, -1])
+    return ms(std[:, -1] - std[:, 0]), (None if hyb is None else ms(hyb[:, -1] - std[:, -1]))
 
 
 def env_table(env: str, runs: list[dict]) -> str:
@@ -128,8 +132,15 @@ def env_table(env: str, runs: list[dict]) -> str:
               "|---|---|---|---|---|---|"]
     for d in runs:
         gain, diff = paired(d)
-        lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | {_cell(*gain)} | {_cell(*diff)} | "
+        lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | {_cell(*gain)} | "
+                     f"{'not evaluated' if diff is None else _cell(*diff)} | "
                      f"{d.get('train_cpu_s', '')} |")
+    lines += ["", "Median over the test tasks (standard adaptation; a few diverging tasks move the mean):", "",
+              "| method | policy | seed | " + " | ".join(f"{s} steps" for s in range(steps)) + " |",
+              "|" + "---|" * (3 + steps)]
+    for d in runs:
+        med = np.median(np.asarray(d["evaluation"]["standard"]["per_task"]), axis=0)
+        lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | " + " | ".join(f"{m:.1f}" for m in med) + " |")
     agg = seed_aggregates(runs)
     if agg:
         lines += ["", "Across seeds (mean of the per-seed means ± std over seeds):", "",
