@@ -66,8 +66,8 @@ def build_config(a: argparse.Namespace):
         meta=replace(cfg.meta, meta_batch_size=meta_batch, episodes_per_task=episodes, inner_lr=lr,
                      inner_steps=0 if a.method == "multitask" else a.inner_steps, outer_steps=a.outer_steps,
                      outer_lr=a.outer_lr or cfg.meta.outer_lr,
-                     outer_optimizer=a.outer_optimizer or cfg.meta.outer_optimizer),
-        adapt=replace(cfg.adapt, adapt_lr=lr, adapt_steps=a.adapt_steps,
+                     outer_optimizer=a.outer_optimizer or cfg.meta.outer_optimizer, baseline=a.baseline),
+        adapt=replace(cfg.adapt, adapt_lr=lr, adapt_steps=a.adapt_steps, baseline=a.baseline,
                       episodes_per_step=a.episodes or (cfg.adapt.episodes_per_step if a.preset else episodes)))
 
 
@@ -187,10 +187,11 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
     from ssm_metarl_ray.training.run import evaluate_modes
 
     name = run_name(a.method, a.model, a.seed, a.tag)
-    path = result_path(a.env, a.method, a.model, a.seed, a.tag)
-    data = json.loads(path.read_text())
+    data = json.loads(result_path(a.env, a.method, a.model, a.seed, a.tag).read_text())
+    path = result_path(a.env, a.method, a.model, a.seed, "-".join(x for x in (a.tag, a.out_tag) if x))
+    data["variant"] = " ".join(x for x in (data.get("variant", ""), a.out_tag) if x)
     cfg = ExperimentConfig.from_dict(data["config"])
-    cfg = replace(cfg, adapt=replace(cfg.adapt, episodes_per_step=a.episodes_per_step))
+    cfg = replace(cfg, adapt=replace(cfg.adapt, episodes_per_step=a.episodes_per_step, baseline=a.baseline))
     torch.set_num_threads(1)
     weights = torch.load(HERE.parent / "runs" / "learning" / a.env / f"{name}.pt", weights_only=True)
     _, test_tasks = task_splits(make_env(cfg.env), cfg.num_train_tasks, cfg.num_test_tasks, cfg.seed)
@@ -250,6 +251,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     r.add_argument("--hidden-size", type=int, default=None, help="core width (default 64)")
     r.add_argument("--observation-only", action="store_true",
                    help="the policy sees the observation only (MAML 2017), not previous action/reward/done")
+    r.add_argument("--baseline", choices=["fit", "lagged"], default="fit",
+                   help="advantages of inner and adaptation steps: baseline fitted on the same batch, or "
+                        "rllab's lagged one (fitted on the task's previous batch, 0 for the first)")
     r.add_argument("--inner-steps", type=int, default=1, help="inner PG steps in meta-training (MAML: 1)")
     r.add_argument("--outer-optimizer", choices=["clipped", "trpo"], default=None)
     r.add_argument("--outer-lr", type=float, default=None)
@@ -281,6 +285,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     e.add_argument("--tag", default="")
     e.add_argument("--episodes-per-step", type=int, required=True)
     e.add_argument("--modes", nargs="+", default=["standard"])
+    e.add_argument("--baseline", choices=["fit", "lagged"], default="fit",
+                   help="adaptation-step baseline: fitted on the step's batch, or rllab's lagged one")
+    e.add_argument("--out-tag", default="", help="write a new result file with this tag added (keeps the run's)")
     sub.add_parser("report", help="tables, CSV and plots from the result files")
     a = p.parse_args(argv)
     if a.command == "run":

@@ -18,6 +18,7 @@ OUTER_OPTIMIZERS = ("clipped", "trpo")
 # transformer keep 0.02 until measured.
 DEFAULT_INNER_LR = {"ssm": 0.02, "mlp": 0.1, "gru": 0.02, "lstm": 0.02, "transformer": 0.02}
 ADAPTATION_MODES = ("standard", "hybrid")
+BASELINES = ("fit", "lagged")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class MetaConfig:
     clip_eps: float = 0.2  # surrogate clipping range
     gamma: float = 0.99  # discount
     gae_lambda: float = 1.0  # GAE lambda (1.0 = Monte-Carlo returns minus baseline, as MAML)
+    baseline: str = "fit"  # inner-loop advantages: "fit" (linear baseline fitted on the same batch, ProMP)
+    #   or "lagged" (rllab/MAML 2017: predicted by the fit on the task's previous batch, 0 for the first)
     value_coef: float = 0.0  # weight of the value-head regression in the outer loss (0: advantages come
     #   from the linear baseline, the critic is not needed; > 0 trains only the critic head when detached)
     entropy_coef: float = 0.0  # entropy bonus in the outer loss
@@ -73,6 +76,8 @@ class AdaptConfig:
     adapt_lr_decay: float = 0.5  # step s uses adapt_lr * adapt_lr_decay**s (MAML 2017 halves later steps)
     episodes_per_step: int = 10  # fresh trajectories per adaptation step
     grad_clip: float = 10.0  # clip each adaptation gradient to this global norm
+    baseline: str = "fit"  # "fit": linear baseline fitted on the step's own trajectories (ProMP); "lagged":
+    #   predicted by the baseline fitted on the previous step's (rllab, MAML 2017's test; 0 at step 0)
     buffer_size: int = 100_000  # ExperienceBuffer capacity in transitions
     experience_batch_size: int = 16  # replay sequences per hybrid step
     experience_weight: float = 0.1  # weight of the replay loss in hybrid mode, in [0, 1]

@@ -52,3 +52,29 @@ def test_normalize_advantages_masked():
     a = normalize_advantages(r, m)
     assert abs(a[m > 0].mean()) < 1e-5 and abs(a[m > 0].std() - 1) < 1e-3
     assert np.all(a[m == 0] == 0)
+
+
+def test_lagged_baseline_predicts_with_the_previous_fit():
+    """rllab's order: a never-fitted baseline predicts 0 (advantages = normalised returns); the next batch's
+    advantages use the coefficients fitted on the previous batch, not on itself."""
+    from ssm_metarl_ray.algorithms.returns import fit_linear_baseline, predict_linear_baseline
+    from ssm_metarl_ray.rollout.worker import lagged_advantages
+    from ssm_metarl_ray.types import EpisodeBatch
+
+    rng = np.random.default_rng(0)
+
+    def batch():
+        K, T = 4, 6
+        z = lambda *s: np.zeros(s, np.float32)  # noqa: E731
+        return EpisodeBatch(inputs=z(K, T, 3), obs=rng.normal(size=(K, T, 2)).astype(np.float32),
+                            actions=z(K, T, 1), rewards=rng.normal(size=(K, T)).astype(np.float32),
+                            logp=z(K, T), dones=z(K, T), mask=np.ones((K, T), np.float32),
+                            advantages=z(K, T), returns=z(K, T))
+
+    b0, b1 = batch(), batch()
+    coef0 = lagged_advantages(b0, None, 0.99, 1.0)
+    np.testing.assert_allclose(b0.advantages, normalize_advantages(b0.returns, b0.mask), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(coef0, fit_linear_baseline(b0.obs, b0.returns, b0.mask))
+    lagged_advantages(b1, coef0, 0.99, 1.0)
+    expected = normalize_advantages(b1.returns - predict_linear_baseline(b1.obs, b1.mask, coef0), b1.mask)
+    np.testing.assert_allclose(b1.advantages, expected, rtol=1e-4, atol=1e-5)

@@ -17,6 +17,7 @@ from ssm_metarl_ray.algorithms.maml import Params, inner_loss, policy_params, sg
 from ssm_metarl_ray.config import AdaptConfig
 from ssm_metarl_ray.envs import Task
 from ssm_metarl_ray.models.policy import Policy
+from ssm_metarl_ray.rollout.worker import lagged_advantages
 from ssm_metarl_ray.types import EpisodeBatch
 
 
@@ -50,9 +51,11 @@ class StandardAdapter:
             params = policy_params(self.policy)
         params = {k: v.detach().clone() for k, v in params.items()}
         self.begin_task(task)
-        returns, steps = [], 0
+        returns, steps, coef = [], 0, None
         for s in range(self.cfg.adapt_steps + 1):
             batch = sampler.sample(task, self.cfg.episodes_per_step, params)
+            if self.cfg.baseline == "lagged":  # rllab: predict with the previous step's fit, then refit
+                coef = lagged_advantages(batch, coef, sampler.meta_cfg.gamma, sampler.meta_cfg.gae_lambda)
             returns.append(float(batch.episode_returns.mean()))
             steps += batch.num_steps
             if s < self.cfg.adapt_steps:

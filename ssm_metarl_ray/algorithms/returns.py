@@ -53,30 +53,47 @@ def gae_reference(rewards, values, mask, gamma, lam) -> np.ndarray:
     return adv
 
 
-def linear_baseline(obs: np.ndarray, returns: np.ndarray, mask: np.ndarray, reg: float = 1e-5) -> np.ndarray:
-    """Fit the MAML/ProMP linear feature baseline to ``returns`` and predict V; obs (K, T, D) -> (K, T).
+def baseline_features(obs: np.ndarray) -> np.ndarray:
+    """rllab's LinearFeatureBaseline features per step: obs (K, T, D) -> (K, T, 2D + 4).
 
-    Features per step: [obs, obs^2, t/100, (t/100)^2, (t/100)^3, 1] (rllab's LinearFeatureBaseline),
-    ridge-regularised least squares over the real (masked) steps of this batch.
+    [obs, obs^2, t/100, (t/100)^2, (t/100)^3, 1] with obs clipped to [-10, 10].
     """
     K, T, _ = obs.shape
     o = np.clip(obs, -10.0, 10.0).astype(np.float64)
     t = np.broadcast_to((np.arange(T, dtype=np.float64) / 100.0)[None, :, None], (K, T, 1))
-    feats = np.concatenate([o, o * o, t, t**2, t**3, np.ones_like(t)], axis=-1)  # (K, T, F)
+    return np.concatenate([o, o * o, t, t**2, t**3, np.ones_like(t)], axis=-1)
+
+
+def fit_linear_baseline(obs: np.ndarray, returns: np.ndarray, mask: np.ndarray, reg: float = 1e-5) -> np.ndarray:
+    """Ridge least-squares coefficients (F,) of the linear feature baseline over the real (masked) steps."""
+    feats = baseline_features(obs)  # (K, T, F)
     m = mask.astype(bool)
     X, y = feats[m], returns[m].astype(np.float64)  # (N, F), (N,)
     eye = np.eye(X.shape[1])
-    coef = None
     for scale in (1.0, 10.0, 100.0, 1e3, 1e4):  # increase regularisation until solvable
         try:
             coef = np.linalg.solve(X.T @ X + reg * scale * eye, X.T @ y)
-            if np.all(np.isfinite(coef)):
-                break
         except np.linalg.LinAlgError:
             continue
-    if coef is None or not np.all(np.isfinite(coef)):
-        coef = np.zeros(X.shape[1])
-    return (feats @ coef).astype(np.float32) * mask
+        if np.all(np.isfinite(coef)):
+            return coef
+    return np.zeros(X.shape[1])
+
+
+def predict_linear_baseline(obs: np.ndarray, mask: np.ndarray, coef: np.ndarray | None) -> np.ndarray:
+    """V (K, T) from coefficients of :func:`fit_linear_baseline`; None (never fitted) predicts 0."""
+    if coef is None:
+        return np.zeros(mask.shape, np.float32)
+    return (baseline_features(obs) @ coef).astype(np.float32) * mask
+
+
+def linear_baseline(obs: np.ndarray, returns: np.ndarray, mask: np.ndarray, reg: float = 1e-5) -> np.ndarray:
+    """Fit the MAML/ProMP linear feature baseline to ``returns`` and predict V; obs (K, T, D) -> (K, T).
+
+    The same batch is fitted and predicted (ProMP, pytorch-maml-rl). rllab (MAML 2017) predicts with the
+    baseline fitted on the *previous* batch: :func:`fit_linear_baseline` + :func:`predict_linear_baseline`.
+    """
+    return predict_linear_baseline(obs, mask, fit_linear_baseline(obs, returns, mask, reg))
 
 
 def normalize_advantages(adv: np.ndarray, mask: np.ndarray, eps: float = 1e-8) -> np.ndarray:

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ssm_metarl_ray.algorithms.maml import Params, inner_update, policy_params
-from ssm_metarl_ray.algorithms.returns import discounted_returns, gae, linear_baseline, normalize_advantages
+from ssm_metarl_ray.algorithms.returns import (discounted_returns, fit_linear_baseline, gae, linear_baseline,
+                                               normalize_advantages, predict_linear_baseline)
 from ssm_metarl_ray.config import MetaConfig, ModelConfig
 from ssm_metarl_ray.envs import Task, make_env
 from ssm_metarl_ray.models.base import make_policy_inputs
@@ -44,13 +45,24 @@ class EnvSpec:
         return Policy(self.obs_dim, self.act_dim, self.discrete, cfg)
 
 
-def process_episodes(batch: EpisodeBatch, gamma: float, lam: float) -> EpisodeBatch:
-    """Fill returns and normalised GAE advantages (linear feature baseline fitted on this batch)."""
+def process_episodes(batch: EpisodeBatch, gamma: float, lam: float,
+                     values: np.ndarray | None = None) -> EpisodeBatch:
+    """Fill returns and normalised GAE advantages; ``values`` (K, T): the baseline's predictions
+    (default: the linear feature baseline fitted on this batch)."""
     batch.returns = discounted_returns(batch.rewards, batch.mask, gamma).astype(np.float32)
-    values = linear_baseline(batch.obs, batch.returns, batch.mask)
+    if values is None:
+        values = linear_baseline(batch.obs, batch.returns, batch.mask)
     adv = gae(batch.rewards, values, batch.mask, gamma, lam)
     batch.advantages = normalize_advantages(adv, batch.mask).astype(np.float32)
     return batch
+
+
+def lagged_advantages(batch: EpisodeBatch, coef: np.ndarray | None, gamma: float, lam: float) -> np.ndarray:
+    """rllab's order (MAML 2017): recompute ``batch``'s advantages with the linear baseline fitted on the
+    *previous* batch of this task (``coef``; None: never fitted, predicts 0), then fit it on ``batch``;
+    returns the new coefficients for the next batch."""
+    process_episodes(batch, gamma, lam, predict_linear_baseline(batch.obs, batch.mask, coef))
+    return fit_linear_baseline(batch.obs, batch.returns, batch.mask)
 
 
 def sample_action(dist_params: torch.Tensor, discrete: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,15 +182,20 @@ class RolloutWorker:
     def _adapt_and_sample(self, task: Task, first: EpisodeBatch) -> TaskBatch:
         cfg = self.meta_cfg
         params = {k: v.detach() for k, v in policy_params(self.policy).items()}
-        pre, ep = [], first
+        pre, ep, coef = [], first, None
         for i in range(cfg.inner_steps):
             if i > 0:
                 ep = self.sample(task, cfg.episodes_per_task, params)
+            if cfg.baseline == "lagged":
+                coef = lagged_advantages(ep, coef, cfg.gamma, cfg.gae_lambda)
             pre.append(ep)
             params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
             params = inner_update(self.policy, params, ep.to_torch(), cfg.inner_lr, create_graph=False)
             params = {k: v.detach() for k, v in params.items()}
-        return TaskBatch(task.index, pre, self.sample(task, cfg.episodes_per_task, params))
+        post = self.sample(task, cfg.episodes_per_task, params)
+        if cfg.baseline == "lagged":
+            lagged_advantages(post, coef, cfg.gamma, cfg.gae_lambda)
+        return TaskBatch(task.index, pre, post)
 
     def sample_task(self, task: Task) -> TaskBatch:
         """Pre-adaptation data, local inner update(s), post-adaptation data for one task."""
