@@ -170,6 +170,8 @@ PLAN = [
     ("navigation-2d", "maml", "mlp", 0, "relu100", [*NAV, "--activation", "relu", "--hidden-size", "100"]),
     ("navigation-2d", "maml", "mlp", 0, "obs", [*NAV, "--observation-only"]),
     ("navigation-2d", "maml", "mlp", 0, "inner2", [*NAV, "--inner-steps", "2", "--iterations", "66"]),
+    ("navigation-2d", "maml", "mlp", 0, "lagged", [*NAV, "--baseline", "lagged"]),
+    ("navigation-2d", "random", "mlp", 0, "", NAV),
     ("halfcheetah-dir", "maml", "mlp", 0, "", ["--preset", "maml2017", "--modes", "standard",
                                                "--checkpoint-every", "1", "--resume"]),
 ]
