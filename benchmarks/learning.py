@@ -42,7 +42,7 @@ LR = {"mlp": 0.1, "ssm": 0.02, "gru": 0.02, "lstm": 0.02, "transformer": 0.02}
 
 
 def build_config(a: argparse.Namespace):
-    from ssm_metarl_ray.config import AdaptConfig, ExperimentConfig, MetaConfig, ModelConfig
+    from ssm_metarl_ray.config import ExperimentConfig, ModelConfig
 
     from dataclasses import replace
 

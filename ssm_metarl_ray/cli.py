@@ -7,10 +7,8 @@ is written before the arguments have been validated.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 

@@ -251,7 +251,7 @@ class MetaLearner:
         health = [self._health(params, t, adapt(policy, params, t.pre, cfg.inner_lr, create_graph=False))
                   for t in tasks]
         grads = group_norms(dict(zip(names, unflat(g.detach(), plist))))
-        del grad_kl, loss, kl
+        grad_kl = loss = kl = None  # free the graphs before the line search
         theta0 = flat([p.detach() for p in plist]).clone()
         loss0 = float(trpo_objective(policy, params, tasks, cfg, old, create_graph=False)[0].detach())
 
