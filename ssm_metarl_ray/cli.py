@@ -12,7 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ssm_metarl_ray.config import (ADAPTATION_MODES, DEFAULT_INNER_LR, MODELS, OUTER_OPTIMIZERS, AdaptConfig,
+from ssm_metarl_ray.config import (ADAPTATION_MODES, BASELINES, DEFAULT_INNER_LR, MODELS, OUTER_OPTIMIZERS, AdaptConfig,
                                    ExperimentConfig, MetaConfig, ModelConfig)
 
 
@@ -50,6 +50,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                         "Adam; trpo: MAML 2017's natural-gradient step in a KL trust region)")
     p.add_argument("--max-kl", dest="trpo_max_kl", type=float, default=m.trpo_max_kl,
                    help="TRPO trust region (mean KL of the adapted policies)")
+    p.add_argument("--baseline", default="fit",
+                   help="advantage baseline of inner and adaptation steps: fit (linear baseline fitted on the same "
+                        "batch, ProMP) or lagged (fitted on the task's previous batch, 0 at first: rllab/MAML 2017)")
     p.add_argument("--value-coef", type=float, default=m.value_coef,
                    help="weight of the critic's value regression (the critic never moves the core)")
     p.add_argument("--head-init-gain", type=float, default=mo.head_init_gain,
@@ -146,6 +149,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         _check(math.isfinite(v) and v > 0, f"{flag} must be a finite number > 0, got {v}")
     _check(math.isfinite(args.value_coef) and args.value_coef >= 0,
            f"--value-coef must be a finite number >= 0, got {args.value_coef}")
+    _check(args.baseline in BASELINES, f"unknown --baseline {args.baseline!r}; allowed: {', '.join(BASELINES)}")
     _check(args.outer_optimizer in OUTER_OPTIMIZERS,
            f"unknown --outer-optimizer {args.outer_optimizer!r}; allowed: {', '.join(OUTER_OPTIMIZERS)}")
     _check(args.adapt_lr is None or args.adapt_lr > 0, f"--adapt-lr must be > 0, got {args.adapt_lr}")
@@ -154,12 +158,13 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     meta = replace(MetaConfig(), meta_batch_size=args.meta_batch_size, episodes_per_task=args.episodes_per_task,
                    inner_lr=args.inner_lr, inner_steps=args.inner_steps, outer_lr=args.outer_lr,
                    outer_steps=args.outer_steps, first_order=args.first_order,
-                   outer_optimizer=args.outer_optimizer, trpo_max_kl=args.trpo_max_kl, value_coef=args.value_coef)
+                   outer_optimizer=args.outer_optimizer, trpo_max_kl=args.trpo_max_kl, value_coef=args.value_coef,
+                   baseline=args.baseline)
     adapt = replace(AdaptConfig(), adaptation_mode=args.adaptation_mode or "standard",
                     adapt_lr=args.adapt_lr if args.adapt_lr is not None else args.inner_lr,
                     adapt_steps=args.adapt_steps,
                     episodes_per_step=args.episodes_per_step or args.episodes_per_task,
-                    grad_clip=args.grad_clip, buffer_size=args.buffer_size,
+                    grad_clip=args.grad_clip, buffer_size=args.buffer_size, baseline=args.baseline,
                     experience_batch_size=args.experience_batch_size, experience_weight=args.experience_weight)
     return ExperimentConfig(env=args.env, iterations=args.iterations, num_train_tasks=args.num_train_tasks,
                             num_test_tasks=args.num_test_tasks, seed=args.seed,

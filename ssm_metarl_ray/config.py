@@ -120,5 +120,5 @@ class ExperimentConfig:
         return cls(**kwargs)
 
 
-__all__ = ["ModelConfig", "MetaConfig", "AdaptConfig", "ExperimentConfig", "MODELS", "ADAPTATION_MODES", "OUTER_OPTIMIZERS", "DEFAULT_INNER_LR",
+__all__ = ["ModelConfig", "MetaConfig", "AdaptConfig", "ExperimentConfig", "MODELS", "ADAPTATION_MODES", "BASELINES", "OUTER_OPTIMIZERS", "DEFAULT_INNER_LR",
            "replace"]

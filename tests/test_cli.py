@@ -58,6 +58,7 @@ def test_original_flag_spellings(tmp_path):
     (["train", "--preset", "maml2018"], "'maml2018'"),
     (["train", "--env", "ant-goal", "--preset", "maml2017"], "ant-goal"),
     (["train", "--value-coef", "-1"], "--value-coef"),
+    (["train", "--baseline", "zero"], "'zero'"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, args, needle):
     out = tmp_path / "never"
