@@ -251,9 +251,9 @@ class MetaLearner:
         health = [self._health(params, t, adapt(policy, params, t.pre, cfg.inner_lr, create_graph=False))
                   for t in tasks]
         grads = group_norms(dict(zip(names, unflat(g.detach(), plist))))
+        loss0 = float(loss.detach())  # the surrogate at theta (the same value however it was built)
         grad_kl = loss = kl = None  # free the graphs before the line search
         theta0 = flat([p.detach() for p in plist]).clone()
-        loss0 = float(trpo_objective(policy, params, tasks, cfg, old, create_graph=False)[0].detach())
 
         def evaluate(fraction: float) -> tuple[float, float]:
             self._set_flat(plist, theta0 + fraction * step)
