@@ -54,11 +54,15 @@ class Policy(nn.Module):
         return self.core.initial_state(batch_size)
 
     def step(self, inputs_t: Tensor, state: State, done_t: Tensor) -> tuple[PolicyOutput, State]:
-        y, state = self.core.step(inputs_t[..., :self.core_input_dim], state, done_t)  # (B, H)
+        if self.cfg.observation_only:
+            inputs_t = inputs_t[..., :self.core_input_dim]
+        y, state = self.core.step(inputs_t, state, done_t)  # (B, H)
         return self._heads(y), state
 
     def forward_sequence(self, inputs: Tensor, state: State, dones: Tensor) -> tuple[PolicyOutput, State]:
-        y, state = self.core.forward_sequence(inputs[..., :self.core_input_dim], state, dones)  # (B, T, H)
+        if self.cfg.observation_only:
+            inputs = inputs[..., :self.core_input_dim]
+        y, state = self.core.forward_sequence(inputs, state, dones)  # (B, T, H)
         return self._heads(y), state
 
     def forward(self, inputs: Tensor, state: State, dones: Tensor) -> tuple[PolicyOutput, State]:
