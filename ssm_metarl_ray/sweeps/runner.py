@@ -126,6 +126,7 @@ def _check_cluster(spec: SweepSpec, owns_ray: bool, storage: str, is_local: bool
 def _make_tuner(spec: SweepSpec, storage: str, exp_path: str, resume: bool, verbose: int):
     from ray import tune
 
+    from ssm_metarl_ray.sweeps.callbacks import CheckpointLog
     from ssm_metarl_ray.sweeps.trainable import sweep_trial, trial_dirname, trial_resources
 
     trainable = tune.with_resources(sweep_trial, trial_resources)
@@ -140,6 +141,7 @@ def _make_tuner(spec: SweepSpec, storage: str, exp_path: str, resume: bool, verb
                                     max_concurrent_trials=spec.max_concurrent_trials,
                                     time_budget_s=spec.time_budget_s, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=spec.name, storage_path=storage, verbose=verbose,
+                                  callbacks=[CheckpointLog()],
                                   failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
 
