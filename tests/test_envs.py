@@ -411,6 +411,47 @@ def test_ant_goal_tasks_in_disc():
     assert abs(np.mean(r <= 1.5) - 0.25) < 0.04  # uniform in area: P(r <= R/2) = 1/4
 
 
+def _saved_model(model) -> bytes:
+    """The model as MuJoCo's binary ``.mjb`` bytes: every array, option and statistic of it."""
+    import mujoco
+
+    buf = np.zeros(mujoco.mj_sizeModel(model), np.uint8)
+    mujoco.mj_saveModel(model, None, buf)
+    return buf.tobytes()
+
+
+@pytest.mark.mujoco
+@pytest.mark.parametrize("xml", ["half_cheetah.xml", "ant.xml"])
+def test_load_model_is_byte_identical_to_gymnasiums_compile(xml):
+    """half_cheetah.xml's deprecated settotalmass, applied after compiling, gives the compiler's model."""
+    from pathlib import Path
+
+    import mujoco
+    from gymnasium.envs.mujoco.mujoco_env import expand_model_path
+
+    from ssm_metarl_ray.envs._mujoco import load_model
+
+    path = expand_model_path(xml)
+    assert ("settotalmass" in Path(path).read_text()) == (xml == "half_cheetah.xml")
+    assert _saved_model(load_model(path)) == _saved_model(mujoco.MjModel.from_xml_path(path))
+
+
+@pytest.mark.mujoco
+def test_building_mujoco_envs_prints_the_settotalmass_warning_at_most_once():
+    """MuJoCo 4 writes a settotalmass deprecation warning to fd 2 at every compile of half_cheetah.xml;
+    a subprocess's captured stderr holds everything the C library wrote."""
+    import subprocess
+    import sys
+
+    code = ("from ssm_metarl_ray.envs import make_env\n"
+            "for name in ['halfcheetah-dir', 'halfcheetah-vel', 'ant-dir', 'halfcheetah-dir', 'ant-goal']:\n"
+            "    make_env(name).reset(seed=0)\n")
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("settotalmass") <= 1, r.stderr
+
+
 def test_navigation_import_does_not_need_mujoco():
     import subprocess
     import sys

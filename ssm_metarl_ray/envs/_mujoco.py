@@ -12,7 +12,10 @@
 * actions clipped to the action space before simulation and before the control cost;
 * float32 observations; its own horizon (``truncated=True`` at step ``horizon``, no TimeLimit needed);
 * ``reset(options={"task": task})``; pickling (EzPickle) that keeps the constructor args and the
-  current task (the simulator state is not kept: reset after unpickling).
+  current task (the simulator state is not kept: reset after unpickling);
+* the model compiled by :func:`load_model`: gymnasium's XML, with a deprecated
+  ``<compiler settotalmass>`` (HalfCheetah's) applied after compilation, so MuJoCo 4 prints no
+  deprecation warning per env, and the compiled model is byte-identical to gymnasium's.
 
 Subclasses define ``family``, ``task_params``, ``sample_tasks``, ``_apply_task(task)`` and
 ``_reward(action) -> (reward, terminated, info)``.
@@ -20,6 +23,7 @@ Subclasses define ``family``, ``task_params``, ``sample_tasks``, ``_apply_task(t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import mujoco
@@ -27,6 +31,62 @@ import numpy as np
 from gymnasium import spaces, utils
 
 from ssm_metarl_ray.envs.base import MetaEnv, Task
+
+
+def load_model(path: str) -> mujoco.MjModel:
+    """The MjModel of the MJCF file ``path``, as ``MjModel.from_xml_path(path)`` compiles it.
+
+    A ``<compiler settotalmass="M">`` (gymnasium's half_cheetah.xml: M = 14) is deprecated in MuJoCo 4,
+    whose compiler prints a two-line warning to fd 2 at every compile. Here the file is compiled
+    without it, then ``mj_setTotalmass`` scales masses and inertias to ``M``, ``mj_setConst`` recomputes
+    the derived constants, and :func:`_set_mass_statistics` the two statistics the compiler derives
+    from the masses: the result is byte-identical to the compiler's (``tests/test_envs.py`` compares
+    the saved models), so the physics is unchanged. Files without the attribute, and MuJoCo without
+    ``MjSpec`` (< 3.2), are compiled as they are.
+    """
+    if not hasattr(mujoco, "MjSpec"):
+        return mujoco.MjModel.from_xml_path(path)
+    spec = mujoco.MjSpec.from_file(path)
+    total = float(getattr(spec.compiler, "settotalmass", -1.0))
+    if total <= 0:
+        return mujoco.MjModel.from_xml_path(path)
+    spec.compiler.settotalmass = -1.0
+    model = spec.compile()
+    data = mujoco.MjData(model)
+    mujoco.mj_setTotalmass(model, total)
+    mujoco.mj_setConst(model, data)
+    _set_mass_statistics(model, data, keep_meanmass=not math.isnan(spec.stat.meanmass),
+                         keep_meaninertia=not math.isnan(spec.stat.meaninertia))
+    return model
+
+
+def _set_mass_statistics(model: mujoco.MjModel, data: mujoco.MjData, keep_meanmass: bool = False,
+                         keep_meaninertia: bool = False) -> None:
+    """``model.stat.meanmass`` / ``meaninertia`` as MuJoCo's compiler computes them, which MuJoCo 4's
+    ``mj_setConst`` leaves at the unscaled model's values: the mean body mass (world excluded) and the
+    mean diagonal of the joint-space inertia at ``qpos0``. ``keep_*``: set in the XML, not derived.
+
+    ``meaninertia`` scales the constraint solver's tolerance, so it has to match for identical physics.
+    """
+    if not keep_meanmass and model.nbody > 1:
+        mean = 0.0
+        for i in range(1, model.nbody):  # the compiler's summation order: bit-identical result
+            mean += model.body_mass[i]
+        model.stat.meanmass = mean / (model.nbody - 1)
+    if not keep_meaninertia and model.nv > 0:
+        mean = 0.0
+        for m_ii in _inertia_diagonal(model, data):  # the compiler's summation order
+            mean += m_ii
+        model.stat.meaninertia = mean / model.nv
+
+
+def _inertia_diagonal(model: mujoco.MjModel, data: mujoco.MjData) -> list[float]:
+    """Diagonal of the joint-space inertia matrix at ``qpos0`` (``data`` is overwritten)."""
+    data.qpos[:] = model.qpos0
+    mujoco.mj_forward(model, data)
+    if hasattr(model, "M_rowadr"):  # newer MuJoCo: CSR matrix data.M, diagonal last in each row
+        return [float(data.M[model.M_rowadr[i] + model.M_rownnz[i] - 1]) for i in range(model.nv)]
+    return [float(data.qM[model.dof_Madr[i]]) for i in range(model.nv)]
 
 
 class MujocoMetaMixin(MetaEnv):
@@ -61,6 +121,13 @@ class MujocoMetaMixin(MetaEnv):
         raise NotImplementedError
 
     # ---------------------------------------------------------------- physics
+    def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:  # overrides gymnasium's
+        """Model and data as gymnasium's ``MujocoEnv`` builds them, compiled by :func:`load_model`."""
+        model = load_model(self.fullpath)
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        return model, mujoco.MjData(model)
+
     def _post_step_physics(self) -> None:
         m, d = self.model, self.data
         mujoco.mj_forward(m, d)

@@ -1,7 +1,9 @@
 """What ``ssm-metarl train`` and ``evaluate`` do: meta-train, checkpoint, evaluate, write outputs.
 
 Outputs in ``output_dir``: ``checkpoint/`` (config + weights + learner state + buffer), ``metrics.json``
-(training history and held-out evaluation), ``adaptation.png`` (return vs adaptation steps).
+(training history and held-out evaluation), ``adaptation.png`` (return vs adaptation steps), and from
+training, one row / step per meta-iteration: ``progress.csv`` and TensorBoard ``events.out.tfevents.*``
+(:mod:`ssm_metarl_ray.training.tracking`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ssm_metarl_ray.replay.buffer import ExperienceBuffer
 from ssm_metarl_ray.training.evaluate import Evaluator, format_table, plot_results, summarize
 from ssm_metarl_ray.training.meta_train import (LocalSampler, TrainState, add_to_buffer, build_state,
                                                 meta_train)
+from ssm_metarl_ray.training.tracking import PROGRESS, RunTracker
 from ssm_metarl_ray.utils.checkpoint import (BUFFER, LEARNER, CheckpointError, load_state, load_tensors,
                                              save_checkpoint)
 
@@ -112,7 +115,7 @@ def run_training(cfg: ExperimentConfig, out: Path, modes: list[str], verbose: bo
               f"({len(state.train_tasks)} train / {len(state.test_tasks)} held-out tasks)"
               + (f", resuming after iteration {state.iteration}" if resume is not None else ""),
               file=sys.stderr)
-    session = None
+    session, tracker = None, RunTracker(out, state.history)  # writes nothing before the first iteration
     if sampler is None and runtime is not None and runtime.use_ray:
         from ssm_metarl_ray.runtime.session import RaySession
 
@@ -127,6 +130,7 @@ def run_training(cfg: ExperimentConfig, out: Path, modes: list[str], verbose: bo
         every = runtime.checkpoint_every if runtime is not None else 0
 
         def on_iteration(st: TrainState, m: dict) -> None:
+            tracker.write(st.iteration, m)
             if verbose:
                 _progress(st, m)
             if every and st.iteration % every == 0 and st.iteration < cfg.iterations:
@@ -147,12 +151,13 @@ def run_training(cfg: ExperimentConfig, out: Path, modes: list[str], verbose: bo
         else:
             results = evaluate_modes(cfg, weights, state.test_tasks, state.buffer, modes, version)
     finally:
+        tracker.close()
         if session is not None:
             session.close()
     eval_s = time.perf_counter() - t0 - train_s
     write_outputs(out, cfg, results, state.history,
                   {"env_steps": state.env_steps, "train_seconds": train_s, "eval_seconds": eval_s})
-    _report(cfg, results, out)
+    _report(cfg, results, out, tracked=tracker.opened)
     return results
 
 
@@ -176,11 +181,12 @@ def run_evaluation(cfg: ExperimentConfig, weights: dict, ckpt: Path, out: Path, 
     return results
 
 
-def _report(cfg: ExperimentConfig, results: dict, out: Path) -> None:
+def _report(cfg: ExperimentConfig, results: dict, out: Path, tracked: bool = False) -> None:
     print(f"\nHeld-out return ({cfg.env}, {cfg.model.kind}, {cfg.num_test_tasks} tasks, mean ± s.e.m.) "
           f"by adaptation step:")
     print(format_table(results))
     for mode, r in results.items():
         gain = r["mean"][-1] - r["mean"][0]
         print(f"{mode}: {len(r['mean']) - 1} adaptation steps change the return by {gain:+.2f}")
-    print(f"wrote {out / 'checkpoint'}, {out / 'metrics.json'}, {out / 'adaptation.png'}")
+    print(f"wrote {out / 'checkpoint'}, {out / 'metrics.json'}, {out / 'adaptation.png'}"
+          + (f", {out / PROGRESS} and TensorBoard events (tensorboard --logdir {out})" if tracked else ""))
