@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from ssm_metarl_ray.config import (ADAPTATION_MODES, BASELINES, DEFAULT_INNER_LR, MODELS, OUTER_OPTIMIZERS, AdaptConfig,
+from ssm_metarl_ray.config import (ADAPTATION_MODES, DEFAULT_INNER_LR, MODELS, OUTER_OPTIMIZERS, AdaptConfig,
+                                   ConfigError,
                                    ExperimentConfig, MetaConfig, ModelConfig)
 
 
@@ -120,39 +122,38 @@ def _check(cond: bool, msg: str) -> None:
         raise UsageError(msg)
 
 
-def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    from ssm_metarl_ray.envs import env_names
+# config fields whose flag is not ``--<last part of the field, dashed>``
+_FLAG_OF = {"meta.trpo_max_kl": "--max-kl", "num_threads": "--threads", "model.kind": "--model"}
 
+
+def flag_of(field: str) -> str:
+    """The train flag that sets the dotted config ``field``."""
+    return _FLAG_OF.get(field, "--" + field.rsplit(".", 1)[-1].replace("_", "-"))
+
+
+def validated(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg.validate()`` (the config's one rule table), its error worded with the flag's name."""
+    try:
+        return cfg.validate()
+    except ConfigError as e:
+        msg = str(e)
+        raise UsageError(msg.replace(e.field, flag_of(e.field), 1) if e.field else msg) from None
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The ExperimentConfig the train flags describe, validated (:func:`validated`); ``UsageError``
+    otherwise. Only what the config cannot check itself is checked here (flags with "unset" values)."""
     if args.iterations is None:
         args.iterations = ExperimentConfig().iterations
-    _check(args.env in env_names(), f"unknown --env {args.env!r}; allowed: {', '.join(env_names())}")
     _check(args.model in MODELS, f"unknown --model {args.model!r}; allowed: {', '.join(MODELS)}")
     _check(args.adaptation_mode in (None, *ADAPTATION_MODES),
            f"unknown --adaptation-mode {args.adaptation_mode!r}; allowed: {', '.join(ADAPTATION_MODES)}")
     _check(args.episodes_per_step is None or args.episodes_per_step > 0,
            f"--episodes-per-step must be a positive integer, got {args.episodes_per_step}")
-    for name in ("iterations", "meta_batch_size", "episodes_per_task", "hidden_size", "num_layers", "state_size",
-                 "buffer_size", "experience_batch_size", "num_train_tasks", "num_test_tasks"):
-        v = getattr(args, name)
-        _check(v > 0, f"--{name.replace('_', '-')} must be a positive integer, got {v}")
-    for name in ("inner_steps", "adapt_steps", "threads"):
-        v = getattr(args, name)
-        _check(v >= 0, f"--{name.replace('_', '-')} must be >= 0, got {v}")
-    _check(args.outer_steps > 0, f"--outer-steps must be a positive integer, got {args.outer_steps}")
-    _check(0.0 <= args.experience_weight <= 1.0,
-           f"--experience-weight must be in [0, 1], got {args.experience_weight}")
+    _check(args.adapt_lr is None or (math.isfinite(args.adapt_lr) and args.adapt_lr > 0),
+           f"--adapt-lr must be a finite number > 0, got {args.adapt_lr}")
     if args.inner_lr is None:
         args.inner_lr = DEFAULT_INNER_LR[args.model]
-    for name in ("inner_lr", "outer_lr", "grad_clip", "trpo_max_kl", "head_init_gain"):
-        v = getattr(args, name)
-        flag = "--max-kl" if name == "trpo_max_kl" else f"--{name.replace('_', '-')}"
-        _check(math.isfinite(v) and v > 0, f"{flag} must be a finite number > 0, got {v}")
-    _check(math.isfinite(args.value_coef) and args.value_coef >= 0,
-           f"--value-coef must be a finite number >= 0, got {args.value_coef}")
-    _check(args.baseline in BASELINES, f"unknown --baseline {args.baseline!r}; allowed: {', '.join(BASELINES)}")
-    _check(args.outer_optimizer in OUTER_OPTIMIZERS,
-           f"unknown --outer-optimizer {args.outer_optimizer!r}; allowed: {', '.join(OUTER_OPTIMIZERS)}")
-    _check(args.adapt_lr is None or args.adapt_lr > 0, f"--adapt-lr must be > 0, got {args.adapt_lr}")
     model = ModelConfig(kind=args.model, hidden_size=args.hidden_size, num_layers=args.num_layers,
                         state_size=args.state_size, head_init_gain=args.head_init_gain)
     meta = replace(MetaConfig(), meta_batch_size=args.meta_batch_size, episodes_per_task=args.episodes_per_task,
@@ -166,10 +167,10 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
                     episodes_per_step=args.episodes_per_step or args.episodes_per_task,
                     grad_clip=args.grad_clip, buffer_size=args.buffer_size, baseline=args.baseline,
                     experience_batch_size=args.experience_batch_size, experience_weight=args.experience_weight)
-    return ExperimentConfig(env=args.env, iterations=args.iterations, num_train_tasks=args.num_train_tasks,
-                            num_test_tasks=args.num_test_tasks, seed=args.seed,
-                            output_dir=args.output_dir or ExperimentConfig().output_dir,
-                            num_threads=args.threads, model=model, meta=meta, adapt=adapt)
+    return validated(ExperimentConfig(env=args.env, iterations=args.iterations,
+                                      num_train_tasks=args.num_train_tasks, num_test_tasks=args.num_test_tasks,
+                                      seed=args.seed, output_dir=args.output_dir or ExperimentConfig().output_dir,
+                                      num_threads=args.threads, model=model, meta=meta, adapt=adapt))
 
 
 def runtime_from_args(args: argparse.Namespace):
@@ -197,9 +198,48 @@ def _resume_dir(path: str) -> Path:
 
 
 def _check_output_dir(path: str) -> Path:
+    """``path`` as the run's output directory, after probing that it can be created and written to: a
+    probe file is written and removed, and so are the directories the probe created (whatever writes
+    outputs later creates them again), so a run refused afterwards leaves nothing behind."""
     out = Path(path)
     _check(not out.exists() or out.is_dir(), f"--output-dir {path!r} exists and is not a directory")
+    missing = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-probe-"):
+            pass
+    except OSError as e:
+        raise UsageError(f"--output-dir {path!r} is not writable ({e.strerror or type(e).__name__})") from None
+    finally:
+        for p in missing:
+            try:
+                p.rmdir()
+            except OSError:
+                pass
     return out
+
+
+def _check_memory(cfg: ExperimentConfig, address: str | None = None) -> None:
+    """Refuse sizes that cannot fit (estimate: utils/resources.py) on this machine; when attaching to a
+    cluster the big parts run elsewhere, so only a local run is checked."""
+    import os
+
+    from ssm_metarl_ray.utils.resources import available_bytes, env_dims, memory_problem
+
+    if address or os.environ.get("RAY_ADDRESS"):
+        return
+    problem = memory_problem(cfg, env_dims(cfg.env), available_bytes())
+    _check(problem is None, problem or "")
+
+
+def _check_resumable(ckpt: Path) -> None:
+    """Everything ``--resume`` reads, read once up front: learner state, counters, buffer (a bad file is a
+    ``CheckpointError`` before any work starts, not a traceback after the Ray cluster is up)."""
+    from ssm_metarl_ray.utils.checkpoint import LEARNER, load_buffer, load_state, load_tensors
+
+    load_tensors(ckpt, LEARNER)
+    load_state(ckpt)
+    load_buffer(ckpt)
 
 
 def cmd_envs() -> int:
@@ -222,9 +262,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                f"--iterations must be a positive integer, got {args.iterations}")
         cfg = replace(cfg, output_dir=args.output_dir or str(resume.parent),
                       iterations=args.iterations or cfg.iterations)
+        _check_resumable(resume)
     else:
         cfg = config_from_args(args)
-    out = _check_output_dir(cfg.output_dir)
+    _check_memory(cfg, rt.address)
+    out = _check_output_dir(cfg.output_dir)  # last: it creates the directory
     modes = [args.adaptation_mode] if args.adaptation_mode else list(ADAPTATION_MODES)
     if rt.num_workers is None and not _ray_available():
         rt = replace(rt, num_workers=0)
@@ -253,9 +295,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     weights = load_tensors(ckpt)
     if args.num_test_tasks:
         cfg = replace(cfg, num_test_tasks=args.num_test_tasks)
+    _check_memory(cfg)
     out = _check_output_dir(args.output_dir or str(ckpt.parent / "evaluation"))
     modes = [args.adaptation_mode] if args.adaptation_mode else list(ADAPTATION_MODES)
-    run_evaluation(cfg, weights, ckpt, out, modes)
+    run_evaluation(cfg, weights, ckpt, out, modes)  # checks buffer and weights before writing anything
     return 0
 
 

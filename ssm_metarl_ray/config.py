@@ -1,11 +1,14 @@
 """Typed configuration: one frozen dataclass per concern, grouped in :class:`ExperimentConfig`.
 
 Every field has a comment saying what it controls; the CLI maps its flags onto these fields and
-checkpoints store ``asdict(config)`` (plain JSON, never pickle).
+checkpoints store ``asdict(config)`` (plain JSON, never pickle). The value rules of every field (type,
+range, choices) live in one table below (:func:`check_field`); the CLI, the sweep YAML and loaded
+checkpoints all go through it (:meth:`ExperimentConfig.validate`, :meth:`ExperimentConfig.from_dict`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -19,6 +22,88 @@ OUTER_OPTIMIZERS = ("clipped", "trpo")
 DEFAULT_INNER_LR = {"ssm": 0.02, "mlp": 0.1, "gru": 0.02, "lstm": 0.02, "transformer": 0.02}
 ADAPTATION_MODES = ("standard", "hybrid")
 BASELINES = ("fit", "lagged")
+ACTIVATIONS = ("tanh", "relu")
+
+
+class ConfigError(ValueError):
+    """A config value of the wrong type or out of range; the message is one line naming the field (dotted),
+    the value and what is allowed. ``field``: that dotted name, when one field is at fault."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+# ---- value rules of the ExperimentConfig fields (dotted names): the one table -----------------------------
+POS_INT = {"iterations", "num_train_tasks", "num_test_tasks", "model.hidden_size", "model.num_layers",
+           "model.state_size", "model.num_heads", "model.context_len", "meta.meta_batch_size",
+           "meta.episodes_per_task", "meta.outer_steps", "meta.trpo_cg_iters", "meta.trpo_ls_steps",
+           "adapt.episodes_per_step", "adapt.buffer_size", "adapt.experience_batch_size"}
+NONNEG_INT = {"meta.inner_steps", "adapt.adapt_steps"}
+INT_RANGE = {"seed": (0, 2**63 - 1),  # numpy and torch seeds are non-negative
+             "num_threads": (0, 1024)}  # torch aborts on absurd thread counts
+POS_FLOAT = {"meta.inner_lr", "meta.outer_lr", "meta.max_grad_norm", "meta.trpo_max_kl", "adapt.adapt_lr",
+             "adapt.grad_clip", "adapt.adapt_lr_decay", "model.head_init_gain"}
+NONNEG_FLOAT = {"meta.value_coef", "meta.entropy_coef", "meta.trpo_cg_damping"}
+UNIT = {"adapt.experience_weight", "meta.gae_lambda"}  # [0, 1]
+HALF_OPEN_UNIT = {"meta.gamma", "meta.clip_eps", "adapt.clip_eps", "meta.trpo_ls_ratio"}  # (0, 1]
+
+
+def _choices(name: str) -> tuple[str, ...] | None:
+    if name == "env":
+        from ssm_metarl_ray.envs import env_names  # registry only: no MuJoCo import
+
+        return tuple(env_names())
+    return {"model.kind": MODELS, "model.activation": ACTIVATIONS, "adapt.adaptation_mode": ADAPTATION_MODES,
+            "meta.baseline": BASELINES, "adapt.baseline": BASELINES,
+            "meta.outer_optimizer": OUTER_OPTIMIZERS}.get(name)
+
+
+def _rule(name: str):
+    """``(predicate, what it requires)`` of the range of field ``name``, or None when any value goes."""
+    if name in INT_RANGE:
+        lo, hi = INT_RANGE[name]
+        return (lambda v: lo <= v <= hi), f"an integer in [{lo}, {hi}]"
+    rules = ((POS_INT, lambda v: v > 0, "a positive integer"), (NONNEG_INT, lambda v: v >= 0, "an integer >= 0"),
+             (POS_FLOAT, lambda v: v > 0, "a finite number > 0"),
+             (NONNEG_FLOAT, lambda v: v >= 0, "a finite number >= 0"),
+             (UNIT, lambda v: 0 <= v <= 1, "in [0, 1]"), (HALF_OPEN_UNIT, lambda v: 0 < v <= 1, "in (0, 1]"))
+    return next(((ok, what) for table, ok, what in rules if name in table), None)
+
+
+def check_field(name: str, v: Any) -> Any:
+    """Type, range and choice check of one value of the dotted field ``name``; returns the value (an int
+    given for a float field comes back as float; a numeric string for a float field is parsed, as YAML 1.1
+    reads ``3e-4`` as a string). ``ConfigError`` otherwise."""
+    typ = field_types()[name]
+    if typ == "bool":
+        if not isinstance(v, bool):
+            raise ConfigError(f"{name} must be true or false, got {v!r}", name)
+        return v
+    if typ == "str":
+        allowed = _choices(name)
+        if not isinstance(v, str):
+            raise ConfigError(f"{name} must be a string, got {v!r}", name)
+        if allowed is not None and v not in allowed:
+            raise ConfigError(f"unknown {name} {v!r}; allowed: {', '.join(allowed)}", name)
+        return v
+    if typ == "int":
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{name} must be an integer, got {v!r}", name)
+    else:
+        if isinstance(v, str):
+            try:
+                v = float(v)
+            except ValueError:
+                pass
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            rule = _rule(name)
+            raise ConfigError(f"{name} must be {rule[1] if rule else 'a finite number'}, got {v!r}", name)
+        v = float(v)
+    rule = _rule(name)
+    if rule is not None and not rule[0](v):
+        raise ConfigError(f"{name} must be {rule[1]}, got {v!r}", name)
+    return v
 
 
 @dataclass(frozen=True)
@@ -100,25 +185,67 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def validate(self) -> "ExperimentConfig":
+        """Check every field against the rule table and the cross-field rules; returns self.
+        ``ConfigError`` (one line, the dotted field named) at the first problem."""
+        for name, v in flat_items(self):
+            check_field(name, v)
+        m = self.model
+        if m.kind == "transformer" and m.hidden_size % m.num_heads:
+            raise ConfigError(f"model.hidden_size must be a multiple of model.num_heads ({m.num_heads}) for "
+                              f"the transformer, got {m.hidden_size}", "model.hidden_size")
+        return self
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
-        """Rebuild from ``to_dict`` output; unknown keys raise ``ValueError`` naming them."""
-        sub = {"model": ModelConfig, "meta": MetaConfig, "adapt": AdaptConfig}
+    def from_dict(cls, d: Any) -> "ExperimentConfig":
+        """Rebuild from ``to_dict`` output, every value checked (:func:`check_field`); unknown keys, wrong
+        types and out-of-range values raise ``ConfigError`` (a ``ValueError``) naming them."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"config must be a mapping, got {type(d).__name__}")
         kwargs: dict[str, Any] = {}
         known = {f.name for f in fields(cls)}
         for k, v in d.items():
             if k not in known:
-                raise ValueError(f"unknown config key {k!r}; allowed: {sorted(known)}")
-            if k in sub:
-                sub_known = {f.name for f in fields(sub[k])}
+                raise ConfigError(f"unknown config key {k!r}; allowed: {sorted(known)}")
+            if k in SUBCONFIGS:
+                sub_known = {f.name for f in fields(SUBCONFIGS[k])}
+                if not isinstance(v, dict):
+                    raise ConfigError(f"{k} must be a mapping, got {v!r}")
                 bad = set(v) - sub_known
                 if bad:
-                    raise ValueError(f"unknown {k} config key(s) {sorted(bad)}; allowed: {sorted(sub_known)}")
-                kwargs[k] = sub[k](**v)
+                    raise ConfigError(f"unknown {k} config key(s) {sorted(bad)}; allowed: {sorted(sub_known)}")
+                kwargs[k] = SUBCONFIGS[k](**{s: check_field(f"{k}.{s}", x) for s, x in v.items()})
             else:
-                kwargs[k] = v
-        return cls(**kwargs)
+                kwargs[k] = check_field(k, v)
+        return cls(**kwargs).validate()
 
 
-__all__ = ["ModelConfig", "MetaConfig", "AdaptConfig", "ExperimentConfig", "MODELS", "ADAPTATION_MODES", "BASELINES", "OUTER_OPTIMIZERS", "DEFAULT_INNER_LR",
-           "replace"]
+SUBCONFIGS: dict[str, type] = {"model": ModelConfig, "meta": MetaConfig, "adapt": AdaptConfig}
+
+
+def field_types() -> dict[str, str]:
+    """Dotted ExperimentConfig field -> its type name (``int``, ``float``, ``str``, ``bool``)."""
+    out: dict[str, str] = {}
+    for f in fields(ExperimentConfig):
+        if f.name in SUBCONFIGS:
+            out.update({f"{f.name}.{g.name}": str(g.type) for g in fields(SUBCONFIGS[f.name])})
+        else:
+            out[f.name] = str(f.type)
+    return out
+
+
+def flat_items(cfg: ExperimentConfig) -> list[tuple[str, Any]]:
+    """``[(dotted field, value)]`` of every leaf field of ``cfg``."""
+    out: list[tuple[str, Any]] = []
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.name in SUBCONFIGS:
+            out += [(f"{f.name}.{g.name}", getattr(v, g.name)) for g in fields(v)]
+        else:
+            out.append((f.name, v))
+    return out
+
+
+__all__ = ["ModelConfig", "MetaConfig", "AdaptConfig", "ExperimentConfig", "ConfigError", "MODELS", "ADAPTATION_MODES",
+           "BASELINES", "OUTER_OPTIMIZERS", "ACTIVATIONS", "DEFAULT_INNER_LR", "check_field", "field_types",
+           "flat_items", "replace"]

@@ -2,8 +2,10 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -59,6 +61,25 @@ def test_original_flag_spellings(tmp_path):
     (["train", "--env", "ant-goal", "--preset", "maml2017"], "ant-goal"),
     (["train", "--value-coef", "-1"], "--value-coef"),
     (["train", "--baseline", "zero"], "'zero'"),
+    # negative, non-finite, huge, wrong type (issue 13): stopped before any work starts
+    (["train", "--seed", "-1"], "--seed must be an integer in [0, "),
+    (["train", "--inner-lr", "inf"], "--inner-lr must be a finite number > 0, got inf"),
+    (["train", "--adapt-lr", "inf"], "--adapt-lr must be a finite number > 0, got inf"),
+    (["train", "--outer-lr", "nan"], "--outer-lr"),
+    (["train", "--grad-clip", "-inf"], "--grad-clip"),
+    (["train", "--experience-weight", "nan"], "--experience-weight must be in [0, 1], got nan"),
+    (["train", "--head-init-gain", "0"], "--head-init-gain"),
+    (["train", "--threads", "100000"], "--threads must be an integer in [0, 1024]"),
+    (["train", "--hidden-size", "2.5"], "2.5"),
+    (["train", "--model", "transformer", "--hidden-size", "7"], "multiple of model.num_heads"),
+    (["train", "--buffer-size", "1000000000000000"], "reduce --buffer-size"),
+    (["train", "--hidden-size", "1000000000000000"], "reduce --hidden-size"),
+    (["train", "--meta-batch-size", "1000000000"], "reduce --meta-batch-size"),
+    (["train", "--num-train-tasks", "100000000000"], "reduce --num-train-tasks"),
+    (["train", "--sample-timeout", "inf"], "--sample-timeout must be a finite number > 0, got inf"),
+    (["train", "--learner-gpus", "nan"], "--learner-gpus must be a finite number >= 0, got nan"),
+    (["train", "--checkpoint-every", "-1"], "--checkpoint-every"),
+    (["evaluate", "--checkpoint", "/nonexistent/ckpt", "--num-test-tasks", "-2"], "--num-test-tasks"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, args, needle):
     out = tmp_path / "never"
@@ -66,6 +87,81 @@ def test_bad_input_one_line_exit_2(tmp_path, args, needle):
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and needle in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_unwritable_output_dir_is_refused_before_training(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    for bad in (tmp_path / "a-file" / "sub", Path("/proc/no-such-dir/run")):
+        r = cli("train", *SMALL, "--output-dir", str(bad))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "is not writable" in r.stderr and str(bad) in r.stderr and "Traceback" not in r.stderr
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    try:
+        if os.access(read_only, os.W_OK):  # root ignores permissions: nothing to test there
+            return
+        r = cli("train", *SMALL, "--output-dir", str(read_only / "run"))
+        assert r.returncode == 2 and "is not writable" in r.stderr and not (read_only / "run").exists()
+    finally:
+        read_only.chmod(0o700)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    r = cli("train", *SMALL, "--num-workers", "0", "--output-dir", str(out))
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def _truncate(f):
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _set_config(**changes):
+    def corrupt(ckpt):
+        cfg = json.loads((ckpt / "config.json").read_text())
+        for dotted, v in changes.items():
+            top, _, sub = dotted.partition(".")
+            (cfg[top] if sub else cfg)[sub or top] = v
+        (ckpt / "config.json").write_text(json.dumps(cfg))
+    return corrupt
+
+
+CORRUPTIONS = {
+    "truncated buffer": (lambda c: _truncate(c / "buffer.npz"), "buffer.npz"),
+    "truncated weights": (lambda c: _truncate(c / "weights.pt"), "weights.pt"),
+    "truncated learner": (lambda c: _truncate(c / "learner.pt"), "learner.pt"),
+    "config wrong type": (_set_config(**{"model.hidden_size": "big"}), "model.hidden_size must be an integer"),
+    "config negative": (_set_config(seed=-1), "seed must be an integer in [0, "),
+    "config non-finite": (_set_config(**{"meta.inner_lr": float("inf")}), "meta.inner_lr"),
+    "config unknown key": (_set_config(**{"model.depth": 3}), "depth"),
+    "config shape mismatch": (_set_config(**{"model.hidden_size": 32}), "does not match"),
+    "state wrong type": (lambda c: (c / "state.json").write_text('{"iteration": "x"}'), "iteration"),
+    "config not JSON": (lambda c: (c / "config.json").write_text("{"), "config.json"),
+}
+
+
+@pytest.mark.parametrize("command", ["resume", "evaluate"])
+@pytest.mark.parametrize("case", list(CORRUPTIONS))
+def test_bad_checkpoint_one_line_exit_2(tmp_path, finished_run, command, case):
+    corrupt, needle = CORRUPTIONS[case]
+    if command == "evaluate" and case in ("truncated learner", "state wrong type"):
+        pytest.skip("evaluate reads only config, weights and buffer")
+    if command == "resume" and case == "truncated weights":
+        pytest.skip("--resume reads the weights from learner.pt (with the optimizer state), not weights.pt")
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    corrupt(run / "checkpoint")
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    if command == "resume":
+        r = cli("train", "--resume", str(run), "--iterations", "3", "--num-workers", "0", "--quiet")
+    else:
+        r = cli("evaluate", "--checkpoint", str(run / "checkpoint"), "--adaptation-mode", "hybrid")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.count("\n") == 1 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before  # nothing written
 
 
 def test_preset_sets_the_published_protocol_and_explicit_flags_win(tmp_path):

@@ -101,7 +101,7 @@ def test_trial_resources_placement_group_factory():
     (with_(search={"experience_weight": {"grid": [0.0, 1.5]}}),
      "adapt.experience_weight must be in [0, 1], got 1.5"),
     (with_(search={"inner_lr": {"uniform": [0.2, 0.1]}}), "low must be < high"),
-    (with_(search={"inner_lr": {"loguniform": [0.0, 0.1]}}), "must be > 0, got 0.0"),
+    (with_(search={"inner_lr": {"loguniform": [0.0, 0.1]}}), "meta.inner_lr must be a finite number > 0, got 0.0"),
     (with_(search={"buffer_size": {"uniform": [10, 100]}}), "uniform needs a float parameter"),
     (with_(search={"inner_lr": {"normal": [0, 1]}}), "must be exactly one of"),
     (with_(search={"inner_lr": {"grid": []}}), "non-empty list"),

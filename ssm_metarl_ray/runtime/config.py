@@ -5,6 +5,7 @@ No Ray import here: the CLI validates these settings before anything starts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -43,6 +44,8 @@ class RuntimeConfig:
     buffer_snapshot_every_s: float = 60.0  # ... or at the first add this long after the last snapshot
     buffer_snapshot_dir: str | None = None  # None: <output-dir>/.buffer_snapshots (or a temp dir)
     buffer_max_restarts: int = 3
+    buffer_log: bool = True  # append every add to a block log (flushed) replayed after a restart
+    buffer_log_fsync: bool = False  # also fsync each record (survives an OS crash, not just the actor's)
 
     # ---- evaluation / checkpoints ----------------------------------------------------------------
     num_evaluators: int | None = None  # evaluator actors; None: as many as rollout workers
@@ -59,8 +62,8 @@ class RuntimeConfig:
             out.append(f"--num-workers must be >= 0, got {self.num_workers}")
         if self.address is not None and not self.address.strip():
             out.append("--address must not be empty")
-        if self.learner_gpus < 0:
-            out.append(f"--learner-gpus must be >= 0, got {self.learner_gpus}")
+        if not (math.isfinite(self.learner_gpus) and self.learner_gpus >= 0):
+            out.append(f"--learner-gpus must be a finite number >= 0, got {self.learner_gpus}")
         if self.checkpoint_every < 0:
             out.append(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         if self.num_workers == 0 and self.address:
@@ -69,8 +72,10 @@ class RuntimeConfig:
             out.append("--learner-gpus needs the Ray runtime; drop --num-workers 0")
         for name in ("sample_timeout_s", "startup_timeout_s", "call_timeout_s", "long_call_timeout_s",
                      "buffer_snapshot_every_s", "cpus_per_worker"):
-            if not getattr(self, name) > 0:
-                out.append(f"{name} must be > 0, got {getattr(self, name)}")
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                flag = "--sample-timeout" if name == "sample_timeout_s" else name
+                out.append(f"{flag} must be a finite number > 0, got {v}")
         for name in ("max_inflight_per_worker", "buffer_snapshot_every_adds"):
             if getattr(self, name) < 1:
                 out.append(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -38,14 +38,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ssm_metarl_ray.config import (ADAPTATION_MODES, MODELS, AdaptConfig, ExperimentConfig, MetaConfig,
-                                   ModelConfig)
+from ssm_metarl_ray.config import (ADAPTATION_MODES, SUBCONFIGS, AdaptConfig, ConfigError, ExperimentConfig,
+                                   check_field, field_types)
 
-SUBCONFIGS = {"model": ModelConfig, "meta": MetaConfig, "adapt": AdaptConfig}
 TOP_KEYS = ("name", "description", "metric", "mode", "base", "search", "num_samples", "scheduler",
             "max_concurrent_trials", "max_failures", "report_every", "eval_modes", "resources", "heatmap",
             "inject_failure_at", "time_budget_s")
@@ -53,18 +52,6 @@ SEARCH_KINDS = ("grid", "choice", "uniform", "loguniform")
 RESOURCE_DEFAULTS = {"learner_cpus": 1.0, "num_workers": 1, "cpus_per_worker": 0.5, "num_evaluators": 1,
                      "cpus_per_evaluator": 0.5}
 ASHA_DEFAULTS = {"grace_period": 1, "reduction_factor": 2}
-
-# value rules of the ExperimentConfig fields (dotted names)
-POS_INT = {"iterations", "num_train_tasks", "num_test_tasks", "model.hidden_size", "model.num_layers",
-           "model.state_size", "model.num_heads", "model.context_len", "meta.meta_batch_size",
-           "meta.episodes_per_task", "meta.outer_steps", "adapt.episodes_per_step", "adapt.buffer_size",
-           "adapt.experience_batch_size"}
-NONNEG_INT = {"seed", "num_threads", "meta.inner_steps", "adapt.adapt_steps"}
-POS_FLOAT = {"meta.inner_lr", "meta.outer_lr", "meta.max_grad_norm", "adapt.adapt_lr", "adapt.grad_clip",
-             "adapt.adapt_lr_decay"}
-NONNEG_FLOAT = {"meta.value_coef", "meta.entropy_coef"}
-UNIT = {"adapt.experience_weight", "meta.gae_lambda"}  # [0, 1]
-HALF_OPEN_UNIT = {"meta.gamma", "meta.clip_eps", "adapt.clip_eps"}  # (0, 1]
 FORBIDDEN = {"output_dir": "each trial writes to its own Tune trial directory"}
 
 
@@ -73,20 +60,8 @@ class SweepConfigError(ValueError):
 
 
 def config_fields() -> dict[str, str]:
-    """Dotted ExperimentConfig field -> its type name (``int``, ``float``, ``str``, ``bool``)."""
-    out: dict[str, str] = {}
-    for f in fields(ExperimentConfig):
-        if f.name in SUBCONFIGS:
-            out.update({f"{f.name}.{g.name}": str(g.type) for g in fields(SUBCONFIGS[f.name])})
-        else:
-            out[f.name] = str(f.type)
-    return out
-
-
-def _choices() -> dict[str, tuple[str, ...]]:
-    from ssm_metarl_ray.envs import env_names
-
-    return {"env": tuple(env_names()), "model.kind": MODELS, "adapt.adaptation_mode": ADAPTATION_MODES}
+    """Dotted ExperimentConfig field -> its type name (the config's own table)."""
+    return field_types()
 
 
 def resolve_name(name: Any, where: str) -> str:
@@ -106,49 +81,14 @@ def resolve_name(name: Any, where: str) -> str:
 
 
 def check_value(name: str, v: Any, where: str) -> Any:
-    """Type and range check of one value of field ``name``; returns it (ints accepted for floats)."""
-    typ = config_fields()[name]
+    """Type and range check of one value of field ``name`` (the config's rules, :func:`check_field`);
+    returns it (ints accepted for floats)."""
     if name in FORBIDDEN:
         raise SweepConfigError(f"{where}: {name} cannot be set in a sweep ({FORBIDDEN[name]})")
-    if typ == "bool":
-        if not isinstance(v, bool):
-            raise SweepConfigError(f"{where}: {name} must be true or false, got {v!r}")
-        return v
-    if typ == "str":
-        if not isinstance(v, str):
-            raise SweepConfigError(f"{where}: {name} must be a string, got {v!r}")
-        allowed = _choices().get(name)
-        if allowed is not None and v not in allowed:
-            raise SweepConfigError(f"{where}: unknown {name} {v!r}; allowed: {', '.join(allowed)}")
-        return v
-    if typ == "int":
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise SweepConfigError(f"{where}: {name} must be an integer, got {v!r}")
-    else:  # float; YAML 1.1 reads 3e-4 (no dot) as a string
-        if isinstance(v, str):
-            try:
-                v = float(v)
-            except ValueError:
-                pass
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise SweepConfigError(f"{where}: {name} must be a finite number, got {v!r}")
-        v = float(v)
-    bad = None
-    if name in POS_INT and not v > 0:
-        bad = "a positive integer"
-    elif name in NONNEG_INT and not v >= 0:
-        bad = "an integer >= 0"
-    elif name in POS_FLOAT and not v > 0:
-        bad = "> 0"
-    elif name in NONNEG_FLOAT and not v >= 0:
-        bad = ">= 0"
-    elif name in UNIT and not 0 <= v <= 1:
-        bad = "in [0, 1]"
-    elif name in HALF_OPEN_UNIT and not 0 < v <= 1:
-        bad = "in (0, 1]"
-    if bad:
-        raise SweepConfigError(f"{where}: {name} must be {bad}, got {v!r}")
-    return v
+    try:
+        return check_field(name, v)
+    except ConfigError as e:
+        raise SweepConfigError(f"{where}: {e}") from None
 
 
 def _flatten(d: Any, where: str, prefix: str = "") -> dict[str, Any]:

@@ -37,7 +37,7 @@ from ssm_metarl_ray.sweeps.spec import bundles, build_experiment_config
 from ssm_metarl_ray.training.meta_train import (LocalSampler, TrainState, add_to_buffer, build_state,
                                                 meta_train)
 from ssm_metarl_ray.training.run import evaluate_modes, restore_training_state, save_training_checkpoint
-from ssm_metarl_ray.utils.checkpoint import BUFFER
+from ssm_metarl_ray.utils.checkpoint import BUFFER, load_buffer
 
 NAMESPACE = "ssm_metarl"
 
@@ -132,9 +132,7 @@ def _start(cfg, state: TrainState, res: dict, run_id: str):
             # the buffer actor loads initial_buffer in its constructor (RaySession waits for it)
             session = RaySession(cfg, rt, state.spec, None, initial_buffer=initial_buffer)
         elif initial_buffer is not None:
-            from ssm_metarl_ray.replay.buffer import ExperienceBuffer
-
-            state.buffer = ExperienceBuffer.load(initial_buffer)
+            state.buffer = load_buffer(ckpt_dir)
     return session, restored_from
 
 

@@ -23,7 +23,7 @@ from ssm_metarl_ray.training.evaluate import Evaluator, format_table, plot_resul
 from ssm_metarl_ray.training.meta_train import (LocalSampler, TrainState, add_to_buffer, build_state,
                                                 meta_train)
 from ssm_metarl_ray.training.tracking import PROGRESS, RunTracker
-from ssm_metarl_ray.utils.checkpoint import (BUFFER, LEARNER, CheckpointError, load_state, load_tensors,
+from ssm_metarl_ray.utils.checkpoint import (BUFFER, LEARNER, CheckpointError, load_buffer, load_state, load_tensors,
                                              save_checkpoint)
 
 
@@ -86,7 +86,11 @@ def restore_training_state(state: TrainState, ckpt: Path) -> None:
     """Inverse of :func:`save_training_checkpoint` (the buffer is restored by whoever holds it)."""
     learner_state = load_tensors(ckpt, LEARNER)
     rng = learner_state.pop("rng", None)
-    state.learner.load_state_dict(learner_state)
+    try:
+        state.learner.load_state_dict(learner_state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:  # tensors that do not fit the config
+        raise CheckpointError(f"checkpoint {str(ckpt)!r}: {LEARNER} does not match its config "
+                              f"({' '.join(str(e).split())[:200]})") from None
     meta = load_state(ckpt)
     state.iteration, state.env_steps = int(meta.get("iteration", 0)), int(meta.get("env_steps", 0))
     state.episode_counter, state.history = int(meta.get("episode_counter", 0)), list(meta.get("history", []))
@@ -108,7 +112,7 @@ def run_training(cfg: ExperimentConfig, out: Path, modes: list[str], verbose: bo
     if resume is not None:
         restore_training_state(state, resume)
         if (resume / BUFFER).is_file() and (runtime is None or not runtime.use_ray):
-            state.buffer = ExperienceBuffer.load(resume / BUFFER)
+            state.buffer = load_buffer(resume)
     if verbose:
         print(f"meta-training {cfg.model.kind} on {cfg.env}: {cfg.iterations} iterations x "
               f"{cfg.meta.meta_batch_size} tasks x {cfg.meta.episodes_per_task} episodes "
@@ -164,13 +168,8 @@ def run_training(cfg: ExperimentConfig, out: Path, modes: list[str], verbose: bo
 def run_evaluation(cfg: ExperimentConfig, weights: dict, ckpt: Path, out: Path, modes: list[str]) -> dict:
     env = make_env(cfg.env)
     _, test_tasks = task_splits(env, cfg.num_train_tasks, cfg.num_test_tasks, cfg.seed)
-    buffer = None
-    if (ckpt / BUFFER).is_file():
-        try:
-            buffer = ExperienceBuffer.load(ckpt / BUFFER)
-        except ValueError as e:
-            raise CheckpointError(f"checkpoint buffer {str(ckpt / BUFFER)!r} is not readable: {e}") from None
-    elif "hybrid" in modes:
+    buffer = load_buffer(ckpt)
+    if buffer is None and "hybrid" in modes:
         raise CheckpointError(f"checkpoint {str(ckpt)!r} has no {BUFFER}: hybrid evaluation needs it")
     try:
         results = evaluate_modes(cfg, weights, test_tasks, buffer, modes)

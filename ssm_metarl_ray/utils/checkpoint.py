@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +69,46 @@ def load_tensors(path: str | os.PathLike, name: str = WEIGHTS) -> dict:
     if not f.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} is not readable: no {name} in it")
     try:
-        return torch.load(f, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns before raising on some corrupt files: one line only
+            warnings.simplefilter("ignore")
+            out = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt file or a pickle that is not plain tensors
         raise CheckpointError(f"checkpoint file {str(f)!r} is not readable ({type(e).__name__})") from None
+    if not isinstance(out, dict):
+        raise CheckpointError(f"checkpoint file {str(f)!r} holds a {type(out).__name__}, not a dict of tensors")
+    return out
+
+
+STATE_COUNTERS = ("iteration", "env_steps", "episode_counter")
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    """``state.json`` (counters and history of a training run; ``{}`` when absent), its types checked."""
     f = Path(path) / STATE
     try:
-        return json.loads(f.read_text()) if f.is_file() else {}
-    except ValueError:
+        state = json.loads(f.read_text()) if f.is_file() else {}
+    except (ValueError, OSError):
         raise CheckpointError(f"checkpoint file {str(f)!r} is not valid JSON") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint file {str(f)!r} must hold a JSON object, got {type(state).__name__}")
+    for k in STATE_COUNTERS:
+        v = state.get(k, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise CheckpointError(f"checkpoint file {str(f)!r}: {k} must be an integer >= 0, got {v!r}")
+    if not isinstance(state.get("history", []), list):
+        raise CheckpointError(f"checkpoint file {str(f)!r}: history must be a list")
+    return state
+
+
+def load_buffer(path: str | os.PathLike):
+    """The checkpoint's ExperienceBuffer, or None when it has none; a truncated or corrupt ``buffer.npz``
+    raises ``CheckpointError`` (never unpickles: ``ExperienceBuffer.load``)."""
+    from ssm_metarl_ray.replay.buffer import ExperienceBuffer
+
+    f = Path(path) / BUFFER
+    if not f.is_file():
+        return None
+    try:
+        return ExperienceBuffer.load(f)
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint buffer {str(f)!r} is not readable: {e}") from None
