@@ -66,7 +66,8 @@ def build_config(a: argparse.Namespace):
         meta=replace(cfg.meta, meta_batch_size=meta_batch, episodes_per_task=episodes, inner_lr=lr,
                      inner_steps=0 if a.method == "multitask" else a.inner_steps, outer_steps=a.outer_steps,
                      outer_lr=a.outer_lr or cfg.meta.outer_lr,
-                     outer_optimizer=a.outer_optimizer or cfg.meta.outer_optimizer, baseline=a.baseline),
+                     outer_optimizer=a.outer_optimizer or cfg.meta.outer_optimizer, baseline=a.baseline,
+                     trpo_max_kl=a.max_kl or cfg.meta.trpo_max_kl),
         adapt=replace(cfg.adapt, adapt_lr=lr, adapt_steps=a.adapt_steps, baseline=a.baseline,
                       episodes_per_step=a.episodes or (cfg.adapt.episodes_per_step if a.preset else episodes)))
 
@@ -259,6 +260,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     r.add_argument("--inner-steps", type=int, default=1, help="inner PG steps in meta-training (MAML: 1)")
     r.add_argument("--outer-optimizer", choices=["clipped", "trpo"], default=None)
     r.add_argument("--outer-lr", type=float, default=None)
+    r.add_argument("--max-kl", type=float, default=None, help="TRPO trust region (default 0.01; MAML's "
+                   "HalfCheetahDir checkpoint: 0.02)")
     r.add_argument("--test-tasks", type=int, default=40, help="held-out test tasks (MAML: 40)")
     r.add_argument("--adapt-steps", type=int, default=3, help="adaptation steps (MAML: 0..3)")
     r.add_argument("--outer-steps", type=int, default=5,
