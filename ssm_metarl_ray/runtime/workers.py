@@ -104,6 +104,22 @@ class _Worker:
     since: float = 0.0  # start of the current no-progress interval (hang detection)
 
 
+def assign_chunks(load: list[int], num_chunks: int, max_inflight: int) -> list[int]:
+    """Worker index for each of the next ``num_chunks`` queued chunks (fewer when every worker holds
+    ``max_inflight`` requests): always the least-loaded worker, ties to the lowest index. ``load``: requests
+    in flight per worker now (not modified)."""
+    load, out = list(load), []
+    for _ in range(num_chunks):
+        if not load:
+            break
+        i = min(range(len(load)), key=load.__getitem__)
+        if load[i] >= max_inflight:
+            break
+        out.append(i)
+        load[i] += 1
+    return out
+
+
 class RaySampler:
     """``set_weights(weights, version)`` / ``sample_tasks(tasks) -> list[TaskBatch]`` over worker actors."""
 
@@ -223,17 +239,18 @@ class RaySampler:
 
     def _dispatch(self, tasks: list[Task], chunks: list[tuple[int, int]], todo: deque, inflight: dict
                   ) -> None:
-        load = {w: 0 for w in self.workers}
+        """Send queued chunks, each to the least-loaded worker (so two chunks go to two workers)."""
+        load = [0] * len(self.workers)
         for w, _ in inflight.values():
-            load[w] = load.get(w, 0) + 1
-        for w in sorted(self.workers, key=lambda w: load[w]):
-            while todo and load[w] < self.rt.max_inflight_per_worker:
-                if load[w] == 0:
-                    w.since = time.monotonic()
-                c = todo.popleft()
-                a, z = chunks[c]
-                inflight[w.handle.sample.remote(self._ref, self._version, tasks[a:z], a)] = (w, c)
-                load[w] += 1
+            load[self.workers.index(w)] += 1
+        for i in assign_chunks(load, len(todo), self.rt.max_inflight_per_worker):
+            w = self.workers[i]
+            if load[i] == 0:
+                w.since = time.monotonic()
+            load[i] += 1
+            c = todo.popleft()
+            a, z = chunks[c]
+            inflight[w.handle.sample.remote(self._ref, self._version, tasks[a:z], a)] = (w, c)
 
     def _poll_s(self, inflight: dict) -> float:
         oldest = min(w.since for w, _ in inflight.values())

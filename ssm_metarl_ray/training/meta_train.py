@@ -22,6 +22,7 @@ from ssm_metarl_ray.replay.convert import episodes_to_block
 from ssm_metarl_ray.rollout.worker import EnvSpec, RolloutWorker
 from ssm_metarl_ray.types import TaskBatch
 from ssm_metarl_ray.utils.seeding import seed_everything
+from ssm_metarl_ray.utils.threads import limit_blas_threads
 
 
 def sample_chunk_seeded(worker: RolloutWorker, tasks: list[Task], seed: int, version: int,
@@ -91,6 +92,7 @@ def build_state(cfg: ExperimentConfig) -> TrainState:
     seed_everything(cfg.seed)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    limit_blas_threads(1)  # numpy's baseline fits beside torch: one BLAS thread (benchmarks/blas_threads.py)
     env = make_env(cfg.env)
     spec = EnvSpec.of(env)
     train_tasks, test_tasks = task_splits(env, cfg.num_train_tasks, cfg.num_test_tasks, cfg.seed)
