@@ -49,7 +49,7 @@ def test_checkpoint_every_then_resume_matches_an_uninterrupted_run(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["--num-workers", "-1"], "--num-workers must be >= 0"),
-    (["--learner-gpus", "-0.5"], "--learner-gpus must be >= 0"),
+    (["--learner-gpus", "-0.5"], "--learner-gpus must be a finite number >= 0"),
     (["--checkpoint-every", "-2"], "--checkpoint-every must be >= 0"),
     (["--num-workers", "0", "--address", "127.0.0.1:6379"], "--address needs Ray workers"),
     (["--sample-timeout", "0"], "--sample-timeout must be > 0"),

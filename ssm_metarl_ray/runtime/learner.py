@@ -17,7 +17,8 @@ import torch
 from ssm_metarl_ray.algorithms.maml import MetaLearner
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.rollout.worker import EnvSpec
-from ssm_metarl_ray.runtime.cluster import actor_name, get
+from ssm_metarl_ray.runtime.cluster import _first_line, actor_name, get
+from ssm_metarl_ray.runtime.errors import RuntimeSetupError
 from ssm_metarl_ray.types import TaskBatch
 
 
@@ -31,10 +32,22 @@ def to_cpu(x):
     return x
 
 
+def learner_device(gpu_ids: list, cuda_available: bool, torch_version: str = torch.__version__) -> str:
+    """``"cuda"`` when Ray gave this process GPUs, ``"cpu"`` when it gave none; a GPU without CUDA in
+    torch is an error, never a silent fall-back to the CPU."""
+    if not gpu_ids:
+        return "cpu"
+    if not cuda_available:
+        raise RuntimeError(f"--learner-gpus: Ray assigned GPU(s) {list(gpu_ids)} to the learner but torch "
+                           f"{torch_version} cannot use CUDA (a CPU-only build, or no driver): install a "
+                           "CUDA build of torch on the GPU nodes, or drop --learner-gpus")
+    return "cuda"
+
+
 @ray.remote
 class LearnerActor:
     def __init__(self, cfg: ExperimentConfig, spec: EnvSpec, state: dict):
-        self.device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+        self.device = learner_device(ray.get_gpu_ids(), torch.cuda.is_available())
         if self.device == "cuda":
             torch.set_default_device(self.device)  # batches become device tensors inside MetaLearner.update
         self.learner = MetaLearner(spec.make_policy(cfg.model).to(self.device), cfg.meta)
@@ -65,10 +78,20 @@ class RemoteLearner:
                  num_gpus: float, num_cpus: float, namespace: str, call_timeout_s: float,
                  update_timeout_s: float, startup_timeout_s: float):
         self.timeout, self.update_timeout = call_timeout_s, update_timeout_s
+        have = ray.cluster_resources().get("GPU", 0.0)
+        if num_gpus > have:
+            raise RuntimeSetupError(f"--learner-gpus {num_gpus:g}: the Ray cluster has {have:g} GPU(s) (see "
+                                    "`ray status`); on an autoscaling cluster start a GPU node first, or drop "
+                                    "--learner-gpus")
         self.handle = LearnerActor.options(name=actor_name(run_id, "learner"), namespace=namespace,
                                            num_gpus=num_gpus, num_cpus=num_cpus
                                            ).remote(cfg, spec, local.state_dict())
-        self.info = get(self.handle.info.remote(), startup_timeout_s, "starting the learner actor")
+        try:
+            self.info = get(self.handle.info.remote(), startup_timeout_s, "starting the learner actor")
+        except ray.exceptions.RayActorError as e:  # its constructor failed (e.g. GPU without CUDA)
+            ray.kill(self.handle, no_restart=True)
+            cause = getattr(e, "cause", None) or e
+            raise RuntimeSetupError(f"the learner actor did not start: {_first_line(cause)}") from None
         self.version = self.info["version"]
 
     def update(self, batches: list[TaskBatch]) -> dict[str, float]:

@@ -1,9 +1,13 @@
-"""Chunk dispatch of RaySampler: every chunk goes to the least-loaded rollout worker (no Ray cluster:
-worker handles are stand-ins that record their calls)."""
+"""Pieces of the Ray runtime tested without a cluster: chunk dispatch of RaySampler (every chunk goes to
+the least-loaded rollout worker; worker handles are stand-ins that record their calls) and the learner
+actor's device choice."""
 
 from collections import deque
 from types import SimpleNamespace
 
+import pytest
+
+from ssm_metarl_ray.runtime.learner import learner_device
 from ssm_metarl_ray.runtime.workers import RaySampler, _Worker, assign_chunks
 
 
@@ -30,3 +34,10 @@ def test_dispatch_uses_every_worker():
     tasks, chunks, inflight = list(range(10)), [(0, 5), (5, 10)], {}
     sampler._dispatch(tasks, chunks, deque([0, 1]), inflight)
     assert log == [0, 1] and sorted(c for _, c in inflight.values()) == [0, 1]
+
+
+def test_learner_device_never_falls_back_silently():
+    assert learner_device([], cuda_available=False) == "cpu"
+    assert learner_device([0], cuda_available=True) == "cuda"
+    with pytest.raises(RuntimeError, match=r"--learner-gpus: Ray assigned GPU\(s\) \[0\].*cannot use CUDA"):
+        learner_device([0], cuda_available=False, torch_version="2.13.0+cpu")
