@@ -120,7 +120,8 @@ def run_one(a: argparse.Namespace) -> dict:
 
         torch.save(weights, wdir / f"{run_name(a.method, a.model, a.seed, a.tag)}.pt")
     buffer = state.buffer if len(state.buffer) else None
-    results = evaluate_modes(cfg, weights, state.test_tasks, buffer, a.modes, state.learner.version)
+    results = evaluate_modes(cfg, weights, state.test_tasks, buffer, a.modes, state.learner.version,
+                             progress=True)
     eval_s = time.perf_counter() - t_eval
     # every mode collects episodes_per_step trajectories before and after each step; pre is shared
     eval_steps = len(state.test_tasks) * cfg.adapt.episodes_per_step * state.spec.horizon * (1 + a.adapt_steps * len(a.modes))
@@ -199,7 +200,7 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
     weights = torch.load(HERE.parent / "runs" / "learning" / a.env / f"{name}.pt", weights_only=True)
     _, test_tasks = task_splits(make_env(cfg.env), cfg.num_train_tasks, cfg.num_test_tasks, cfg.seed)
     t0 = time.perf_counter()
-    results = evaluate_modes(cfg, weights, test_tasks, None, a.modes)
+    results = evaluate_modes(cfg, weights, test_tasks, None, a.modes, progress=True)
     data.setdefault("evaluation_previous", {"evaluation": data["evaluation"], "summary": data["summary"],
                                             "eval_env_steps": data["eval_env_steps"]})
     horizon = make_env(cfg.env).horizon

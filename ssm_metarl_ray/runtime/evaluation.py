@@ -20,6 +20,7 @@ from ssm_metarl_ray.envs import Task
 from ssm_metarl_ray.runtime.cluster import _first_line, actor_name, get
 from ssm_metarl_ray.runtime.errors import ActorCallTimeout, SamplingError
 from ssm_metarl_ray.training.evaluate import Evaluator, summarize
+from ssm_metarl_ray.utils.progress import Progress
 
 
 @ray.remote
@@ -59,8 +60,11 @@ def evaluate_parallel(cfg: ExperimentConfig, weights: dict[str, np.ndarray], ver
                       modes: list[str], *, num_evaluators: int, run_id: str, buffer_name: str | None = None,
                       cpus: float = 1.0,
                       namespace: str = "ssm_metarl", startup_timeout_s: float = 120.0,
-                      call_timeout_s: float = 60.0, timeout_s: float = 3600.0) -> dict[str, dict]:
-    """``{mode: summarize(per_task)}`` like ``training.run.evaluate_modes``; tasks split over evaluators."""
+                      call_timeout_s: float = 60.0, timeout_s: float = 3600.0,
+                      progress: bool = False) -> dict[str, dict]:
+    """``{mode: summarize(per_task)}`` like ``training.run.evaluate_modes``; one call per (mode, task),
+    spread round-robin over the evaluators (an actor runs its calls in order); ``progress``: a bar / ETA
+    lines on stderr as tasks finish."""
     n = max(1, min(num_evaluators, len(tasks)))
     names = [actor_name(run_id, f"evaluator-{i}") for i in range(n)]
     actors = [EvaluatorActor.options(name=name, namespace=namespace, num_cpus=cpus, max_restarts=1,
@@ -69,23 +73,24 @@ def evaluate_parallel(cfg: ExperimentConfig, weights: dict[str, np.ndarray], ver
     try:
         get([a.info.remote() for a in actors], startup_timeout_s, f"starting {n} evaluator actor(s)")
         wref = ray.put(weights)
-        chunks = [c.tolist() for c in np.array_split(np.arange(len(tasks)), n)]
-        calls = {a.evaluate.remote(wref, version, [tasks[i] for i in c], mode): (mode, c)
-                 for mode in modes for a, c in zip(actors, chunks) if c}
+        jobs = [(mode, i) for mode in modes for i in range(len(tasks))]
+        calls = {actors[j % n].evaluate.remote(wref, version, [tasks[i]], mode): (mode, i)
+                 for j, (mode, i) in enumerate(jobs)}
         per_task: dict[str, list] = {m: [None] * len(tasks) for m in modes}
         deadline = time.monotonic() + timeout_s
-        while calls:
-            ready, _ = ray.wait(list(calls), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
-            if not ready:
-                raise ActorCallTimeout(f"evaluation of {len(tasks)} tasks did not finish within "
-                                       f"{timeout_s:g} s")
-            mode, c = calls.pop(ready[0])
-            try:
-                for i, r in zip(c, ray.get(ready[0])):
-                    per_task[mode][i] = r
-            except ray.exceptions.RayError as e:
-                cause = getattr(e, "cause", None) or e
-                raise SamplingError(f"evaluation ({mode}) failed: {_first_line(cause)}") from e
+        with Progress(len(jobs), "held-out evaluation (tasks x modes)", enabled=progress) as bar:
+            while calls:
+                ready, _ = ray.wait(list(calls), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    raise ActorCallTimeout(f"evaluation of {len(tasks)} tasks did not finish within "
+                                           f"{timeout_s:g} s")
+                mode, i = calls.pop(ready[0])
+                try:
+                    per_task[mode][i] = ray.get(ready[0])[0]
+                except ray.exceptions.RayError as e:
+                    cause = getattr(e, "cause", None) or e
+                    raise SamplingError(f"evaluation ({mode}) failed: {_first_line(cause)}") from e
+                bar.update()
         return {m: summarize(per_task[m]) for m in modes}
     finally:
         for a in actors:

@@ -74,7 +74,8 @@ class RaySession:
                                       startup_timeout_s=self.rt.startup_timeout_s)
         return self._learner
 
-    def evaluate(self, weights, version: int, tasks: list[Task], modes: list[str]) -> dict[str, dict]:
+    def evaluate(self, weights, version: int, tasks: list[Task], modes: list[str],
+                 progress: bool = False) -> dict[str, dict]:
         """Stop the rollout workers (their CPUs go to the evaluators), then evaluate in parallel."""
         n = self.rt.num_evaluators or len(self.sampler.workers) or 1
         self.sampler.stop()
@@ -85,7 +86,8 @@ class RaySession:
                                  run_id=self.run_id, buffer_name=self.buffer.name,
                                  cpus=self.rt.cpus_per_worker,
                                  namespace=self.rt.namespace, startup_timeout_s=self.rt.startup_timeout_s,
-                                 call_timeout_s=self.rt.call_timeout_s, timeout_s=self.rt.long_call_timeout_s)
+                                 call_timeout_s=self.rt.call_timeout_s, timeout_s=self.rt.long_call_timeout_s,
+                                 progress=progress)
 
     def close(self) -> None:
         for part in (self.sampler, self._learner):

@@ -27,8 +27,9 @@ class Evaluator:
         self.worker.set_weights(weights, version)
 
     def evaluate(self, tasks: list[Task], mode: str, buffer: ExperienceBuffer | None = None,
-                 replay_source=None) -> list[list[float]]:
-        """Adapt to each task from the meta-parameters; returns per-task lists of step returns."""
+                 replay_source=None, on_task=None) -> list[list[float]]:
+        """Adapt to each task from the meta-parameters; returns per-task lists of step returns.
+        ``on_task()`` is called after each task (progress)."""
         policy = self.worker.policy
         if mode == "hybrid":  # adapt against a private copy (repeatable runs) or a fresh local buffer
             buffer = copy_buffer(buffer) if buffer is not None else self.empty_buffer()
@@ -41,6 +42,8 @@ class Evaluator:
             self.worker.rng = np.random.default_rng([self.seed, task.index])
             torch.manual_seed(self.seed * 100_003 + task.index)
             out.append(adapter.adapt(self.worker, task).returns)
+            if on_task is not None:
+                on_task()
         return out
 
     def empty_buffer(self) -> ExperienceBuffer:

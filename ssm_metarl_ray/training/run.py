@@ -23,6 +23,7 @@ from ssm_metarl_ray.training.evaluate import Evaluator, format_table, plot_resul
 from ssm_metarl_ray.training.meta_train import (LocalSampler, TrainState, add_to_buffer, build_state,
                                                 meta_train)
 from ssm_metarl_ray.training.tracking import PROGRESS, RunTracker
+from ssm_metarl_ray.utils.progress import Progress
 from ssm_metarl_ray.utils.checkpoint import (BUFFER, LEARNER, CheckpointError, load_buffer, load_state, load_tensors,
                                              save_checkpoint)
 
@@ -49,11 +50,14 @@ def health_line(m: dict) -> str:
 
 
 def evaluate_modes(cfg: ExperimentConfig, weights: dict, test_tasks, buffer: ExperienceBuffer | None,
-                   modes: list[str], version: int = 0) -> dict[str, dict]:
+                   modes: list[str], version: int = 0, progress: bool = False) -> dict[str, dict]:
+    """``{mode: summarize(per-task returns)}`` in this process; ``progress``: a bar / ETA lines on stderr."""
     evaluator = Evaluator(cfg, seed=cfg.seed + 1)
     evaluator.set_weights({k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in weights.items()},
                           version)
-    return {mode: summarize(evaluator.evaluate(test_tasks, mode, buffer)) for mode in modes}
+    with Progress(len(modes) * len(test_tasks), "held-out evaluation (tasks x modes)", enabled=progress) as bar:
+        return {mode: summarize(evaluator.evaluate(test_tasks, mode, buffer, on_task=bar.update))
+                for mode in modes}
 
 
 def write_outputs(out: Path, cfg: ExperimentConfig, results: dict, history: list[dict], extra: dict) -> None:
@@ -151,9 +155,10 @@ def run_training(cfg: ExperimentConfig, out: Path, modes: list[str], verbose: bo
                   file=sys.stderr)
         if session is not None:
             results = session.evaluate({k: v.numpy() for k, v in weights.items()}, version, state.test_tasks,
-                                       modes)
+                                       modes, progress=verbose)
         else:
-            results = evaluate_modes(cfg, weights, state.test_tasks, state.buffer, modes, version)
+            results = evaluate_modes(cfg, weights, state.test_tasks, state.buffer, modes, version,
+                                     progress=verbose)
     finally:
         tracker.close()
         if session is not None:
@@ -172,7 +177,7 @@ def run_evaluation(cfg: ExperimentConfig, weights: dict, ckpt: Path, out: Path, 
     if buffer is None and "hybrid" in modes:
         raise CheckpointError(f"checkpoint {str(ckpt)!r} has no {BUFFER}: hybrid evaluation needs it")
     try:
-        results = evaluate_modes(cfg, weights, test_tasks, buffer, modes)
+        results = evaluate_modes(cfg, weights, test_tasks, buffer, modes, progress=True)
     except RuntimeError as e:  # weights that do not fit the configured model
         raise CheckpointError(f"checkpoint {str(ckpt)!r} does not match its config: {str(e).splitlines()[0]}")
     write_outputs(out, cfg, results, [], {"checkpoint": str(ckpt)})
