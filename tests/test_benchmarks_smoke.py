@@ -41,6 +41,21 @@ def test_broadcast_smoke():
     assert all(r["put_plus_broadcast_ms_median"] > 0 for r in out["results"])
 
 
+def test_buffer_durability_smoke():
+    out = _run("buffer_durability")
+    assert out is not None
+
+
+def test_soak_smoke():
+    out = _run("soak")
+    assert out is not None
+
+
+def test_blas_threads_smoke():
+    out = _run("blas_threads")
+    assert all(r["one_thread_ms"] > 0 for r in out["results"])
+
+
 def test_learning_benchmark_smoke(tmp_path):
     """One tiny MetaMAML run under the MAML protocol's code path, then the report over it."""
     spec = importlib.util.spec_from_file_location("bench_learning", BENCH / "learning.py")

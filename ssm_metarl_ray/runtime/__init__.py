@@ -7,7 +7,7 @@ module                  what                                                    
 ======================  =============================================================  =================
 ``cluster``             ``init_ray`` (attach or start), run ids, ``get`` with timeout  -
 ``workers``             ``RolloutWorkerActor`` + ``RaySampler`` (LocalSampler twin)    ``rollout-<i>``
-``buffer``              ``ExperienceBufferActor`` (snapshots) + ``BufferClient``       ``buffer``
+``buffer``              ``ExperienceBufferActor`` (snapshot + log), ``BufferClient``   ``buffer``
 ``evaluation``          ``EvaluatorActor`` + ``evaluate_parallel``                     ``evaluator-<i>``
 ``learner``             ``LearnerActor`` + ``RemoteLearner`` (``--learner-gpus``)      ``learner``
 ``session``             ``RaySession``: all of the above for one training run          -

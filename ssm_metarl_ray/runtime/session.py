@@ -6,10 +6,16 @@
         state.learner = ray_side.learner(state.learner)      # a LearnerActor only with --learner-gpus
         meta_train(state, ray_side.sampler, on_iteration, add_experience=ray_side.add_experience)
         results = ray_side.evaluate(weights, version, state.test_tasks, modes)
+    buffer_counters = ray_side.buffer_report()                # restarts, rows restored / stored / lost
+
+``add_experience`` checks after every meta-iteration that the buffer actor holds every row the workers
+collected (:meth:`BufferClient.watch`): a restart of the actor is logged as one line on stderr with what
+it restored and what, if anything, is missing; ``buffer_report`` keeps the counters after ``close``.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -22,14 +28,16 @@ from ssm_metarl_ray.rollout.worker import EnvSpec
 from ssm_metarl_ray.runtime.buffer import create_buffer
 from ssm_metarl_ray.runtime.cluster import default_num_workers, init_ray, make_run_id
 from ssm_metarl_ray.runtime.config import RuntimeConfig
+from ssm_metarl_ray.runtime.errors import ActorCallTimeout
 from ssm_metarl_ray.runtime.evaluation import evaluate_parallel
 from ssm_metarl_ray.runtime.workers import RaySampler
 from ssm_metarl_ray.training.meta_train import count_experience
+from ssm_metarl_ray.types import TaskBatch
+
+log = logging.getLogger(__name__)
 
 
 class RaySession:
-    add_experience = staticmethod(count_experience)  # workers write to the buffer actor themselves
-
     def __init__(self, cfg: ExperimentConfig, rt: RuntimeConfig, spec: EnvSpec, out: Path | None = None,
                  initial_buffer: Path | None = None):
         self.cfg, self.rt, self.spec = cfg, rt, spec
@@ -37,6 +45,8 @@ class RaySession:
                                  object_store_memory=rt.object_store_memory, namespace=rt.namespace)
         self.run_id = rt.run_id or make_run_id()
         self.buffer = self.sampler = self._learner = None
+        self._rows_collected = 0  # env steps the workers sampled (and wrote to the buffer) in this session
+        self._buffer_report: dict = {}
         try:
             snap_dir = rt.buffer_snapshot_dir or (Path(out) / ".buffer_snapshots" if out is not None else
                                                   Path(tempfile.gettempdir()) / "ssm_metarl_buffer_snapshots")
@@ -45,12 +55,32 @@ class RaySession:
                 self.run_id, snapshot_dir=Path(snap_dir).resolve(),
                 snapshot_every_adds=rt.buffer_snapshot_every_adds,
                 snapshot_every_s=rt.buffer_snapshot_every_s, initial_path=initial_buffer,
-                max_restarts=rt.buffer_max_restarts, namespace=rt.namespace, timeout_s=rt.call_timeout_s)
+                max_restarts=rt.buffer_max_restarts, namespace=rt.namespace, timeout_s=rt.call_timeout_s,
+                log_adds=rt.buffer_log, log_fsync=rt.buffer_log_fsync)
             n = rt.num_workers or default_num_workers(rt.learner_cpus, rt.cpus_per_worker)
             self.sampler = RaySampler(cfg, rt, n, self.run_id, self.buffer.name)
         except BaseException:
             self.close()
             raise
+
+    def add_experience(self, state, batches: list[TaskBatch]) -> None:
+        """Count the episodes (the workers wrote them to the buffer actor) and check the actor holds them."""
+        count_experience(state, batches)
+        self._rows_collected += sum(ep.num_steps for b in batches for ep in [*b.pre, b.post])
+        self._watch_buffer()
+
+    def _watch_buffer(self) -> None:
+        """Log restarts of the buffer actor and missing rows; never stops the run."""
+        try:
+            self._buffer_report = dict(self.buffer.watch(self._rows_collected))
+        except (ActorCallTimeout, ray.exceptions.RayError) as e:
+            log.warning("experience buffer %s did not answer its durability check: %s", self.buffer.name,
+                        str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+
+    def buffer_report(self) -> dict:
+        """Buffer counters for ``metrics.json``: restarts, rows restored from snapshot / log, rows
+        collected / stored / lost, duplicates skipped, snapshots, log size and time (last check)."""
+        return dict(self._buffer_report)
 
     def describe(self) -> str:
         from ssm_metarl_ray.runtime import cluster
@@ -97,6 +127,7 @@ class RaySession:
                 except Exception:
                     pass
         if self.buffer is not None:
+            self._watch_buffer()  # a restart during the last iteration or the evaluation
             try:
                 self.buffer.close()
             except Exception:

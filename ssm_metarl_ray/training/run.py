@@ -67,7 +67,8 @@ def write_outputs(out: Path, cfg: ExperimentConfig, results: dict, history: list
     tmp.write_text(json.dumps(metrics, indent=2))
     tmp.replace(out / "metrics.json")
     plot_results(results, out / "adaptation.png",
-                 f"{cfg.env} / {cfg.model.kind}: held-out return vs adaptation steps ({cfg.num_test_tasks} tasks)")
+                 f"{cfg.env} / {cfg.model.kind}: held-out return vs adaptation steps ({cfg.num_test_tasks} tasks)",
+                 env=cfg.env)  # MAML 2017's published curve as a reference where the family has one
 
 
 def learner_tensors(state: TrainState) -> dict[str, torch.Tensor]:
@@ -164,8 +165,10 @@ def run_training(cfg: ExperimentConfig, out: Path, modes: list[str], verbose: bo
         if session is not None:
             session.close()
     eval_s = time.perf_counter() - t0 - train_s
-    write_outputs(out, cfg, results, state.history,
-                  {"env_steps": state.env_steps, "train_seconds": train_s, "eval_seconds": eval_s})
+    extra = {"env_steps": state.env_steps, "train_seconds": train_s, "eval_seconds": eval_s}
+    if session is not None:  # restarts of the buffer actor, rows restored / stored / lost
+        extra["buffer"] = session.buffer_report()
+    write_outputs(out, cfg, results, state.history, extra)
     _report(cfg, results, out, tracked=tracker.opened)
     return results
 
