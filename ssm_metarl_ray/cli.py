@@ -1,4 +1,4 @@
-"""Command line: ``ssm-metarl {train,evaluate,envs}`` (also ``python -m ssm_metarl_ray``).
+"""Command line: ``ssm-metarl {train,evaluate,envs,tune,benchmark}`` (also ``python -m ssm_metarl_ray``).
 
 Bad input gets one line on stderr naming the bad value and what is allowed, and exit code 2; nothing
 is written before the arguments have been validated.
@@ -114,12 +114,32 @@ def build_parser() -> argparse.ArgumentParser:
     from ssm_metarl_ray.sweeps.cli import add_tune_parser  # no Ray import
 
     add_tune_parser(sub)
+    from ssm_metarl_ray.training.benchmark import add_benchmark_parser  # no torch import
+
+    add_benchmark_parser(sub)
     return parser
 
 
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise UsageError(msg)
+
+
+def resolve_env_flag(name: str, flag: str = "--env") -> tuple[str, str | None]:
+    """``(family, note)`` for ``name``, a family or a gymnasium id such as ``CartPole-v1`` (``note``: the line
+    saying which family runs, None for a family name); an ambiguous or unknown id is a ``UsageError``."""
+    from ssm_metarl_ray.envs import resolve_env
+
+    try:
+        return resolve_env(name, flag)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def print_note(note: str | None) -> None:
+    """``note`` (e.g. which family a gymnasium id runs) on stderr, once the arguments are valid."""
+    if note:
+        print(f"ssm-metarl: {note}", file=sys.stderr)
 
 
 # config fields whose flag is not ``--<last part of the field, dashed>``
@@ -145,6 +165,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     otherwise. Only what the config cannot check itself is checked here (flags with "unset" values)."""
     if args.iterations is None:
         args.iterations = ExperimentConfig().iterations
+    args.env = resolve_env_flag(args.env)[0]  # a gymnasium id -> its family (cmd_train prints the note)
     _check(args.model in MODELS, f"unknown --model {args.model!r}; allowed: {', '.join(MODELS)}")
     _check(args.adaptation_mode in (None, *ADAPTATION_MODES),
            f"unknown --adaptation-mode {args.adaptation_mode!r}; allowed: {', '.join(ADAPTATION_MODES)}")
@@ -252,7 +273,7 @@ def cmd_envs() -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     rt = runtime_from_args(args)
-    resume = None
+    resume, note = None, None
     if args.resume is not None:  # the experiment config comes from the checkpoint; runtime flags from here
         from ssm_metarl_ray.utils.checkpoint import load_config
 
@@ -264,9 +285,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                       iterations=args.iterations or cfg.iterations)
         _check_resumable(resume)
     else:
+        note = resolve_env_flag(args.env)[1]
         cfg = config_from_args(args)
     _check_memory(cfg, rt.address)
     out = _check_output_dir(cfg.output_dir)  # last: it creates the directory
+    print_note(note)  # e.g. which family --env CartPole-v1 runs
     modes = [args.adaptation_mode] if args.adaptation_mode else list(ADAPTATION_MODES)
     if rt.num_workers is None and not _ray_available():
         rt = replace(rt, num_workers=0)
@@ -318,9 +341,10 @@ def parse_with_preset(parser: argparse.ArgumentParser, argv: list[str] | None) -
     if args.command != "train" or args.preset is None:
         return args
     _check(args.preset in preset_names(), f"unknown --preset {args.preset!r}; allowed: {', '.join(preset_names())}")
-    _check(args.env in env_names(), f"unknown --env {args.env!r}; allowed: {', '.join(env_names())}")
+    env = resolve_env_flag(args.env)[0] if args.resume is None else args.env  # gymnasium id -> family
+    _check(env in env_names(), f"unknown --env {env!r}; allowed: {', '.join(env_names())}")
     try:
-        overrides = preset_overrides(args.preset, args.env)
+        overrides = preset_overrides(args.preset, env)
     except ValueError as e:
         raise UsageError(str(e)) from None
     flat = {k: v for part in overrides.values() for k, v in part.items()}
@@ -342,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_envs()
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "benchmark":
+            from ssm_metarl_ray.training.benchmark import cmd_benchmark
+
+            return cmd_benchmark(args)
         if args.command == "tune":
             from ssm_metarl_ray.sweeps.cli import cmd_tune
 

@@ -206,3 +206,89 @@ def test_envs_lists_families():
     assert r.returncode == 0
     for name in ("navigation-2d", "cartpole-physics", "halfcheetah-vel", "halfcheetah-dir", "ant-dir", "ant-goal"):
         assert name in r.stdout
+
+
+# ---- coming from SSM-MetaRL-Unified: gymnasium ids, `benchmark`, main.py / serious_benchmark.py shims ----
+ROOT = Path(__file__).resolve().parent.parent
+ONE_ITER = ["--iterations", "1", *SMALL[2:], "--num-workers", "0"]
+
+
+def test_resolve_env_gymnasium_ids():
+    from ssm_metarl_ray.envs import GYM_IDS, resolve_env
+
+    assert resolve_env("cartpole-physics") == ("cartpole-physics", None)
+    assert resolve_env("CartPole-v0", "--env") == ("cartpole-physics",
+                                                   "--env CartPole-v0 runs the task family cartpole-physics")
+    for family, gym_id in GYM_IDS.items():
+        assert resolve_env(gym_id)[0] == family
+    bad_ids = {"HalfCheetah-v5": ("halfcheetah-vel", "halfcheetah-dir"), "Ant-v5": ("ant-dir", "ant-goal"),
+               "moon-lander": ("'moon-lander'", "CartPole-v*")}
+    for bad, needles in bad_ids.items():
+        with pytest.raises(ValueError) as exc:
+            resolve_env(bad)
+        assert all(n in str(exc.value) for n in needles)
+
+
+def test_benchmark_with_the_seed_flags_writes_its_result(tmp_path):
+    out = tmp_path / "bench"
+    r = cli("benchmark", "--task", "halfcheetah-vel", "--method", "ssm", "--adaptation_mode", "hybrid",
+            "--epochs", "50", "--buffer_size", "20000", "--experience_weight", "0.1", "--smoke", "--quiet",
+            "--output-dir", str(out))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((out / "benchmark.json").read_text())
+    assert (doc["task"], doc["method"], doc["adaptation_mode"]) == ("halfcheetah-vel", "ssm", "hybrid")
+    assert doc["epochs"] == 1  # --smoke: one meta-iteration whatever --epochs says
+    adapt = doc["config"]["adapt"]
+    assert adapt["buffer_size"] == 20000 and adapt["experience_weight"] == 0.1
+    assert doc["env_steps"] > 0 and doc["wall_clock_s"]["total"] > 0
+    assert set(doc["held_out_return"]) == {"standard", "hybrid"}  # hybrid is compared with standard
+    assert all(len(m["mean"]) == 2 for m in doc["held_out_return"].values())  # before + after 1 step
+    assert len(doc["hybrid_minus_standard"]) == 2 and (out / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--env", "HalfCheetah-v5"], "--env 'HalfCheetah-v5'"),
+    (["train", "--env_name", "HalfCheetah-v5", "--preset", "maml2017"], "--env 'HalfCheetah-v5'"),
+    (["benchmark", "--task", "HalfCheetah-v5", "--smoke"], "--task 'HalfCheetah-v5'"),
+    (["benchmark", "--task", "navigation-2d", "--epochs", "0"], "--epochs must be a positive integer, got 0"),
+    (["benchmark", "--task", "navigation-2d", "--method", "rnn"], "'rnn'"),
+    (["benchmark", "--task", "navigation-2d", "--adaptation_mode", "both"], "'both'"),
+    (["benchmark", "--task", "moon-lander"], "unknown --task 'moon-lander'"),
+    (["benchmark", "--task", "CartPole-v1", "--experience_weight", "2"], "--experience-weight must be in"),
+    (["benchmark", "--task", "navigation-2d", "--num-workers", "-1"], "--num-workers"),
+    (["benchmark", "--smoke"], "--task"),
+])
+def test_gymnasium_id_and_benchmark_bad_values_one_line_exit_2(tmp_path, capsys, args, needle):
+    from ssm_metarl_ray.cli import main
+
+    out = tmp_path / "never"
+    assert main([*args, "--output-dir", str(out)]) == 2  # in-process: argument errors only, no training
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err, err
+    if "HalfCheetah-v5" in needle:  # an ambiguous id lists the families it could mean
+        assert "choose one: halfcheetah-vel, halfcheetah-dir" in err
+    assert not out.exists()
+
+
+def test_serious_benchmark_shim_reports_bad_values(tmp_path):
+    out = tmp_path / "never"
+    seed_flags = ["--task", "HalfCheetah-v5", "--method", "ssm", "--epochs", "50"]
+    shim = [sys.executable, "experiments/serious_benchmark.py"]
+    r = subprocess.run([*shim, *seed_flags, "--output-dir", str(out)], capture_output=True, text=True,
+                       env=ENV, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "halfcheetah-vel, halfcheetah-dir" in r.stderr and not out.exists()
+
+
+def test_seed_main_py_runs_train_and_cartpole_v1_runs_cartpole_physics(tmp_path):
+    """``python main.py`` is ``ssm-metarl train``; ``--env_name CartPole-v1`` runs cartpole-physics."""
+    out = tmp_path / "m"
+    seed_flags = ["--env_name", "CartPole-v1", "--adaptation_mode", "hybrid", "--num_epochs", "1",
+                  "--buffer_size", "5000", "--experience_weight", "0.2"]
+    r = subprocess.run([sys.executable, "main.py", *seed_flags, *ONE_ITER[2:], "--output-dir", str(out)],
+                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((out / "metrics.json").read_text())["config"]
+    assert cfg["env"] == "cartpole-physics" and cfg["iterations"] == 1 and cfg["adapt"]["buffer_size"] == 5000
+    assert cfg["adapt"]["adaptation_mode"] == "hybrid"
+    assert r.stderr.count("ssm-metarl: --env CartPole-v1 runs the task family cartpole-physics\n") == 1

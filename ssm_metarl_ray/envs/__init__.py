@@ -2,12 +2,14 @@
 
 from ssm_metarl_ray.envs.base import MetaEnv, Task, task_splits
 from ssm_metarl_ray.envs.registry import (
+    BASE_IDS,
     FAMILIES,
     GYM_IDS,
     UnknownEnvError,
     env_names,
     make_env,
     register_gym_ids,
+    resolve_env,
 )
 
 register_gym_ids()
@@ -21,4 +23,6 @@ __all__ = [
     "FAMILIES",
     "UnknownEnvError",
     "GYM_IDS",
+    "BASE_IDS",
+    "resolve_env",
 ]

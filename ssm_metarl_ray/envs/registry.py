@@ -1,5 +1,9 @@
 """Task-family registry: short names -> env classes, ``make_env`` and gymnasium ids.
 
+:func:`resolve_env` also accepts the gymnasium ids users of other projects know: ``CartPole-v1`` (any
+version) is the environment ``cartpole-physics`` varies; ``HalfCheetah-v5`` and ``Ant-v5`` are each varied
+by two families, so they name none and the error lists the choices.
+
 Classes are imported lazily (a :class:`Family` holds an ``"module:Class"`` entry point), so building
 ``navigation-2d`` never imports MuJoCo. Every env enforces its own horizon, so neither
 :func:`make_env` nor the gymnasium registration adds a ``TimeLimit`` wrapper.
@@ -8,6 +12,7 @@ Classes are imported lazily (a :class:`Family` holds an ``"module:Class"`` entry
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +34,7 @@ class Family:
     description: str
     gym_id: str
     mujoco: bool = False
+    gym_base: str | None = None  # the gymnasium env it varies, id without "-v<N>" (e.g. "CartPole")
 
     @property
     def cls(self) -> type[MetaEnv]:
@@ -54,6 +60,7 @@ FAMILIES: dict[str, Family] = {
             f"{_PKG}.cartpole_physics:CartPolePhysicsEnv",
             "CartPole with sampled pole length/mass, cart mass and gravity, H 200 (no MuJoCo)",
             "ssm_metarl_ray/CartPolePhysics-v0",
+            gym_base="CartPole",
         ),
         Family(
             "halfcheetah-vel",
@@ -61,6 +68,7 @@ FAMILIES: dict[str, Family] = {
             "HalfCheetah-v5 goal velocity U[0,2], maml2017 profile, H 200",
             "ssm_metarl_ray/HalfCheetahVel-v0",
             mujoco=True,
+            gym_base="HalfCheetah",
         ),
         Family(
             "halfcheetah-dir",
@@ -68,6 +76,7 @@ FAMILIES: dict[str, Family] = {
             "HalfCheetah-v5 forward/backward, maml2017 profile, H 200",
             "ssm_metarl_ray/HalfCheetahDir-v0",
             mujoco=True,
+            gym_base="HalfCheetah",
         ),
         Family(
             "ant-dir",
@@ -75,6 +84,7 @@ FAMILIES: dict[str, Family] = {
             "Ant-v5 forward/backward with contact forces, maml2017 profile, H 200",
             "ssm_metarl_ray/AntDir-v0",
             mujoco=True,
+            gym_base="Ant",
         ),
         Family(
             "ant-goal",
@@ -82,10 +92,25 @@ FAMILIES: dict[str, Family] = {
             "Ant-v5 reach a goal in a disc of radius 3, ProMP/PEARL profile, H 200",
             "ssm_metarl_ray/AntGoal-v0",
             mujoco=True,
+            gym_base="Ant",
         ),
     )
 }
 GYM_IDS: dict[str, str] = {name: f.gym_id for name, f in FAMILIES.items()}
+
+
+def _base_ids() -> dict[str, tuple[str, ...]]:
+    """Gymnasium base id (no version) -> the families varying that environment, in registry order."""
+    out: dict[str, tuple[str, ...]] = {}
+    for f in FAMILIES.values():
+        if f.gym_base:
+            out[f.gym_base] = (*out.get(f.gym_base, ()), f.name)
+    return out
+
+
+# {"CartPole": ("cartpole-physics",), "HalfCheetah": (vel, dir), "Ant": (dir, goal)}; one: the id names it
+BASE_IDS: dict[str, tuple[str, ...]] = _base_ids()
+_VERSIONED = re.compile(r"(?P<base>[A-Za-z0-9_]+)-v\d+")
 
 
 def env_names() -> list[str]:
@@ -97,6 +122,38 @@ def get_family(name: str) -> Family:
         return FAMILIES[name]
     except (KeyError, TypeError):
         raise UnknownEnvError(f"unknown env {name!r}; allowed: {', '.join(FAMILIES)}") from None
+
+
+def families_of(name: str) -> tuple[str, ...]:
+    """The families a gymnasium id names: one for this package's ids (``GYM_IDS``), the families varying
+    its environment for a versioned base id (``CartPole-v1``; case-insensitive), none otherwise."""
+    by_gym_id = {gym_id: fam for fam, gym_id in GYM_IDS.items()}
+    if name in by_gym_id:
+        return (by_gym_id[name],)
+    m = _VERSIONED.fullmatch(name) if isinstance(name, str) else None
+    bases = {b.lower(): fams for b, fams in BASE_IDS.items()}
+    return bases.get(m["base"].lower(), ()) if m else ()
+
+
+def resolve_env(name: str, label: str = "env") -> tuple[str, str | None]:
+    """``(family, note)`` for a family name, one of this package's gymnasium ids, or a gymnasium id whose
+    environment exactly one family varies (``CartPole-v1`` -> ``cartpole-physics``); ``note`` is a line
+    saying which family runs, None for a family name. ``label`` names the input in messages (e.g. a flag).
+
+    Raises :class:`UnknownEnvError` (a ``ValueError``) for an id several families vary (``HalfCheetah-v5``),
+    listing them, and for an unknown name, listing what is allowed.
+    """
+    if name in FAMILIES:
+        return name, None
+    fams = families_of(name)
+    if len(fams) == 1:
+        return fams[0], f"{label} {name} runs the task family {fams[0]}"
+    if fams:
+        raise UnknownEnvError(f"{label} {name!r} is the environment of {len(fams)} task families; "
+                              f"choose one: {', '.join(fams)}")
+    bases = [f"{b}-v*" for b, f in BASE_IDS.items() if len(f) == 1]
+    raise UnknownEnvError(f"unknown {label} {name!r}; allowed: {', '.join(FAMILIES)}, their gymnasium ids "
+                          f"({', '.join(GYM_IDS.values())}) or {', '.join(bases)}")
 
 
 def make_env(name: str, **kwargs: Any) -> MetaEnv:
