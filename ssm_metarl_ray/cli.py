@@ -1,4 +1,4 @@
-"""Command line: ``ssm-metarl {train,evaluate,envs,tune,benchmark}`` (also ``python -m ssm_metarl_ray``).
+"""Command line: ``ssm-metarl {train,evaluate,envs,tune,benchmark,rollout}`` (also ``python -m ssm_metarl_ray``).
 
 Bad input gets one line on stderr naming the bad value and what is allowed, and exit code 2; nothing
 is written before the arguments have been validated.
@@ -13,9 +13,9 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from ssm_metarl_ray.config import (ADAPTATION_MODES, DEFAULT_INNER_LR, MODELS, OUTER_OPTIMIZERS, AdaptConfig,
-                                   ConfigError,
-                                   ExperimentConfig, MetaConfig, ModelConfig)
+from ssm_metarl_ray.config import (ADAPTATION_MODES, DEFAULT_INNER_LR, EVAL_MODES, METHODS, MODELS,
+                                   OUTER_OPTIMIZERS, AdaptConfig, ConfigError, ExperimentConfig, MetaConfig,
+                                   ModelConfig)
 
 
 class UsageError(Exception):
@@ -33,7 +33,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="task family (see `ssm-metarl envs`)")
     p.add_argument("--model", default=mo.kind, help=f"policy core: {', '.join(MODELS)}")
     p.add_argument("--adaptation-mode", "--adaptation_mode", dest="adaptation_mode", default=None,
-                   help="evaluate only this mode (standard|hybrid); default: both")
+                   help="evaluate only this mode (standard|hybrid|in-context); default: standard and hybrid "
+                        "(in-context method: in-context and standard)")
     p.add_argument("--iterations", "--num_epochs", "--num-epochs", dest="iterations", type=int, default=None,
                    help=f"meta-iterations (default {d.iterations}; with --resume: extend the run to this many)")
     p.add_argument("--meta-batch-size", type=int, default=m.meta_batch_size, help="tasks per meta-iteration")
@@ -47,6 +48,14 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outer-lr", "--outer_lr", dest="outer_lr", type=float, default=m.outer_lr)
     p.add_argument("--outer-steps", type=int, default=m.outer_steps)
     p.add_argument("--first-order", action="store_true", help="first-order MAML meta-gradient")
+    p.add_argument("--method", default=m.method,
+                   help=f"meta-learning method: {' or '.join(METHODS)} (in-context: recurrent PPO over trials, the "
+                        "policy adapts in its state; its defaults: " + ", ".join(
+                            f"--{k.replace('_', '-')} {v}" for k, v in IN_CONTEXT_DEFAULTS.items()) + ")")
+    p.add_argument("--episodes-per-trial", type=int, default=m.episodes_per_trial,
+                   help="in-context: episodes per trial (the recurrent state carries across them)")
+    p.add_argument("--ppo-minibatches", type=int, default=m.ppo_minibatches,
+                   help="in-context: minibatches of trials per PPO epoch (--outer-steps epochs)")
     p.add_argument("--outer-optimizer", default=m.outer_optimizer,
                    help=f"meta-update: {' or '.join(OUTER_OPTIMIZERS)} (clipped: ProMP-style clipped surrogate + "
                         "Adam; trpo: MAML 2017's natural-gradient step in a KL trust region)")
@@ -117,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ssm_metarl_ray.training.benchmark import add_benchmark_parser  # no torch import
 
     add_benchmark_parser(sub)
+    from ssm_metarl_ray.rollout_cli import add_rollout_parser  # no torch / MuJoCo import
+
+    add_rollout_parser(sub)
     return parser
 
 
@@ -167,22 +179,27 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         args.iterations = ExperimentConfig().iterations
     args.env = resolve_env_flag(args.env)[0]  # a gymnasium id -> its family (cmd_train prints the note)
     _check(args.model in MODELS, f"unknown --model {args.model!r}; allowed: {', '.join(MODELS)}")
-    _check(args.adaptation_mode in (None, *ADAPTATION_MODES),
-           f"unknown --adaptation-mode {args.adaptation_mode!r}; allowed: {', '.join(ADAPTATION_MODES)}")
+    _check(args.adaptation_mode in (None, *EVAL_MODES),
+           f"unknown --adaptation-mode {args.adaptation_mode!r}; allowed: {', '.join(EVAL_MODES)}")
     _check(args.episodes_per_step is None or args.episodes_per_step > 0,
            f"--episodes-per-step must be a positive integer, got {args.episodes_per_step}")
     _check(args.adapt_lr is None or (math.isfinite(args.adapt_lr) and args.adapt_lr > 0),
            f"--adapt-lr must be a finite number > 0, got {args.adapt_lr}")
     if args.inner_lr is None:
         args.inner_lr = DEFAULT_INNER_LR[args.model]
+    in_context = args.method == "in-context"
     model = ModelConfig(kind=args.model, hidden_size=args.hidden_size, num_layers=args.num_layers,
-                        state_size=args.state_size, head_init_gain=args.head_init_gain)
-    meta = replace(MetaConfig(), meta_batch_size=args.meta_batch_size, episodes_per_task=args.episodes_per_task,
+                        state_size=args.state_size, head_init_gain=args.head_init_gain,
+                        critic_detached=not in_context)  # PPO's critic shares (and shapes) the core
+    meta = replace(MetaConfig(), method=args.method, episodes_per_trial=args.episodes_per_trial,
+                   ppo_minibatches=args.ppo_minibatches, gae_lambda=0.95 if in_context else 1.0,
+                   meta_batch_size=args.meta_batch_size, episodes_per_task=args.episodes_per_task,
                    inner_lr=args.inner_lr, inner_steps=args.inner_steps, outer_lr=args.outer_lr,
                    outer_steps=args.outer_steps, first_order=args.first_order,
                    outer_optimizer=args.outer_optimizer, trpo_max_kl=args.trpo_max_kl, value_coef=args.value_coef,
                    baseline=args.baseline)
-    adapt = replace(AdaptConfig(), adaptation_mode=args.adaptation_mode or "standard",
+    adapt = replace(AdaptConfig(), adaptation_mode=args.adaptation_mode if args.adaptation_mode in ADAPTATION_MODES
+                    else "standard",
                     adapt_lr=args.adapt_lr if args.adapt_lr is not None else args.inner_lr,
                     adapt_steps=args.adapt_steps,
                     episodes_per_step=args.episodes_per_step or args.episodes_per_task,
@@ -290,13 +307,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     _check_memory(cfg, rt.address)
     out = _check_output_dir(cfg.output_dir)  # last: it creates the directory
     print_note(note)  # e.g. which family --env CartPole-v1 runs
-    modes = [args.adaptation_mode] if args.adaptation_mode else list(ADAPTATION_MODES)
+    modes = eval_modes(args.adaptation_mode, cfg)
     if rt.num_workers is None and not _ray_available():
         rt = replace(rt, num_workers=0)
     from ssm_metarl_ray.training.run import run_training  # torch etc.: only once the arguments are valid
 
     run_training(cfg, out, modes, verbose=not args.quiet, runtime=rt, resume=resume)
     return 0
+
+
+def eval_modes(flag: str | None, cfg: ExperimentConfig) -> list[str]:
+    """Held-out evaluation modes: the one asked for, else standard + hybrid (maml) or in-context +
+    standard (in-context method)."""
+    if flag:
+        return [flag]
+    return ["in-context", "standard"] if cfg.meta.method == "in-context" else list(ADAPTATION_MODES)
 
 
 def _ray_available() -> bool:
@@ -309,8 +334,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ssm_metarl_ray.training.run import run_evaluation
     from ssm_metarl_ray.utils.checkpoint import load_config, load_tensors
 
-    _check(args.adaptation_mode in (None, *ADAPTATION_MODES),
-           f"unknown --adaptation-mode {args.adaptation_mode!r}; allowed: {', '.join(ADAPTATION_MODES)}")
+    _check(args.adaptation_mode in (None, *EVAL_MODES),
+           f"unknown --adaptation-mode {args.adaptation_mode!r}; allowed: {', '.join(EVAL_MODES)}")
     _check(args.num_test_tasks is None or args.num_test_tasks > 0,
            f"--num-test-tasks must be a positive integer, got {args.num_test_tasks}")
     ckpt = Path(args.checkpoint)
@@ -320,10 +345,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         cfg = replace(cfg, num_test_tasks=args.num_test_tasks)
     _check_memory(cfg)
     out = _check_output_dir(args.output_dir or str(ckpt.parent / "evaluation"))
-    modes = [args.adaptation_mode] if args.adaptation_mode else list(ADAPTATION_MODES)
+    modes = eval_modes(args.adaptation_mode, cfg)
     run_evaluation(cfg, weights, ckpt, out, modes)  # checks buffer and weights before writing anything
     return 0
 
+
+# defaults of the train flags under --method in-context (PPO over 2-episode trials, VariBAD-like)
+IN_CONTEXT_DEFAULTS = {"outer_lr": 1e-3, "outer_steps": 4, "value_coef": 0.5, "episodes_per_task": 4,
+                       "episodes_per_trial": 2}
 
 # preset fields that are also train flags (same names); a preset sets their defaults
 _PRESET_FLAGS = ("iterations", "num_train_tasks", "num_test_tasks", "meta_batch_size", "episodes_per_task",
@@ -338,6 +367,9 @@ def parse_with_preset(parser: argparse.ArgumentParser, argv: list[str] | None) -
     from ssm_metarl_ray.presets import preset_names, preset_overrides
 
     args = parser.parse_args(argv)
+    if args.command == "train" and args.method == "in-context":  # the method's defaults; explicit flags win
+        parser.train_parser.set_defaults(**IN_CONTEXT_DEFAULTS)
+        args = parser.parse_args(argv)
     if args.command != "train" or args.preset is None:
         return args
     _check(args.preset in preset_names(), f"unknown --preset {args.preset!r}; allowed: {', '.join(preset_names())}")
@@ -374,6 +406,10 @@ def main(argv: list[str] | None = None) -> int:
             from ssm_metarl_ray.sweeps.cli import cmd_tune
 
             return cmd_tune(args)
+        if args.command == "rollout":
+            from ssm_metarl_ray.rollout_cli import cmd_rollout
+
+            return cmd_rollout(args)
         return cmd_evaluate(args)
     except (UsageError, CheckpointError) as e:
         print(f"ssm-metarl: error: {e}", file=sys.stderr)

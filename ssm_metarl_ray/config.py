@@ -23,6 +23,8 @@ DEFAULT_INNER_LR = {"ssm": 0.02, "mlp": 0.1, "gru": 0.02, "lstm": 0.02, "transfo
 ADAPTATION_MODES = ("standard", "hybrid")
 BASELINES = ("fit", "lagged")
 ACTIVATIONS = ("tanh", "relu")
+METHODS = ("maml", "in-context")  # meta.method
+EVAL_MODES = (*ADAPTATION_MODES, "in-context")  # held-out evaluation: gradient adaptation or trials
 
 
 class ConfigError(ValueError):
@@ -38,6 +40,7 @@ class ConfigError(ValueError):
 POS_INT = {"iterations", "num_train_tasks", "num_test_tasks", "model.hidden_size", "model.num_layers",
            "model.state_size", "model.num_heads", "model.context_len", "meta.meta_batch_size",
            "meta.episodes_per_task", "meta.outer_steps", "meta.trpo_cg_iters", "meta.trpo_ls_steps",
+           "meta.episodes_per_trial", "meta.ppo_minibatches",
            "adapt.episodes_per_step", "adapt.buffer_size", "adapt.experience_batch_size"}
 NONNEG_INT = {"meta.inner_steps", "adapt.adapt_steps"}
 INT_RANGE = {"seed": (0, 2**63 - 1),  # numpy and torch seeds are non-negative
@@ -56,7 +59,7 @@ def _choices(name: str) -> tuple[str, ...] | None:
         return tuple(env_names())
     return {"model.kind": MODELS, "model.activation": ACTIVATIONS, "adapt.adaptation_mode": ADAPTATION_MODES,
             "meta.baseline": BASELINES, "adapt.baseline": BASELINES,
-            "meta.outer_optimizer": OUTER_OPTIMIZERS}.get(name)
+            "meta.outer_optimizer": OUTER_OPTIMIZERS, "meta.method": METHODS}.get(name)
 
 
 def _rule(name: str):
@@ -126,8 +129,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MetaConfig:
+    method: str = "maml"  # "maml": MetaMAML (inner PG step, meta-gradient); "in-context": recurrent PPO over
+    #   trials (the policy adapts in its state; outer_lr / outer_steps / clip_eps / gae_lambda /
+    #   value_coef / entropy_coef / max_grad_norm are PPO's)
     meta_batch_size: int = 10  # tasks per meta-iteration
     episodes_per_task: int = 10  # K trajectories per task for the inner update and for the outer loss
+    #   (in-context: trials per task)
+    episodes_per_trial: int = 1  # in-context: episodes per trial (the state carries across them)
+    ppo_minibatches: int = 4  # in-context: minibatches of trials per PPO epoch (outer_steps epochs)
     inner_lr: float = 0.02  # step size of the inner policy-gradient update (CLI: DEFAULT_INNER_LR per model)
     inner_steps: int = 1  # inner updates per task during meta-training
     first_order: bool = False  # drop second-order terms of the meta-gradient
@@ -191,6 +200,9 @@ class ExperimentConfig:
         for name, v in flat_items(self):
             check_field(name, v)
         m = self.model
+        if self.meta.method == "in-context" and self.meta.value_coef <= 0:
+            raise ConfigError("meta.value_coef must be > 0 for meta.method in-context (PPO's advantages come "
+                              f"from the critic), got {self.meta.value_coef}", "meta.value_coef")
         if m.kind == "transformer" and m.hidden_size % m.num_heads:
             raise ConfigError(f"model.hidden_size must be a multiple of model.num_heads ({m.num_heads}) for "
                               f"the transformer, got {m.hidden_size}", "model.hidden_size")
@@ -247,5 +259,6 @@ def flat_items(cfg: ExperimentConfig) -> list[tuple[str, Any]]:
 
 
 __all__ = ["ModelConfig", "MetaConfig", "AdaptConfig", "ExperimentConfig", "ConfigError", "MODELS", "ADAPTATION_MODES",
-           "BASELINES", "OUTER_OPTIMIZERS", "ACTIVATIONS", "DEFAULT_INNER_LR", "check_field", "field_types",
+           "BASELINES", "OUTER_OPTIMIZERS", "ACTIVATIONS", "METHODS", "EVAL_MODES", "DEFAULT_INNER_LR",
+           "check_field", "field_types",
            "flat_items", "replace"]

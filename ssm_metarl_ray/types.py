@@ -16,6 +16,11 @@ class EpisodeBatch:
     ``inputs`` are exactly the policy features the sampler fed the policy (obs, prev action, prev
     reward, done), so training replays the same sequences. ``mask`` is 1 on real steps, 0 on padding
     after termination. ``dones[:, 0] = 1`` (first step of each episode), elsewhere 0.
+
+    Trials (in-context meta-RL): a row may instead hold a *trial*, N episodes of one task back to back
+    (length up to N x horizon, padding only at the end); ``dones`` marks the first step of every episode
+    (the policy sees it as an input) and ``resets`` (K, T) the steps where the recurrent state restarts:
+    only the trial's first step. ``resets`` None means "same as ``dones``" (one episode per row).
     """
 
     inputs: np.ndarray  # (K, T, D) float32
@@ -29,6 +34,7 @@ class EpisodeBatch:
     returns: np.ndarray  # (K, T) float32 discounted reward-to-go
     task_index: int = -1
     weights_version: int = -1
+    resets: np.ndarray | None = None  # (K, T) float32; None: dones (one episode per row)
 
     @property
     def episode_returns(self) -> np.ndarray:
@@ -39,8 +45,14 @@ class EpisodeBatch:
     def num_steps(self) -> int:
         return int(self.mask.sum())
 
+    @property
+    def core_resets(self) -> np.ndarray:
+        """(K, T) state-reset flags: ``resets``, or ``dones`` for one episode per row."""
+        return self.dones if self.resets is None else self.resets
+
     def to_torch(self, dtype: torch.dtype = torch.float32) -> "TorchEpisodes":
-        return TorchEpisodes(**{f.name: torch.as_tensor(np.array(getattr(self, f.name)), dtype=dtype)
+        get = lambda name: self.core_resets if name == "resets" else getattr(self, name)  # noqa: E731
+        return TorchEpisodes(**{f.name: torch.as_tensor(np.array(get(f.name)), dtype=dtype)
                                 for f in fields(TorchEpisodes)})
 
 
@@ -53,6 +65,11 @@ class TorchEpisodes:
     mask: Tensor
     advantages: Tensor
     returns: Tensor
+    resets: Tensor | None = None  # state resets; None: ``dones``
+
+    @property
+    def core_resets(self) -> Tensor:
+        return self.dones if self.resets is None else self.resets
 
 
 @dataclass

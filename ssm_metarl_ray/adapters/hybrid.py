@@ -72,11 +72,17 @@ class HybridAdapter(StandardAdapter):
 
 
 def make_adapter(mode: str, policy: Policy, cfg: AdaptConfig, buffer: ExperienceBuffer | None = None,
-                 horizon: int = 0, seed: int = 0) -> StandardAdapter:
+                 horizon: int = 0, seed: int = 0, episodes_per_trial: int = 1):
+    """The adapter of an evaluation mode: standard, hybrid (gradient steps) or in-context (trials of
+    ``episodes_per_trial`` episodes, ``cfg.episodes_per_step`` trials per task)."""
+    if mode == "in-context":
+        from ssm_metarl_ray.adapters.in_context import InContextAdapter
+
+        return InContextAdapter(policy, cfg.episodes_per_step, episodes_per_trial)
     if mode == "standard":
         return StandardAdapter(policy, cfg)
     if mode == "hybrid":
         if buffer is None:
             raise ValueError("hybrid adaptation needs an ExperienceBuffer")
         return HybridAdapter(policy, cfg, buffer, horizon, seed)
-    raise ValueError(f"unknown adaptation mode {mode!r}; allowed: standard, hybrid")
+    raise ValueError(f"unknown adaptation mode {mode!r}; allowed: standard, hybrid, in-context")

@@ -32,9 +32,10 @@ def policy_params(policy: Policy) -> Params:
 
 
 def run_policy(policy: Policy, params: Params, ep: TorchEpisodes) -> PolicyOutput:
-    """Run whole episodes (K, T) through the policy with ``params`` substituted."""
+    """Run whole episodes or trials (K, T) through the policy with ``params`` substituted (the state
+    restarts where ``ep.core_resets`` is set)."""
     state = policy.initial_state(ep.inputs.shape[0])
-    out, _ = functional_call(policy, params, (ep.inputs, state, ep.dones))
+    out, _ = functional_call(policy, params, (ep.inputs, state, ep.core_resets))
     return out
 
 

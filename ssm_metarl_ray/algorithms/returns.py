@@ -103,3 +103,34 @@ def normalize_advantages(adv: np.ndarray, mask: np.ndarray, eps: float = 1e-8) -
         return adv * mask
     mu, sd = adv[m].mean(), adv[m].std()
     return ((adv - mu) / (sd + eps)) * mask
+
+
+def trial_episode_returns(rewards: np.ndarray, dones: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """Undiscounted return of each episode of each trial: rewards, dones, mask (K, L) -> (K, n).
+
+    ``dones`` marks each episode's first step; episodes a trial did not reach (it hit its length
+    limit) get NaN."""
+    k = rewards.shape[0]
+    idx = np.cumsum(dones, axis=1).astype(np.int64) - 1  # (K, L) episode index of each step
+    out = np.zeros((k, n))
+    rows = np.broadcast_to(np.arange(k)[:, None], idx.shape)
+    real = (mask > 0) & (idx >= 0) & (idx < n)
+    np.add.at(out, (rows[real], idx[real]), rewards[real])
+    reached = np.zeros((k, n), bool)
+    reached[rows[real], idx[real]] = True
+    out[~reached] = np.nan
+    return out
+
+
+def trial_episode_returns_reference(rewards, dones, mask, n) -> np.ndarray:
+    """Slow per-step reference of :func:`trial_episode_returns` (tests only)."""
+    out = np.full((rewards.shape[0], n), np.nan)
+    for k in range(rewards.shape[0]):
+        e = -1
+        for t in range(rewards.shape[1]):
+            if mask[k, t] <= 0:
+                continue
+            e += int(dones[k, t] > 0)
+            if 0 <= e < n:
+                out[k, e] = (0.0 if np.isnan(out[k, e]) else out[k, e]) + rewards[k, t]
+    return out

@@ -106,11 +106,7 @@ class RolloutWorker:
     @torch.no_grad()
     def sample_many(self, tasks: list[Task], num_episodes: int, params: Params | None = None) -> list[EpisodeBatch]:
         """``num_episodes`` episodes of every task in ONE batched rollout (same parameters for all rows)."""
-        policy = self.policy
-        if params is not None:
-            for name, p in self._scratch.named_parameters():
-                p.copy_(params[name].detach())
-            policy = self._scratch
+        policy = self._policy_with(params)
         rows = [t for t in tasks for _ in range(num_episodes)]
         while len(self.envs) < len(rows):
             self.envs.append(make_env(self.env_name))
@@ -122,16 +118,50 @@ class RolloutWorker:
             out.append(process_episodes(batch, self.meta_cfg.gamma, self.meta_cfg.gae_lambda))
         return out
 
-    def _rollout(self, policy: Policy, row_tasks: list[Task]) -> dict[str, np.ndarray]:
-        """Step len(row_tasks) envs in lockstep (row i runs row_tasks[i]) until all episodes end."""
-        spec, T, k = self.spec, self.spec.horizon, len(row_tasks)
+    @torch.no_grad()
+    def sample_trials(self, tasks: list[Task], num_trials: int, episodes_per_trial: int,
+                      params: Params | None = None) -> list[EpisodeBatch]:
+        """``num_trials`` trials of every task in one batched rollout: each row runs ``episodes_per_trial``
+        episodes of its task back to back, the policy's recurrent state carried across the episode
+        boundaries (``EpisodeBatch`` rows of length ``episodes_per_trial x horizon``; ``resets`` marks the
+        trial start, ``dones`` every episode start). Returns are discounted over the whole trial;
+        advantages are left to the learner (its critic)."""
+        policy = self._policy_with(params)
+        rows = [t for t in tasks for _ in range(num_trials)]
+        while len(self.envs) < len(rows):
+            self.envs.append(make_env(self.env_name))
+        buf = self._rollout(policy, rows, episodes_per_trial)
+        out = []
+        for i, task in enumerate(tasks):
+            part = {k: v[i * num_trials:(i + 1) * num_trials] for k, v in buf.items()}
+            batch = EpisodeBatch(**part, task_index=task.index, weights_version=self.version)
+            batch.returns = discounted_returns(batch.rewards, batch.mask, self.meta_cfg.gamma).astype(np.float32)
+            out.append(batch)
+        return out
+
+    def _policy_with(self, params: Params | None) -> Policy:
+        if params is None:
+            return self.policy
+        for name, p in self._scratch.named_parameters():
+            p.copy_(params[name].detach())
+        return self._scratch
+
+    def _rollout(self, policy: Policy, row_tasks: list[Task], episodes_per_row: int = 1) -> dict[str, np.ndarray]:
+        """Step len(row_tasks) envs in lockstep (row i runs row_tasks[i]) until every row has finished
+        ``episodes_per_row`` episodes (a finished episode's env is reset at once, same task, and the next
+        step is marked done; the recurrent state restarts only at t = 0)."""
+        spec, k, n = self.spec, len(row_tasks), episodes_per_row
+        L = n * spec.horizon
         envs = self.envs[:k]
         act_w = 1 if spec.discrete else spec.act_dim
-        buf = {"inputs": np.zeros((k, T, spec.obs_dim + spec.act_dim + 2), np.float32),
-               "obs": np.zeros((k, T, spec.obs_dim), np.float32), "actions": np.zeros((k, T, act_w), np.float32),
-               "rewards": np.zeros((k, T), np.float32), "logp": np.zeros((k, T), np.float32),
-               "dones": np.zeros((k, T), np.float32), "mask": np.zeros((k, T), np.float32),
-               "advantages": np.zeros((k, T), np.float32), "returns": np.zeros((k, T), np.float32)}
+        buf = {"inputs": np.zeros((k, L, spec.obs_dim + spec.act_dim + 2), np.float32),
+               "obs": np.zeros((k, L, spec.obs_dim), np.float32), "actions": np.zeros((k, L, act_w), np.float32),
+               "rewards": np.zeros((k, L), np.float32), "logp": np.zeros((k, L), np.float32),
+               "dones": np.zeros((k, L), np.float32), "mask": np.zeros((k, L), np.float32),
+               "advantages": np.zeros((k, L), np.float32), "returns": np.zeros((k, L), np.float32)}
+        if n > 1:
+            buf["resets"] = np.zeros((k, L), np.float32)
+            buf["resets"][:, 0] = 1.0
         obs = np.zeros((k, spec.obs_dim), np.float32)
         for i, (env, task) in enumerate(zip(envs, row_tasks)):
             env.set_task(task)
@@ -140,10 +170,11 @@ class RolloutWorker:
         prev_r = torch.zeros(k)
         done = torch.ones(k)
         alive = np.ones(k, bool)
+        left = np.full(k, n - 1)  # episodes still to start after the current one
         state = policy.initial_state(k)
-        for t in range(T):
+        for t in range(L):
             inp = make_policy_inputs(torch.from_numpy(obs), prev_a, prev_r, done)  # (k, D)
-            out, state = policy.step(inp, state, done)
+            out, state = policy.step(inp, state, done if t == 0 or n == 1 else torch.zeros(k))
             a, logp = sample_action(out.dist_params, spec.discrete)
             a_np = a.numpy()
             buf["inputs"][:, t], buf["obs"][:, t], buf["logp"][:, t] = inp.numpy(), obs, logp.numpy()
@@ -158,14 +189,22 @@ class RolloutWorker:
                 clipped = np.clip(a_np, -1.0, 1.0)
                 env_a = spec.action_center + spec.action_scale * clipped
                 prev_a = torch.from_numpy(clipped.astype(np.float32))
+            done = torch.zeros(k)
             for i in np.flatnonzero(alive):
                 o, r, term, trunc, _ = envs[i].step(env_a[i])
                 obs[i], rew[i] = o, r
                 if term or trunc:
-                    alive[i] = False
+                    if left[i] > 0:  # next episode of the trial: same task, fresh start, state kept
+                        left[i] -= 1
+                        obs[i] = envs[i].reset(seed=int(self.rng.integers(2**31)))[0]
+                        done[i] = 1.0
+                    else:
+                        alive[i] = False
             buf["rewards"][:, t] = rew * buf["mask"][:, t]
             prev_r = torch.from_numpy(rew)
-            done = torch.zeros(k)
+            if n > 1 and done.any():  # an episode's first step sees no previous action / reward
+                prev_a[done > 0] = 0.0
+                prev_r = prev_r * (1.0 - done)
             if not alive.any():
                 break
         return buf
@@ -174,6 +213,9 @@ class RolloutWorker:
         """MetaMAML data for several tasks: the first pre-adaptation batch of all tasks is collected in
         one batched rollout (they share the meta-parameters); adapted rollouts run per task."""
         cfg = self.meta_cfg
+        if cfg.method == "in-context":  # trials; the learner computes advantages with its critic
+            trials = self.sample_trials(tasks, cfg.episodes_per_task, cfg.episodes_per_trial)
+            return [TaskBatch(t.index, [], b) for t, b in zip(tasks, trials)]
         if cfg.inner_steps == 0:  # multi-task pretraining: no adaptation, one batch per task
             return [TaskBatch(t.index, [], ep) for t, ep in zip(tasks, self.sample_many(tasks, cfg.episodes_per_task))]
         firsts = self.sample_many(tasks, cfg.episodes_per_task)

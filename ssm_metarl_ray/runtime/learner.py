@@ -15,6 +15,7 @@ import ray
 import torch
 
 from ssm_metarl_ray.algorithms.maml import MetaLearner
+from ssm_metarl_ray.training.meta_train import make_learner
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.rollout.worker import EnvSpec
 from ssm_metarl_ray.runtime.cluster import _first_line, actor_name, get
@@ -50,7 +51,7 @@ class LearnerActor:
         self.device = learner_device(ray.get_gpu_ids(), torch.cuda.is_available())
         if self.device == "cuda":
             torch.set_default_device(self.device)  # batches become device tensors inside MetaLearner.update
-        self.learner = MetaLearner(spec.make_policy(cfg.model).to(self.device), cfg.meta)
+        self.learner = make_learner(spec.make_policy(cfg.model).to(self.device), cfg)
         self.learner.load_state_dict(state)
 
     def info(self) -> dict:

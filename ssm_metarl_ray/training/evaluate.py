@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ssm_metarl_ray.adapters.hybrid import make_adapter
-from ssm_metarl_ray.adapters.standard import mean_sem
+from ssm_metarl_ray.adapters.standard import AdaptResult, mean_sem
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import Task
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer
@@ -33,18 +33,23 @@ class Evaluator:
         policy = self.worker.policy
         if mode == "hybrid":  # adapt against a private copy (repeatable runs) or a fresh local buffer
             buffer = copy_buffer(buffer) if buffer is not None else self.empty_buffer()
-        adapter = make_adapter(mode, policy, self.cfg.adapt, buffer, self.worker.spec.horizon, self.seed)
+        adapter = make_adapter(mode, policy, self.cfg.adapt, buffer, self.worker.spec.horizon, self.seed,
+                               episodes_per_trial=self.cfg.meta.episodes_per_trial)
         if replay_source is not None:
             adapter.replay_source = replay_source
         out = []
         for task in tasks:
-            # same seeds in every mode: pre-adaptation episodes are identical across modes
-            self.worker.rng = np.random.default_rng([self.seed, task.index])
-            torch.manual_seed(self.seed * 100_003 + task.index)
-            out.append(adapter.adapt(self.worker, task).returns)
+            out.append(self.adapt_task(adapter, task).returns)
             if on_task is not None:
                 on_task()
         return out
+
+    def adapt_task(self, adapter, task: Task) -> AdaptResult:
+        """``adapter.adapt`` on ``task`` from the meta-parameters, seeded by (evaluator seed, task): the same
+        task gives the same pre-adaptation episodes in every mode and to every caller (plots, recordings)."""
+        self.worker.rng = np.random.default_rng([self.seed, task.index])
+        torch.manual_seed(self.seed * 100_003 + task.index)
+        return adapter.adapt(self.worker, task)
 
     def empty_buffer(self) -> ExperienceBuffer:
         spec = self.worker.spec
@@ -65,30 +70,58 @@ def summarize(per_task: list[list[float]]) -> dict:
 
 
 def format_table(results: dict[str, dict]) -> str:
-    steps = len(next(iter(results.values()))["mean"])
+    """Mean ± s.e.m. per column: gradient steps 0..S for standard/hybrid; for in-context, column k is
+    episode k+1 of a trial."""
+    steps = max(len(r["mean"]) for r in results.values())
     head = "mode      " + "".join(f"{'step ' + str(s):>18}" for s in range(steps))
     lines = [head, "-" * len(head)]
     for mode, r in results.items():
         cells = "".join(f"{m:>10.2f} ±{s:6.2f}" for m, s in zip(r["mean"], r["sem"]))
         lines.append(f"{mode:<10}{cells}")
+    if "in-context" in results:
+        lines.append("(in-context: step k = episode k+1 of a trial, no gradient step)")
     return "\n".join(lines)
 
 
-def plot_results(results: dict[str, dict], path, title: str) -> None:
+def plot_results(results: dict[str, dict], path, title: str, env: str | None = None) -> None:
+    """Held-out return vs adaptation steps, one curve per mode (mean ± s.e.m. over tasks).
+
+    When task family ``env`` has published MAML 2017 numbers (:mod:`ssm_metarl_ray.anchors`), MAML's curve
+    is drawn as a reference (dashed, "MAML 2017 (published)"), its oracle as a horizontal line, and its
+    pretrain / random-initialisation curves lighter."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = max(len(r["mean"]) for r in results.values())
     for mode, r in results.items():
         x = np.arange(len(r["mean"]))
         ax.errorbar(x, r["mean"], yerr=r["sem"], marker="o", capsize=3, label=mode)
+    steps = max(steps, _plot_references(ax, env))
     ax.set_xlabel("adaptation steps")
     ax.set_ylabel("mean return (held-out tasks)")
-    ax.set_xticks(range(len(next(iter(results.values()))["mean"])))
+    ax.set_xticks(range(steps))
     ax.set_title(title, fontsize=9)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: labels[i] not in results)  # our modes first
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _plot_references(ax, env: str | None) -> int:
+    """Draw MAML 2017's published curves for ``env`` on ``ax``; returns how many steps they span (0: none)."""
+    from ssm_metarl_ray.anchors import LABEL, maml2017
+
+    ref = maml2017(env)
+    if ref is None:
+        return 0
+    x = np.arange(len(ref["maml"]))
+    ax.plot(x, ref["maml"], "k--", marker="s", markersize=4, label=LABEL)
+    for method, name, gray in (("pretrain", "pretrain", "0.45"), ("random", "random init", "0.7")):
+        ax.plot(x, ref[method], ":", color=gray, lw=1.2, label=f"{LABEL}: {name}")
+    ax.axhline(ref["oracle"], color="0.3", lw=1, label=f"{LABEL}: oracle")
+    return len(x)

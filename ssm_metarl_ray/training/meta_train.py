@@ -99,7 +99,16 @@ def build_state(cfg: ExperimentConfig) -> TrainState:
     policy = spec.make_policy(cfg.model)
     buffer = ExperienceBuffer(cfg.adapt.buffer_size, spec.obs_dim, 1 if spec.discrete else spec.act_dim,
                               spec.discrete)
-    return TrainState(cfg, spec, MetaLearner(policy, cfg.meta), buffer, train_tasks, test_tasks)
+    return TrainState(cfg, spec, make_learner(policy, cfg), buffer, train_tasks, test_tasks)
+
+
+def make_learner(policy, cfg: ExperimentConfig):
+    """The central learner of ``cfg.meta.method``: MetaLearner (maml) or PPOLearner (in-context)."""
+    if cfg.meta.method == "in-context":
+        from ssm_metarl_ray.algorithms.ppo import PPOLearner
+
+        return PPOLearner(policy, cfg.meta, cfg.seed)
+    return MetaLearner(policy, cfg.meta)
 
 
 def add_to_buffer(state: TrainState, batches: list[TaskBatch]) -> None:

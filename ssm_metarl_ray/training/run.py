@@ -194,6 +194,8 @@ def _report(cfg: ExperimentConfig, results: dict, out: Path, tracked: bool = Fal
     print(format_table(results))
     for mode, r in results.items():
         gain = r["mean"][-1] - r["mean"][0]
-        print(f"{mode}: {len(r['mean']) - 1} adaptation steps change the return by {gain:+.2f}")
+        what = (f"episode {len(r['mean'])} of a trial vs episode 1" if mode == "in-context"
+                else f"after {len(r['mean']) - 1} adaptation steps")
+        print(f"{mode}: {what}, the return changes by {gain:+.2f}")
     print(f"wrote {out / 'checkpoint'}, {out / 'metrics.json'}, {out / 'adaptation.png'}"
           + (f", {out / PROGRESS} and TensorBoard events (tensorboard --logdir {out})" if tracked else ""))

@@ -1,0 +1,122 @@
+"""In-context meta-RL learner: recurrent PPO over trials (RL^2 / VariBAD style, Lu et al. 2023 for SSMs).
+
+A trial is N episodes of one task back to back; the policy's recurrent state carries across the episode
+boundaries, so a policy that reads the previous reward and action can adapt *within* the trial, with no
+gradient step at test time. Training is plain PPO on whole trial sequences (the SSM runs its scan over
+the trial): GAE over the trial with the critic's values (episode boundaries inside a trial are not
+terminal: the trial is the agent's episode), normalised advantages, ``outer_steps`` epochs of
+``ppo_minibatches`` minibatches of trials, clipped surrogate + value loss - entropy bonus, Adam.
+
+``PPOLearner`` has :class:`~ssm_metarl_ray.algorithms.maml.MetaLearner`'s surface (``update``,
+``get_weights``, ``state_dict``, ``load_state_dict``, ``version``), so the training loop, the Ray runtime
+and checkpoints run it unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ssm_metarl_ray.algorithms.losses import approx_kl, clipped_surrogate, masked_mean, value_loss
+from ssm_metarl_ray.algorithms.maml import group_norms, policy_params, run_policy
+from ssm_metarl_ray.algorithms.returns import gae, normalize_advantages, trial_episode_returns
+from ssm_metarl_ray.config import MetaConfig
+from ssm_metarl_ray.models.policy import Policy, entropy, log_prob
+from ssm_metarl_ray.types import EpisodeBatch, TaskBatch, TorchEpisodes
+
+
+def stack_trials(batches: list[TaskBatch]) -> EpisodeBatch:
+    """All trials of a meta-batch as one EpisodeBatch (rows of every task's post batch)."""
+    eps = [b.post for b in batches]
+    keys = ("inputs", "obs", "actions", "rewards", "logp", "dones", "mask", "advantages", "returns")
+    out = EpisodeBatch(**{k: np.concatenate([getattr(e, k) for e in eps]) for k in keys})
+    out.resets = np.concatenate([e.core_resets for e in eps])
+    return out
+
+
+def trial_advantages(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float,
+                     lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """GAE over whole trials and the value targets: rewards, values, mask (K, L) -> (advantages, returns)."""
+    adv = gae(rewards, values, mask, gamma, lam)
+    return adv, (adv + values) * mask
+
+
+class PPOLearner:
+    """``update(task_batches) -> metrics`` for ``meta.method == "in-context"``; owns policy and Adam."""
+
+    def __init__(self, policy: Policy, cfg: MetaConfig, seed: int = 0):
+        self.policy, self.cfg = policy, cfg
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.outer_lr)
+        self.version, self.seed = 0, seed
+
+    def update(self, batches: list[TaskBatch]) -> dict[str, float]:
+        data = stack_trials(batches)
+        ep = self._prepare(data)
+        logs: dict[str, list[float]] = {"surrogate": [], "value_loss": [], "entropy": [], "kl": [],
+                                        "clip_frac": [], "grad_norm": []}
+        grads = []
+        k = data.rewards.shape[0]
+        rng = np.random.default_rng([self.seed, self.version])  # minibatch order: a function of the version,
+        for _ in range(self.cfg.outer_steps):                    # so a resumed run repeats it exactly
+            for rows in np.array_split(rng.permutation(k), min(self.cfg.ppo_minibatches, k)):
+                info, g = self._minibatch_step(_rows(ep, torch.as_tensor(rows)))
+                for key, v in info.items():
+                    logs[key].append(v)
+                grads.append(g)
+        self.version += 1
+        per_episode = trial_episode_returns(data.rewards, data.dones, data.mask, self.cfg.episodes_per_trial)
+        out = {f"meta/{key}": float(np.mean(v)) for key, v in logs.items()}
+        out.update({"meta/pre_return": float(np.nanmean(per_episode[:, 0])),  # episode 1 of each trial
+                    "meta/post_return": float(np.nanmean(per_episode[:, -1])),  # episode N
+                    **{f"grad/{key}": float(np.mean([g[key] for g in grads if key in g]))
+                       for key in sorted({key for g in grads for key in g})}})
+        return out
+
+    def _prepare(self, data: EpisodeBatch) -> TorchEpisodes:
+        """Torch view of the trials with GAE advantages (normalised) and value targets from the critic."""
+        ep = data.to_torch()
+        with torch.no_grad():
+            values = run_policy(self.policy, policy_params(self.policy), ep).value.numpy()  # (K, L)
+        adv, ret = trial_advantages(data.rewards, values, data.mask, self.cfg.gamma, self.cfg.gae_lambda)
+        ep.advantages = torch.as_tensor(normalize_advantages(adv, data.mask), dtype=torch.float32)
+        ep.returns = torch.as_tensor(ret, dtype=torch.float32)
+        return ep
+
+    def _minibatch_step(self, ep: TorchEpisodes) -> tuple[dict[str, float], dict[str, float]]:
+        cfg, policy = self.cfg, self.policy
+        out = run_policy(policy, policy_params(policy), ep)
+        logp = log_prob(out.dist_params, ep.actions, policy.discrete)  # (B, L)
+        surrogate = clipped_surrogate(logp, ep.logp, ep.advantages, ep.mask, cfg.clip_eps)
+        v_loss = value_loss(out.value, ep.returns, ep.mask)
+        ent = masked_mean(entropy(out.dist_params, policy.discrete), ep.mask)
+        loss = surrogate + cfg.value_coef * v_loss - cfg.entropy_coef * ent
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        g = group_norms({n: p.grad for n, p in policy.named_parameters()})
+        gn = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        with torch.no_grad():
+            ratio = torch.exp(logp - ep.logp)
+            clipped = masked_mean(((ratio - 1.0).abs() > cfg.clip_eps).float(), ep.mask)
+        surrogate, v_loss, ent = surrogate.detach(), v_loss.detach(), ent.detach()
+        return ({"surrogate": float(surrogate), "value_loss": float(v_loss), "entropy": float(ent),
+                 "kl": float(approx_kl(logp.detach(), ep.logp, ep.mask)), "clip_frac": float(clipped),
+                 "grad_norm": float(gn)}, g)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.policy.state_dict().items()}
+
+    def state_dict(self) -> dict:
+        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "version": self.version}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.version = int(state["version"])
+
+
+def _rows(ep: TorchEpisodes, rows: torch.Tensor) -> TorchEpisodes:
+    """The trials ``rows`` of ``ep``."""
+    return TorchEpisodes(**{f: getattr(ep, f)[rows] for f in ("inputs", "actions", "logp", "dones", "mask",
+                                                              "advantages", "returns", "resets")})
