@@ -35,29 +35,29 @@ sys.path.insert(0, str(HERE))
 import _common  # noqa: E402
 
 OUT_ROOT = _common.RESULTS / "learning"
-METHODS = ("maml", "multitask", "random")
+METHODS = ("maml", "multitask", "random", "in-context")
 # step size of the inner/adaptation PG step per model (the MAML 2017 mlp setting uses 0.1; the recurrent
 # policies' gradients are larger and 0.02 keeps their adapted returns stable, as in the default config)
 LR = {"mlp": 0.1, "ssm": 0.02, "gru": 0.02, "lstm": 0.02, "transformer": 0.02}
 
 
 def build_config(a: argparse.Namespace):
-    from ssm_metarl_ray.config import ExperimentConfig, ModelConfig
-
     from dataclasses import replace
 
+    from ssm_metarl_ray.config import ExperimentConfig, ModelConfig
     from ssm_metarl_ray.presets import apply_preset
 
+    in_context = a.method == "in-context"  # recurrent PPO over trials (algorithms/ppo.py)
     model = ModelConfig(kind=a.model, activation=a.activation, hidden_size=a.hidden_size or 64,
-                        observation_only=a.observation_only)
+                        observation_only=a.observation_only, critic_detached=not in_context)
     cfg = ExperimentConfig(env=a.env, num_threads=1, seed=a.seed, model=model)
     if a.preset:  # the published protocol; explicit flags below still override it
         cfg = apply_preset(cfg, a.preset)
     lr = a.lr if a.lr is not None else (cfg.meta.inner_lr if a.preset else LR[a.model])
     iters = a.iterations if a.iterations is not None else (cfg.iterations if a.preset else 40)
     meta_batch = a.meta_batch or (cfg.meta.meta_batch_size if a.preset else 10)
-    episodes = a.episodes or (cfg.meta.episodes_per_task if a.preset else 20)
-    iterations = {"maml": iters, "multitask": 2 * iters, "random": 0}[a.method]
+    episodes = a.episodes or (cfg.meta.episodes_per_task if a.preset else (4 if in_context else 20))
+    iterations = {"maml": iters, "multitask": 2 * iters, "random": 0, "in-context": iters}[a.method]
     return replace(
         cfg, iterations=iterations, num_train_tasks=a.train_tasks or cfg.num_train_tasks,
         num_test_tasks=a.test_tasks,
@@ -65,9 +65,11 @@ def build_config(a: argparse.Namespace):
         # same env-step budget as maml
         meta=replace(cfg.meta, meta_batch_size=meta_batch, episodes_per_task=episodes, inner_lr=lr,
                      inner_steps=0 if a.method == "multitask" else a.inner_steps, outer_steps=a.outer_steps,
-                     outer_lr=a.outer_lr or cfg.meta.outer_lr,
+                     outer_lr=a.outer_lr or (1e-3 if in_context else cfg.meta.outer_lr),
                      outer_optimizer=a.outer_optimizer or cfg.meta.outer_optimizer, baseline=a.baseline,
-                     trpo_max_kl=a.max_kl or cfg.meta.trpo_max_kl),
+                     trpo_max_kl=a.max_kl or cfg.meta.trpo_max_kl,
+                     **(dict(method="in-context", episodes_per_trial=a.episodes_per_trial, value_coef=0.5,
+                             gae_lambda=0.95) if in_context else {})),
         adapt=replace(cfg.adapt, adapt_lr=lr, adapt_steps=a.adapt_steps, baseline=a.baseline,
                       episodes_per_step=a.episodes or (cfg.adapt.episodes_per_step if a.preset else episodes)))
 
@@ -79,8 +81,13 @@ def checkpoint_path(a: argparse.Namespace) -> Path:
 
 def run_one(a: argparse.Namespace) -> dict:
     from ssm_metarl_ray.training.meta_train import LocalSampler, build_state, meta_train
-    from ssm_metarl_ray.training.run import (evaluate_modes, health_line, learner_tensors,
-                                             restore_training_state, save_training_checkpoint)
+    from ssm_metarl_ray.training.run import (
+        evaluate_modes,
+        health_line,
+        learner_tensors,
+        restore_training_state,
+        save_training_checkpoint,
+    )
 
     cfg = build_config(a)
     t0 = time.perf_counter()
@@ -124,7 +131,8 @@ def run_one(a: argparse.Namespace) -> dict:
                              progress=True)
     eval_s = time.perf_counter() - t_eval
     # every mode collects episodes_per_step trajectories before and after each step; pre is shared
-    eval_steps = len(state.test_tasks) * cfg.adapt.episodes_per_step * state.spec.horizon * (1 + a.adapt_steps * len(a.modes))
+    eval_steps = (len(state.test_tasks) * cfg.adapt.episodes_per_step * state.spec.horizon
+                  * (1 + a.adapt_steps * len(a.modes)))
     keep = ("iteration", "env_steps", "meta/pre_return", "meta/post_return", "time/sample_s", "time/update_s",
             "time/train_wall_s", "time/train_cpu_s")
     return {
@@ -183,8 +191,9 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
     """Re-run the held-out evaluation of a finished run from its final weights (``runs/learning/``, kept
     locally) with ``--episodes-per-step`` trajectories per step; the previous evaluation is kept in the
     result file under ``evaluation_previous``."""
-    import torch
     from dataclasses import replace
+
+    import torch
 
     from ssm_metarl_ray.config import ExperimentConfig
     from ssm_metarl_ray.envs import make_env, task_splits
@@ -205,7 +214,8 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
                                             "eval_env_steps": data["eval_env_steps"]})
     horizon = make_env(cfg.env).horizon
     data.update(config=cfg.to_dict(), eval_wall_s=round(time.perf_counter() - t0, 1),
-                eval_env_steps=len(test_tasks) * a.episodes_per_step * horizon * (1 + cfg.adapt.adapt_steps * len(a.modes)),
+                eval_env_steps=(len(test_tasks) * a.episodes_per_step * horizon
+                                * (1 + cfg.adapt.adapt_steps * len(a.modes))),
                 evaluation={m: {k: r[k] for k in ("mean", "sem", "per_task")} for m, r in results.items()},
                 summary={m: [round(float(x), 2) for x in r["mean"]] for m, r in results.items()},
                 evaluation_command="python benchmarks/learning.py " + " ".join(sys.argv[1:]))
@@ -261,6 +271,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     r.add_argument("--inner-steps", type=int, default=1, help="inner PG steps in meta-training (MAML: 1)")
     r.add_argument("--outer-optimizer", choices=["clipped", "trpo"], default=None)
     r.add_argument("--outer-lr", type=float, default=None)
+    r.add_argument("--episodes-per-trial", type=int, default=2,
+                   help="in-context: episodes per trial (the recurrent state carries across them)")
     r.add_argument("--max-kl", type=float, default=None, help="TRPO trust region (default 0.01; MAML's "
                    "HalfCheetahDir checkpoint: 0.02)")
     r.add_argument("--test-tasks", type=int, default=40, help="held-out test tasks (MAML: 40)")
