@@ -49,7 +49,7 @@ def build_config(a: argparse.Namespace):
 
     in_context = a.method == "in-context"  # recurrent PPO over trials (algorithms/ppo.py)
     model = ModelConfig(kind=a.model, activation=a.activation, hidden_size=a.hidden_size or 64,
-                        observation_only=a.observation_only, critic_detached=not in_context)
+                        observation_only=a.observation_only, critic_detached=not a.shared_critic)
     cfg = ExperimentConfig(env=a.env, num_threads=1, seed=a.seed, model=model)
     if a.preset:  # the published protocol; explicit flags below still override it
         cfg = apply_preset(cfg, a.preset)
@@ -271,6 +271,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     r.add_argument("--inner-steps", type=int, default=1, help="inner PG steps in meta-training (MAML: 1)")
     r.add_argument("--outer-optimizer", choices=["clipped", "trpo"], default=None)
     r.add_argument("--outer-lr", type=float, default=None)
+    r.add_argument("--shared-critic", action="store_true",
+                   help="the critic's value loss also trains the core (default: the critic reads detached features)")
     r.add_argument("--episodes-per-trial", type=int, default=2,
                    help="in-context: episodes per trial (the recurrent state carries across them)")
     r.add_argument("--max-kl", type=float, default=None, help="TRPO trust region (default 0.01; MAML's "

@@ -13,9 +13,19 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from ssm_metarl_ray.config import (ADAPTATION_MODES, DEFAULT_INNER_LR, EVAL_MODES, METHODS, MODELS,
-                                   OUTER_OPTIMIZERS, AdaptConfig, ConfigError, ExperimentConfig, MetaConfig,
-                                   ModelConfig)
+from ssm_metarl_ray.config import (
+    ADAPTATION_MODES,
+    DEFAULT_INNER_LR,
+    EVAL_MODES,
+    METHODS,
+    MODELS,
+    OUTER_OPTIMIZERS,
+    AdaptConfig,
+    ConfigError,
+    ExperimentConfig,
+    MetaConfig,
+    ModelConfig,
+)
 
 
 class UsageError(Exception):
@@ -23,6 +33,8 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    train_parser: argparse.ArgumentParser  # the ``train`` subcommand's (set on the top-level parser)
+
     def error(self, message: str):  # one line, no usage dump
         raise UsageError(message)
 
@@ -108,7 +120,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="start the Ray dashboard with a local cluster (needed by `ray list actors`)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(prog="ssm-metarl", description="Meta-RL with state-space-model policies (MetaMAML, "
                      "standard and hybrid test-time adaptation).")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
@@ -189,8 +201,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         args.inner_lr = DEFAULT_INNER_LR[args.model]
     in_context = args.method == "in-context"
     model = ModelConfig(kind=args.model, hidden_size=args.hidden_size, num_layers=args.num_layers,
-                        state_size=args.state_size, head_init_gain=args.head_init_gain,
-                        critic_detached=not in_context)  # PPO's critic shares (and shapes) the core
+                        state_size=args.state_size, head_init_gain=args.head_init_gain)
     meta = replace(MetaConfig(), method=args.method, episodes_per_trial=args.episodes_per_trial,
                    ppo_minibatches=args.ppo_minibatches, gae_lambda=0.95 if in_context else 1.0,
                    meta_batch_size=args.meta_batch_size, episodes_per_task=args.episodes_per_task,
@@ -360,7 +371,7 @@ _PRESET_FLAGS = ("iterations", "num_train_tasks", "num_test_tasks", "meta_batch_
                  "adapt_steps", "episodes_per_step")
 
 
-def parse_with_preset(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+def parse_with_preset(parser: _Parser, argv: list[str] | None) -> argparse.Namespace:
     """Parse; with ``train --preset NAME`` parse again with the preset's values as defaults, so flags given
     explicitly still win."""
     from ssm_metarl_ray.envs import env_names

@@ -144,7 +144,7 @@ def test_cli_in_context_run(tmp_path):
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "metrics.json").read_text())
     assert m["config"]["meta"]["method"] == "in-context" and m["config"]["meta"]["value_coef"] == 0.5
-    assert m["config"]["meta"]["episodes_per_trial"] == 2 and not m["config"]["model"]["critic_detached"]
+    assert m["config"]["meta"]["episodes_per_trial"] == 2 and m["config"]["model"]["critic_detached"]
     assert list(m["evaluation"]) == ["in-context", "standard"]
     assert len(m["evaluation"]["in-context"]["mean"]) == 2 and len(m["evaluation"]["standard"]["mean"]) == 2
     assert {"meta/value_loss", "meta/clip_frac", "meta/pre_return"} <= set(m["history"][0])
