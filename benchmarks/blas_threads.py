@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, (k, t, d) in {"navigation-2d": (20, 100, 2), "halfcheetah": (20, 200, 17)}.items():
         obs, ret = rng.normal(size=(k, t, d)).astype(np.float32), rng.normal(size=(k, t)).astype(np.float32)
         mask = np.ones((k, t), np.float32)
-        fit = lambda: linear_baseline(obs, ret, mask)  # noqa: E731
+        fit = lambda obs=obs, ret=ret, mask=mask: linear_baseline(obs, ret, mask)  # noqa: E731
         default_threads = blas_threads()
         default = median_ms(fit, repeats)
         with threadpool_limits(limits=1, user_api="blas"):

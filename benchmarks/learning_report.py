@@ -140,7 +140,8 @@ def env_table(env: str, runs: list[dict]) -> str:
               "|" + "---|" * (3 + steps)]
     for d in runs:
         med = np.median(np.asarray(d["evaluation"]["standard"]["per_task"]), axis=0)
-        lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | " + " | ".join(f"{m:.1f}" for m in med) + " |")
+        cells = " | ".join(f"{m:.1f}" for m in med)
+        lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | {cells} |")
     agg = seed_aggregates(runs)
     if agg:
         lines += ["", "Across seeds (mean of the per-seed means ± std over seeds):", "",

@@ -230,7 +230,7 @@ def memory_child(args) -> None:
         maxrss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         saved: dict[tuple, int] = {}
 
-        def pack(t):
+        def pack(t, saved=saved):
             s = t.untyped_storage()
             saved[(s.data_ptr(), t.device.type)] = s.nbytes()
             return t
@@ -487,7 +487,7 @@ def main(argv=None) -> dict:
     doc = {
         "benchmark": "model_speed",
         "meta": {"command": cmd, "argv": sys.argv[1:] if argv is None else list(argv), "smoke": args.smoke,
-                 "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                 "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
                  "duration_s": time.time() - t_start, "python": sys.version.split()[0], "torch": torch.__version__,
                  "torch_default_threads": default_threads, "machine": machine_info(),
                  "load_average_start": load0, "threads_note": THREADS_NOTE, "load_average_end": [round(x, 2) for x in os.getloadavg()],

@@ -46,8 +46,8 @@ class RssMonitor(threading.Thread):
 
     def __init__(self, every_s: float = 0.5):
         super().__init__(daemon=True)
-        import ray  # noqa: F401  (importing Ray puts its bundled psutil on sys.path)
         import psutil
+        import ray  # noqa: F401  (importing Ray puts its bundled psutil on sys.path)
 
         self.psutil, self.every_s, self.procs = psutil, every_s, {}
         self._done = threading.Event()

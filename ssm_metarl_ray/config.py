@@ -194,7 +194,7 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def validate(self) -> "ExperimentConfig":
+    def validate(self) -> ExperimentConfig:
         """Check every field against the rule table and the cross-field rules; returns self.
         ``ConfigError`` (one line, the dotted field named) at the first problem."""
         for name, v in flat_items(self):
@@ -209,7 +209,7 @@ class ExperimentConfig:
         return self
 
     @classmethod
-    def from_dict(cls, d: Any) -> "ExperimentConfig":
+    def from_dict(cls, d: Any) -> ExperimentConfig:
         """Rebuild from ``to_dict`` output, every value checked (:func:`check_field`); unknown keys, wrong
         types and out-of-range values raise ``ConfigError`` (a ``ValueError``) naming them."""
         if not isinstance(d, dict):

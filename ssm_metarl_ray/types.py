@@ -50,7 +50,7 @@ class EpisodeBatch:
         """(K, T) state-reset flags: ``resets``, or ``dones`` for one episode per row."""
         return self.dones if self.resets is None else self.resets
 
-    def to_torch(self, dtype: torch.dtype = torch.float32) -> "TorchEpisodes":
+    def to_torch(self, dtype: torch.dtype = torch.float32) -> TorchEpisodes:
         get = lambda name: self.core_resets if name == "resets" else getattr(self, name)  # noqa: E731
         return TorchEpisodes(**{f.name: torch.as_tensor(np.array(get(f.name)), dtype=dtype)
                                 for f in fields(TorchEpisodes)})

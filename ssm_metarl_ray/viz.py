@@ -21,13 +21,14 @@ import sys
 import textwrap
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
 from ssm_metarl_ray.adapters.standard import AdaptResult, StandardAdapter
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import Task, make_env, task_splits
-from ssm_metarl_ray.envs.base import describe
+from ssm_metarl_ray.envs.base import MetaEnv, describe
 from ssm_metarl_ray.training.evaluate import Evaluator
 from ssm_metarl_ray.types import EpisodeBatch
 
@@ -298,7 +299,7 @@ def record_rollout(checkpoint_dir, task_index: int, out_path, adapt_steps: int =
     try:
         evaluator, adapter = standard_evaluator(cfg, weights, adapt_steps, episodes_per_step)
     except RuntimeError as e:  # weights that do not fit the configured model
-        raise CheckpointError(f"checkpoint {str(ckpt)!r} does not match its config: {str(e).splitlines()[0]}")
+        raise CheckpointError(f"checkpoint {str(ckpt)!r} does not match its config: {str(e).splitlines()[0]}") from None
     result = evaluator.adapt_task(adapter, task)
     rec = {"path": out, "task_index": task_index, "task": task, "adapt_returns": result.returns,
            "return": None, "frames": 0, "gl": gl}
@@ -317,9 +318,10 @@ def _film_episode(evaluator: Evaluator, task: Task, result: AdaptResult, width: 
     sampling and scaling as evaluation) in a rendering env that follows the robot (camera ``track``):
     ``(frames, episode return, real-time frames per second)``."""
     worker = evaluator.worker
-    env = make_env(worker.env_name, render_mode="rgb_array", width=width, height=height, camera_name="track")
+    # a MuJoCo env (renders; has ``dt``)
+    env: Any = make_env(worker.env_name, render_mode="rgb_array", width=width, height=height, camera_name="track")
     film = _FilmingEnv(env)
-    worker.envs[0] = film
+    worker.envs[0] = cast(MetaEnv, film)  # duck-typed: what the worker calls (set_task, reset, step)
     try:
         batch = worker.sample(task, 1, result.params)
     finally:

@@ -192,7 +192,9 @@ def test_buffer_killed_mid_run(tmp_path, caplog, buffer_log):
     assert len(np.unique(pairs)) == len(pairs) == stats["num_added"]  # nothing twice
     if buffer_log:
         assert report["rows_lost"] == 0 and "nothing lost" in lines[0]
-        assert report["rows_restored_from_log"] > 0
+        # something was restored (from the log; from a snapshot too when the kill landed after one: a kill
+        # right after a snapshot leaves an empty log, which the snapshot-then-log unit test above covers)
+        assert report["rows_restored_from_snapshot"] + report["rows_restored_from_log"] > 0
     else:
         lost = report["rows_lost"]  # the line is logged when the session notices the restart
         assert f"{lost:,} of " in lines[0] and "LOST" in lines[0] if lost else "nothing lost" in lines[0]

@@ -268,7 +268,7 @@ def test_cartpole_each_param_changes_dynamics(param):
 def test_cartpole_terminates_on_fall():
     env = make_env("cartpole-physics")
     env.reset(seed=0)
-    for t in range(200):
+    for _ in range(200):
         _, r, term, trunc, _ = env.step(1)
         assert r == 1.0
         if term:

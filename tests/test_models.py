@@ -97,7 +97,7 @@ def test_sequence_equals_step_loop_float64(kind):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
     names = [n for n, _ in core.named_parameters()] + ["x"]
     for n, a, b in zip(names, g_s, g_l):
-        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9, msg=lambda m: f"grad {n}: {m}")
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9, msg=lambda m, n=n: f"grad {n}: {m}")
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -17,8 +17,7 @@ from ray_util import assert_same_batches, learning_history, ray_local, rt, tiny_
 from ssm_metarl_ray.runtime.cluster import get  # noqa: E402
 from ssm_metarl_ray.runtime.errors import ActorCallTimeout, SamplingError  # noqa: E402
 from ssm_metarl_ray.runtime.workers import RaySampler  # noqa: E402
-from ssm_metarl_ray.training.meta_train import (  # noqa: E402
-    LocalSampler, build_state, count_experience, meta_train)
+from ssm_metarl_ray.training.meta_train import LocalSampler, build_state, count_experience, meta_train  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(180), pytest.mark.usefixtures("ray_local")]
 
@@ -95,3 +94,59 @@ def test_timeouts_give_clear_errors():
         get(slow.remote(), 0.2, "experience buffer stats")
 
 
+
+
+def test_learner_actor_killed_ends_with_one_clear_error():
+    """The learner actor holds the only copy of the weights and Adam state since the last checkpoint: its
+    death is not silently papered over but one ActorDiedError saying how to continue (never a hang)."""
+    from ssm_metarl_ray.rollout.worker import EnvSpec
+    from ssm_metarl_ray.runtime.errors import ActorDiedError
+    from ssm_metarl_ray.runtime.learner import RemoteLearner
+
+    cfg = tiny_cfg()
+    state = build_state(cfg)
+    learner = RemoteLearner(cfg, state.spec, state.learner, "learner-kill", num_gpus=0, num_cpus=0,
+                            namespace="ssm-test", call_timeout_s=30, update_timeout_s=60, startup_timeout_s=120)
+    assert isinstance(state.spec, EnvSpec) and learner.get_weights()
+    os.kill(learner.info["pid"], signal.SIGKILL)
+    t0 = time.monotonic()
+    with pytest.raises(ActorDiedError, match=r"the learner actor died during learner get_weights .*--resume") as e:
+        learner.get_weights()
+    assert "\n" not in str(e.value) and time.monotonic() - t0 < 30
+    learner.close()
+
+
+def test_evaluator_actor_killed_mid_evaluation_is_retried_exactly():
+    """An evaluator actor SIGKILLed while evaluating: Ray restarts it and retries its calls; evaluation is
+    deterministic per task, so the results equal those of an undisturbed run (nothing lost, no hang)."""
+    from ssm_metarl_ray.runtime.cluster import actor_name
+    from ssm_metarl_ray.runtime.evaluation import evaluate_parallel
+
+    cfg = tiny_cfg()
+    state = build_state(cfg)
+    weights = state.learner.get_weights()
+    kw = dict(num_evaluators=2, cpus=0.5, namespace="ssm-test", startup_timeout_s=120, call_timeout_s=60,
+              timeout_s=300)
+    tasks = state.test_tasks * 10  # 10 calls per evaluator: the kill lands mid-evaluation
+    calm = evaluate_parallel(cfg, weights, 0, tasks, ["standard"], run_id="eval-calm", **kw)
+    killed = {}
+
+    def kill_evaluator_0():
+        name = actor_name("eval-kill", "evaluator-0")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                pid = ray.get(ray.get_actor(name, namespace="ssm-test").info.remote(), timeout=30)["pid"]
+                break
+            except (ValueError, ray.exceptions.RayError):
+                time.sleep(0.05)
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+        killed["pid"] = pid
+
+    t = threading.Thread(target=kill_evaluator_0, daemon=True)
+    t.start()
+    stormy = evaluate_parallel(cfg, weights, 0, tasks, ["standard"], run_id="eval-kill", **kw)
+    t.join(timeout=60)
+    assert "pid" in killed
+    assert stormy == calm

@@ -12,8 +12,7 @@ from ray_util import learning_history, rt, tiny_cfg  # noqa: E402
 
 from ssm_metarl_ray.runtime.buffer import create_buffer  # noqa: E402
 from ssm_metarl_ray.runtime.workers import RaySampler  # noqa: E402
-from ssm_metarl_ray.training.meta_train import (  # noqa: E402
-    LocalSampler, build_state, count_experience, meta_train)
+from ssm_metarl_ray.training.meta_train import LocalSampler, build_state, count_experience, meta_train  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(180)]
 

@@ -6,10 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from ssm_metarl_ray.algorithms.maml import EXACT_FISHER_MODELS, MetaLearner, TorchTaskBatch, policy_params, trpo_objective
-from ssm_metarl_ray.algorithms.trpo import (conjugate_gradient, conjugate_gradient_reference, flat,
-                                            flat_grad,
-                                            line_search, unflat)
+from ssm_metarl_ray.algorithms.maml import (
+    EXACT_FISHER_MODELS,
+    MetaLearner,
+    TorchTaskBatch,
+    policy_params,
+    trpo_objective,
+)
+from ssm_metarl_ray.algorithms.trpo import (
+    conjugate_gradient,
+    conjugate_gradient_reference,
+    flat,
+    flat_grad,
+    line_search,
+    unflat,
+)
 from ssm_metarl_ray.config import MetaConfig, ModelConfig
 from ssm_metarl_ray.envs import make_env, task_splits
 from ssm_metarl_ray.rollout.worker import RolloutWorker

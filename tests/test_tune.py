@@ -5,6 +5,7 @@ interrupted sweep."""
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -106,7 +107,7 @@ def test_interrupted_sweep_resumes(tmp_path):
     """SIGINT while the first of two trials runs -> exit 130 with a --resume hint; --resume finishes both,
     the interrupted one from its checkpoint (trials sample in-process here: num_workers 0)."""
     cfg = {"name": "resume",
-           "base": {**TINY, "iterations": 8, "meta": {"meta_batch_size": 4, "episodes_per_task": 4}},
+           "base": {**TINY, "iterations": 16, "meta": {"meta_batch_size": 4, "episodes_per_task": 4}},
            "search": {"experience_weight": {"grid": [0.0, 0.5]}}, "report_every": 1,
            "max_concurrent_trials": 1, "resources": {"learner_cpus": 1, "num_workers": 0}}
     (tmp_path / "resume.yaml").write_text(yaml.safe_dump(cfg))
@@ -115,8 +116,8 @@ def test_interrupted_sweep_resumes(tmp_path):
     with open(tmp_path / "first.log", "w") as log:
         p = subprocess.Popen([*CMD, *args], stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT)
         try:
-            deadline = time.monotonic() + 150
-            while not list(store.glob("resume/trial_*/checkpoint_000000")):
+            deadline = time.monotonic() + 150  # interrupt once the driver has registered a checkpoint
+            while "checkpoint: trial" not in (tmp_path / "first.log").read_text():
                 assert p.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "no checkpoint within 150 s"
                 time.sleep(0.2)
@@ -133,5 +134,8 @@ def test_interrupted_sweep_resumes(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     rows = read_csv(store / "resume" / "results.csv")
     assert len(rows) == 2 and {row["status"] for row in rows} == {"TERMINATED"}
-    assert {row["iteration"] for row in rows} == {"8"}
-    assert max(int(row["restored_from_iteration"]) for row in rows) >= 1  # continued, not restarted
+    assert {row["iteration"] for row in rows} == {"16"}
+    # the interrupted trial continued from the last checkpoint the driver had registered, not from scratch
+    last = [int(x) for x in re.findall(r"checkpoint: trial \S+ at iteration (\d+)", first)]
+    assert last and last[-1] < 16, first[-3000:]  # interrupted mid-trial
+    assert max(int(row["restored_from_iteration"]) for row in rows) == last[-1]

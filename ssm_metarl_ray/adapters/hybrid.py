@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
+from ssm_metarl_ray.adapters.standard import StandardAdapter
 from ssm_metarl_ray.algorithms.losses import clipped_surrogate
 from ssm_metarl_ray.algorithms.maml import Params, run_policy
-from ssm_metarl_ray.adapters.standard import StandardAdapter
 from ssm_metarl_ray.config import AdaptConfig
 from ssm_metarl_ray.models.policy import Policy, log_prob
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer

@@ -11,7 +11,8 @@ Meta-parameters are never mutated by adaptation: adapted parameters are new tens
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -53,10 +54,11 @@ def sgd_step(params: Params, loss: Tensor, lr: float, create_graph: bool,
     The clipping scale is treated as a constant (not differentiated).
     """
     names = list(params)
-    grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True)
+    grads: Sequence[Tensor] = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph,
+                                                  allow_unused=True)
     grads = [torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, grads)]
     if max_grad_norm is not None:
-        norm = float(torch.sqrt(sum((g.detach() ** 2).sum() for g in grads)))
+        norm = float(torch.sqrt(cast(Tensor, sum((g.detach() ** 2).sum() for g in grads))))
         grads = [g * min(1.0, max_grad_norm / (norm + 1e-6)) for g in grads]
     return {n: params[n] - lr * g for n, g in zip(names, grads)}
 
@@ -74,7 +76,7 @@ def adapt(policy: Policy, params: Params, episodes: Iterable[TorchEpisodes], lr:
     return params
 
 
-def outer_loss(policy: Policy, params: Params, task: "TorchTaskBatch", cfg: MetaConfig) -> tuple[Tensor, dict]:
+def outer_loss(policy: Policy, params: Params, task: TorchTaskBatch, cfg: MetaConfig) -> tuple[Tensor, dict]:
     """Post-adaptation clipped surrogate, differentiated through the inner update(s).
 
     ``info["adapted"]`` holds the adapted parameters (still in the graph) for health metrics.
@@ -91,7 +93,7 @@ def outer_loss(policy: Policy, params: Params, task: "TorchTaskBatch", cfg: Meta
                   "kl": approx_kl(logp.detach(), post.logp, post.mask), "adapted": adapted}
 
 
-def trpo_objective(policy: Policy, params: Params, tasks: list["TorchTaskBatch"], cfg: MetaConfig,
+def trpo_objective(policy: Policy, params: Params, tasks: list[TorchTaskBatch], cfg: MetaConfig,
                    old: list[Tensor] | None, create_graph: bool) -> tuple[Tensor, Tensor, list[Tensor]]:
     """MAML-TRPO's meta-surrogate and mean KL(old || adapted) over the post-adaptation steps of ``tasks``.
 
@@ -123,7 +125,7 @@ def group_of(name: str) -> str:
     return head if head in PARAM_GROUPS else "core"
 
 
-def group_norms(named: dict[str, Tensor]) -> dict[str, float]:
+def group_norms(named: Mapping[str, Tensor | None]) -> dict[str, float]:
     """L2 norm per parameter group (and ``total``) of gradient-like tensors."""
     sq: dict[str, Tensor] = {}
     for n, g in named.items():
@@ -253,7 +255,7 @@ class MetaLearner:
                   for t in tasks]
         grads = group_norms(dict(zip(names, unflat(g.detach(), plist))))
         loss0 = float(loss.detach())  # the surrogate at theta (the same value however it was built)
-        grad_kl = loss = kl = None  # free the graphs before the line search
+        grad_kl = loss = kl = None  # type: ignore[assignment]  # frees the graphs before the line search
         theta0 = flat([p.detach() for p in plist]).clone()
 
         def evaluate(fraction: float) -> tuple[float, float]:

@@ -14,6 +14,8 @@ and checkpoints run it unchanged.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -29,7 +31,8 @@ def stack_trials(batches: list[TaskBatch]) -> EpisodeBatch:
     """All trials of a meta-batch as one EpisodeBatch (rows of every task's post batch)."""
     eps = [b.post for b in batches]
     keys = ("inputs", "obs", "actions", "rewards", "logp", "dones", "mask", "advantages", "returns")
-    out = EpisodeBatch(**{k: np.concatenate([getattr(e, k) for e in eps]) for k in keys})
+    arrays: dict[str, Any] = {k: np.concatenate([getattr(e, k) for e in eps]) for k in keys}
+    out = EpisodeBatch(**arrays)
     out.resets = np.concatenate([e.core_resets for e in eps])
     return out
 

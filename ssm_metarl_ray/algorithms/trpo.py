@@ -12,7 +12,7 @@ Finn et al. 2017 use max KL 0.01).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

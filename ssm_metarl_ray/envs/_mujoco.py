@@ -24,7 +24,8 @@ Subclasses define ``family``, ``task_params``, ``sample_tasks``, ``_apply_task(t
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import mujoco
 import numpy as np
@@ -91,19 +92,27 @@ def _inertia_diagonal(model: mujoco.MjModel, data: mujoco.MjData) -> list[float]
 
 class MujocoMetaMixin(MetaEnv):
     _gym_defaults: dict[str, Any] = {}  # constructor kwargs fixed by the family (obs layout, ...)
+    # Provided by the gymnasium MuJoCo env that follows in the MRO (annotations only, no class attributes).
+    model: mujoco.MjModel
+    data: mujoco.MjData
+    fullpath: str
+    width: int
+    height: int
+    _get_obs: Callable[[], np.ndarray]
 
     def __init__(self, task: Task | None = None, horizon: int | None = None, **gym_kwargs: Any):
         kwargs = {**self._gym_defaults, **gym_kwargs}
         super().__init__(**kwargs)  # the gymnasium MuJoCo env's __init__ (next in the MRO)
-        utils.EzPickle.__init__(self, task=task, horizon=horizon, **gym_kwargs)
+        utils.EzPickle.__init__(cast(utils.EzPickle, self), task=task, horizon=horizon, **gym_kwargs)
         if horizon is not None:
             self.horizon = int(horizon)
         self._t = 0
         self._torso_id = self.model.body("torso").id
         shape = self.observation_space.shape
         self.observation_space = spaces.Box(-np.inf, np.inf, shape, np.float32)
-        self._act_low = self.action_space.low.astype(np.float64)
-        self._act_high = self.action_space.high.astype(np.float64)
+        action_space = cast(spaces.Box, self.action_space)
+        self._act_low = action_space.low.astype(np.float64)
+        self._act_high = action_space.high.astype(np.float64)
         self.set_task(self.default_task() if task is None else task)
 
     # ---------------------------------------------------------------- tasks
@@ -169,7 +178,7 @@ class MujocoMetaMixin(MetaEnv):
 
     # ---------------------------------------------------------------- pickling
     def __getstate__(self) -> dict[str, Any]:
-        state = utils.EzPickle.__getstate__(self)
+        state = utils.EzPickle.__getstate__(cast(utils.EzPickle, self))
         state["_ezpickle_kwargs"] = {**state["_ezpickle_kwargs"], "task": self._task}
         return state
 

@@ -69,7 +69,7 @@ class CartPolePhysicsEnv(MetaEnv):
         self.action_space = spaces.Discrete(2)
         if horizon is not None:
             self.horizon = int(horizon)
-        self._state = (0.0, 0.0, 0.0, 0.0)
+        self._state: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0)  # (x, x_dot, theta, theta_dot)
         self._t = 0
         self.set_task(self.default_task() if task is None else task)
 

@@ -19,7 +19,7 @@ from typing import Protocol, Union
 import torch
 from torch import Tensor
 
-State = Union[Tensor, tuple["State", ...]]
+State = Union[Tensor, tuple["State", ...]]  # noqa: UP007 (recursive alias: needs the string form)
 
 
 class SequenceCore(Protocol):

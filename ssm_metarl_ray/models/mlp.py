@@ -8,12 +8,13 @@ parameters stay in ``net`` (``net.0.weight``, ...) so checkpoints and ``function
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssm_metarl_ray.models.base import State
-
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
@@ -36,7 +37,8 @@ class MLPCore(nn.Module):
 
     def _mlp(self, x: Tensor) -> Tensor:
         for lin in self._linears:
-            p = lin._parameters  # where ``functional_call`` puts substitutes too; skips Module.__getattr__
+            # where ``functional_call`` puts substitutes too; skips Module.__getattr__
+            p: dict[str, Any] = lin._parameters
             x = self._act(F.linear(x, p["weight"], p["bias"]))
         return x
 

@@ -13,14 +13,14 @@ the batch; categorical: logits), so a functional call fully determines the actio
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Normal
 
 from ssm_metarl_ray.config import ModelConfig
-from ssm_metarl_ray.models.base import State
+from ssm_metarl_ray.models.base import SequenceCore, State
 from ssm_metarl_ray.models.registry import make_core
 
 
@@ -38,7 +38,7 @@ class Policy(nn.Module):
         self.input_dim = obs_dim + act_dim + 2
         # observation_only: the core sees the observation alone (MAML 2017's feed-forward policy)
         self.core_input_dim = obs_dim if cfg.observation_only else self.input_dim
-        self.core = make_core(cfg, self.core_input_dim)
+        self.core = cast(SequenceCore, make_core(cfg, self.core_input_dim))  # an nn.Module too
         h = self.core.output_dim
         self.actor = nn.Linear(h, act_dim)
         self.critic = nn.Linear(h, 1)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -36,7 +35,7 @@ from torch import Tensor
 __all__ = ["linear_scan", "linear_scan_ref", "chunk_size_for"]
 
 
-def _prepare(a: Tensor, b: Tensor, reset: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+def _prepare(a: Tensor, b: Tensor, reset: Tensor | None) -> tuple[Tensor, Tensor]:
     """Fold ``reset`` into ``a`` and broadcast ``a`` to the shape of ``b`` (B, T, ...)."""
     if b.dim() < 2:
         raise ValueError(f"b must be (B, T, ...), got shape {tuple(b.shape)}")
@@ -50,8 +49,8 @@ def _prepare(a: Tensor, b: Tensor, reset: Optional[Tensor]) -> tuple[Tensor, Ten
     return a, b
 
 
-def linear_scan_ref(a: Tensor, b: Tensor, h0: Optional[Tensor] = None,
-                    reset: Optional[Tensor] = None) -> Tensor:
+def linear_scan_ref(a: Tensor, b: Tensor, h0: Tensor | None = None,
+                    reset: Tensor | None = None) -> Tensor:
     """Reference: sequential loop. Returns h (B, T, ...), ``h[:, t]`` the state after step t."""
     a, b = _prepare(a, b, reset)
     outs = []
@@ -79,7 +78,7 @@ def chunk_size_for(T: int) -> int:
     return best_c
 
 
-def _chunked_scan(a: Tensor, b: Tensor, h0: Optional[Tensor], reverse: bool, chunk_size: int) -> Tensor:
+def _chunked_scan(a: Tensor, b: Tensor, h0: Tensor | None, reverse: bool, chunk_size: int) -> Tensor:
     """Two-level chunked scan of already-prepared ``a``, ``b`` (same shape (B, T, ...)).
 
     ``reverse=True`` runs ``h_t = a_t * h_{t+1} + b_t`` from t = T-1 down to 0, ``h0`` entering at the
@@ -101,9 +100,10 @@ def _chunked_scan(a: Tensor, b: Tensor, h0: Optional[Tensor], reverse: bool, chu
     if reverse:
         pairs.reverse()
     h_loc, A_loc = [], []
-    h = A = None
+    h: Tensor | None = None
+    A: Tensor | None = None
     for a_t, b_t in pairs:
-        if h is None:
+        if h is None or A is None:  # both are None before the first step only
             h, A = b_t, a_t
         else:
             h = a_t * h + b_t
@@ -119,7 +119,7 @@ def _chunked_scan(a: Tensor, b: Tensor, h0: Optional[Tensor], reverse: bool, chu
 
     # 2. Carry across chunks (K steps): H_in[k] is the true state entering chunk k.
     order = range(K - 1, -1, -1) if reverse else range(K)
-    H_in: list[Optional[Tensor]] = [None] * K
+    H_in: list[Tensor | None] = [None] * K
     H = h0
     for k in order:
         H_in[k] = H
@@ -154,6 +154,7 @@ def _chunked_scan_nograd(a: Tensor, b: Tensor, h0: Tensor, reverse: bool, chunk_
             h_c[c].addcmul_(a_c[c], h_c[prev])
             A_c[c].mul_(A_c[prev])
         prev = c
+    assert prev is not None  # C >= 1 steps ran
     h_end, A_end = h_c[prev].unbind(1), A_c[prev].unbind(1)  # K x (B, ...)
     H_in = torch.empty_like(hl[:, :, 0], memory_format=torch.contiguous_format)  # (B, K, ...)
     H_k = H_in.unbind(1)
@@ -210,8 +211,8 @@ class _LinearScanFn(torch.autograd.Function):
         return grad_a, g, grad_h0, None, None
 
 
-def linear_scan(a: Tensor, b: Tensor, h0: Optional[Tensor] = None, reset: Optional[Tensor] = None,
-                chunk_size: Optional[int] = None, impl: str = "function") -> Tensor:
+def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None, reset: Tensor | None = None,
+                chunk_size: int | None = None, impl: str = "function") -> Tensor:
     """Fast chunked scan with the semantics of :func:`linear_scan_ref` (see the module docstring).
 
     a: broadcastable to b; b: (B, T, ...); h0: (B, ...) or None (zeros); reset: (B, T) or None.

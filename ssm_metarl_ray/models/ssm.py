@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -51,10 +52,12 @@ def no_autograd(x: Tensor) -> bool:
 
 
 # owner module -> (weak refs to the parameters, their (version, data_ptr, dtype, device), value)
-_DERIVED: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+_DERIVED: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
+
+_T = TypeVar("_T")
 
 
-def cached_transform(owner: nn.Module, params: Sequence[Tensor], fn: Callable[..., object]) -> object:
+def cached_transform(owner: nn.Module, params: Sequence[Tensor], fn: Callable[..., _T]) -> _T:
     """``fn(*params)``, memoised per ``owner`` while ``params`` are the same tensor objects with unchanged
     version counters, data pointers, dtypes and devices. Call it only when :func:`no_autograd` holds.
 
@@ -146,8 +149,8 @@ class LRULayer(nn.Module):
     def _step_fast(self, x: Tensor, h: Tensor, keep_t: Tensor | None) -> tuple[Tensor, Tensor]:
         """:meth:`step` without autograd: the same ops, parameters read straight from the ``_parameters``
         dicts (where ``functional_call`` puts substitutes too), lambda and gamma*B memoised."""
-        p = self._parameters
-        mods = self._modules
+        p: dict[str, Any] = self._parameters  # raw dicts: their values are set (not None) here
+        mods: dict[str, Any] = self._modules
         n, g = mods["norm"], mods["glu"]
         lam, Bg = cached_transform(self, (p["nu_log"], p["theta_log"], p["gamma_log"], p["B"]), _lambda_gamma_B)
         npar, gpar = n._parameters, g._parameters
@@ -195,7 +198,7 @@ class SSMCore(nn.Module):
         x = self.encoder(x_t)
         keep = (1.0 - done_t.to(x.dtype)).unsqueeze(-1)  # (B, 1)
         new_state = []
-        for layer, h in zip(self.layers, state):
+        for layer, h in zip(cast("Iterable[LRULayer]", self.layers), state):
             x, h = layer.step(x, h, keep)
             new_state.append(h)
         return self._final_norm(x), tuple(new_state)
@@ -203,7 +206,7 @@ class SSMCore(nn.Module):
     def _step_fast(self, x_t: Tensor, state: State, done_t: Tensor) -> tuple[Tensor, State]:
         """:meth:`step` without autograd (rollouts): same ops; parameters read from the ``_parameters``
         dicts; the reset mask is skipped when no row is done (lambda * 1 == lambda)."""
-        mods = self._modules
+        mods: dict[str, Any] = self._modules  # raw dict: its values are set (not None) here
         enc, norm = mods["encoder"]._parameters, mods["out_norm"]
         x = F.linear(x_t, enc["weight"], enc["bias"])
         keep = (1.0 - done_t.to(x.dtype)).unsqueeze(-1) if bool(done_t.any()) else None
@@ -222,7 +225,7 @@ class SSMCore(nn.Module):
         z = self.encoder(x)
         keep = (1.0 - dones.to(z.dtype)).unsqueeze(-1)  # (B, T, 1)
         new_state = []
-        for layer, h0 in zip(self.layers, state):
+        for layer, h0 in zip(cast("Iterable[LRULayer]", self.layers), state):
             z, h = layer.forward_sequence(z, h0, keep)
             new_state.append(h)
         return self._final_norm(z), tuple(new_state)

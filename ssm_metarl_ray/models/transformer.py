@@ -35,6 +35,8 @@ done.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +46,11 @@ from torch.utils.weak import WeakIdKeyDictionary
 from ssm_metarl_ray.models.base import State, reset_state
 from ssm_metarl_ray.models.ssm import no_autograd
 
-# Constant tensors (no parameters involved) keyed by (what, sizes, dtype, device).
-_CONSTANTS: dict[tuple, Tensor] = {}
+# Constant tensors or tuples of them (no parameters involved) keyed by (what, sizes, dtype, device).
+_CONSTANTS: dict[tuple, Any] = {}
+
+# The state (count, valid, kv) of the module docstring.
+_KV = tuple[tuple[Tensor, Tensor], ...]
 
 
 def _frequencies(half: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -93,7 +98,8 @@ def _append_kv(cache: Tensor, new: Tensor) -> Tensor:
             and base.shape[2] == H and base.dtype == new.dtype and base.device == new.device):
         end = _BUFFER_END.get(base)
         if end is not None and end < base.shape[1]:
-            start, rem = divmod(cache.storage_offset() - base.storage_offset(), base.stride(1))
+            offset = cast(int, cache.storage_offset() - base.storage_offset())  # an int outside tracing
+            start, rem = divmod(offset, base.stride(1))
             if rem == 0 and start + W == end:
                 base.select(1, end).copy_(new)
                 _BUFFER_END[base] = end + 1
@@ -158,7 +164,8 @@ class TransformerBlock(nn.Module):
         query must not see -> (x, k_all (B, W+1, H), v_all (B, W+1, H)). See the module docstring.
         ``fast``: no autograd (in-place appends to the cache buffer, in-place masking)."""
         H, nh = self.H, self.nh
-        m = self._modules  # parameters are read from the ``_parameters`` dicts (``functional_call`` too)
+        # parameters are read from the ``_parameters`` dicts (``functional_call`` too); their values are set
+        m: dict[str, Any] = self._modules
         n1, qkv, pr, n2 = (m[k]._parameters for k in ("norm1", "qkv", "proj", "norm2"))
         l1, l2 = m["mlp"][0]._parameters, m["mlp"][2]._parameters
         eps1, eps2 = m["norm1"].eps, m["norm2"].eps
@@ -220,7 +227,7 @@ class TransformerCore(nn.Module):
     def initial_state(self, batch_size: int) -> State:
         p = self.encoder.weight
         W, H = self.context_len - 1, self.hidden_size
-        z = dict(dtype=p.dtype, device=p.device)
+        z: dict[str, Any] = dict(dtype=p.dtype, device=p.device)
         kv = tuple((torch.zeros(batch_size, W, H, **z), torch.zeros(batch_size, W, H, **z))
                    for _ in self.blocks)
         return torch.zeros(batch_size, **z), torch.zeros(batch_size, W, **z), kv
@@ -233,8 +240,8 @@ class TransformerCore(nn.Module):
         fast = no_autograd(x_t)
         if not fast or bool(done_t.any()):
             state = reset_state(state, done_t)
-        count, valid, kv = state
-        m = self._modules
+        count, valid, kv = cast("tuple[Tensor, Tensor, _KV]", state)
+        m: dict[str, Any] = self._modules  # raw dicts: their values are set (not None) here
         enc, norm = m["encoder"]._parameters, m["out_norm"]
         x = F.linear(x_t, enc["weight"], enc["bias"]) + sinusoidal_encoding(count, self.hidden_size)
         ok = F.pad(valid, (0, 1), value=1.0)  # (B, W+1): cache slots of this episode, then the current step
@@ -248,7 +255,7 @@ class TransformerCore(nn.Module):
         return y, (count + 1.0, ok[:, 1:], tuple(new_kv))
 
     def forward_sequence(self, x: Tensor, state: State, dones: Tensor) -> tuple[Tensor, State]:
-        count, valid, kv = state
+        count, valid, kv = cast("tuple[Tensor, Tensor, _KV]", state)
         B, T = x.shape[:2]
         L, W = self.context_len, self.context_len - 1
         d = dones.to(count.dtype)
@@ -284,7 +291,7 @@ class TransformerCore(nn.Module):
         new_valid = (ok_last & (ep_k[:, T:W + T] == ep_new[:, -1:])).to(valid.dtype)
         keep = new_valid.unsqueeze(-1)
         new_kv = []
-        for block, (k_c, v_c) in zip(self.blocks, kv):
+        for block, (k_c, v_c) in zip(cast("Iterable[TransformerBlock]", self.blocks), kv):
             z, k_all, v_all = block.forward_sequence(z, k_c, v_c, mask, Q)
             new_kv.append((k_all[:, T:] * keep, v_all[:, T:] * keep))
         return self.out_norm(z), (pos[:, -1] + 1.0, new_valid, tuple(new_kv))

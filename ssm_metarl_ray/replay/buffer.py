@@ -438,7 +438,7 @@ class ExperienceBuffer:
         self._cache.clear()
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, np.ndarray]) -> "ExperienceBuffer":
+    def from_state_dict(cls, state: Mapping[str, np.ndarray]) -> ExperienceBuffer:
         """New buffer configured and filled from :meth:`state_dict` output."""
         meta = cls._meta(state)
         buf = cls(meta["capacity"], meta["obs_dim"], meta["act_dim"], bool(meta["discrete"]))
@@ -457,7 +457,8 @@ class ExperienceBuffer:
         tmp = path.with_name(path.name + ".tmp")
         try:
             with open(tmp, "wb") as f:
-                np.savez(f, **self.state_dict())
+                arrays: dict[str, Any] = self.state_dict()  # Any: savez's allow_pickle= is no array
+                np.savez(f, **arrays)
             os.replace(tmp, path)
         finally:
             if tmp.exists():
@@ -465,7 +466,7 @@ class ExperienceBuffer:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ExperienceBuffer":
+    def load(cls, path: str | os.PathLike) -> ExperienceBuffer:
         """Read a file written by :meth:`save` (``allow_pickle=False``: never unpickles code).
 
         A missing file raises ``FileNotFoundError``; a bad or corrupt file raises ``ValueError``.

@@ -15,8 +15,14 @@ import numpy as np
 import torch
 
 from ssm_metarl_ray.algorithms.maml import Params, inner_update, policy_params
-from ssm_metarl_ray.algorithms.returns import (discounted_returns, fit_linear_baseline, gae, linear_baseline,
-                                               normalize_advantages, predict_linear_baseline)
+from ssm_metarl_ray.algorithms.returns import (
+    discounted_returns,
+    fit_linear_baseline,
+    gae,
+    linear_baseline,
+    normalize_advantages,
+    predict_linear_baseline,
+)
 from ssm_metarl_ray.config import MetaConfig, ModelConfig
 from ssm_metarl_ray.envs import Task, make_env
 from ssm_metarl_ray.models.base import make_policy_inputs
@@ -34,7 +40,7 @@ class EnvSpec:
     action_scale: np.ndarray | None
 
     @classmethod
-    def of(cls, env) -> "EnvSpec":
+    def of(cls, env) -> EnvSpec:
         obs_dim = int(np.prod(env.observation_space.shape))
         if isinstance(env.action_space, gym.spaces.Discrete):
             return cls(obs_dim, int(env.action_space.n), True, int(env.horizon), None, None)
@@ -163,9 +169,9 @@ class RolloutWorker:
             buf["resets"] = np.zeros((k, L), np.float32)
             buf["resets"][:, 0] = 1.0
         obs = np.zeros((k, spec.obs_dim), np.float32)
-        for i, (env, task) in enumerate(zip(envs, row_tasks)):
+        for row, (env, task) in enumerate(zip(envs, row_tasks)):
             env.set_task(task)
-            obs[i] = env.reset(seed=int(self.rng.integers(2**31)))[0]
+            obs[row] = env.reset(seed=int(self.rng.integers(2**31)))[0]
         prev_a = torch.zeros(k, spec.act_dim)
         prev_r = torch.zeros(k)
         done = torch.ones(k)

@@ -55,6 +55,7 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import ray
@@ -74,13 +75,12 @@ _JSON_LEN = struct.Struct("<I")  # the payload starts with the length of its JSO
 def encode_record(block: dict[str, np.ndarray], meta: dict) -> tuple[bytes, list]:
     """One log record of ``block``: its 16-byte head and the payload parts (array bytes, not copied)."""
     arrays = {k: np.ascontiguousarray(v) for k, v in block.items()}
-    header = json.dumps({**meta, "fields": [[k, a.dtype.str, list(a.shape)] for k, a in arrays.items()]})
-    header = header.encode()
-    parts = [_JSON_LEN.pack(len(header)), header,
-             *(a.reshape(-1).view(np.uint8) for a in arrays.values())]
+    header = json.dumps({**meta, "fields": [[k, a.dtype.str, list(a.shape)] for k, a in arrays.items()]}).encode()
+    parts: list[bytes | np.ndarray] = [_JSON_LEN.pack(len(header)), header,
+                                       *(a.reshape(-1).view(np.uint8) for a in arrays.values())]
     crc = 0
     for p in parts:
-        crc = zlib.crc32(p, crc)
+        crc = zlib.crc32(p, crc)  # type: ignore[arg-type]  # numpy's stub: ndarray is a Buffer on 3.12+ only
     return _HEAD.pack(_MAGIC, sum(len(p) for p in parts), crc), parts
 
 
@@ -107,7 +107,7 @@ class BlockLog:
 
     def __init__(self, path: str | os.PathLike, fsync: bool = False):
         self.path, self.fsync = Path(path), fsync
-        self._f = None
+        self._f: BinaryIO | None = None  # set by ``open``
         self.size = 0  # bytes in the file (tracked: appends go to the end whatever tell() says)
         self.appends, self.bytes_written, self.seconds = 0, 0, 0.0  # per-add cost, for stats
 
@@ -142,13 +142,15 @@ class BlockLog:
         t0 = time.perf_counter()
         head, parts = encode_record(block, meta)
         start = self.size
+        f = self._f
+        assert f is not None, "BlockLog.open() first"
         try:
-            self._f.write(head)
+            f.write(head)
             for p in parts:
-                self._f.write(p)
-            self._f.flush()
+                f.write(p)
+            f.flush()
             if self.fsync:
-                os.fsync(self._f.fileno())
+                os.fsync(f.fileno())
         except BaseException:
             self.rollback(start)
             raise
@@ -160,6 +162,7 @@ class BlockLog:
 
     def rollback(self, offset: int) -> None:
         """Cut the file back to ``offset`` (a record whose add then failed)."""
+        assert self._f is not None, "BlockLog.open() first"
         self._f.flush()
         self._f.truncate(offset)
         self.size = offset
@@ -168,6 +171,7 @@ class BlockLog:
         """Empty the file: a snapshot now holds everything it recorded."""
         self.rollback(0)
         if self.fsync:
+            assert self._f is not None
             os.fsync(self._f.fileno())
 
     def close(self) -> None:
@@ -206,7 +210,8 @@ def _write_json(path: Path, obj) -> None:
 
 
 # ---- the actor -------------------------------------------------------------------------------------
-@ray.remote(num_cpus=0, concurrency_groups={"write": 1, "read": 4})
+# (the ignore: Ray's stub of ray.remote lacks the concurrency_groups option)
+@ray.remote(num_cpus=0, concurrency_groups={"write": 1, "read": 4})  # type: ignore[call-overload]
 class ExperienceBufferActor:
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, discrete: bool, snapshot_path: str | None,
                  snapshot_every_adds: int = 50, snapshot_every_s: float = 60.0,
@@ -232,6 +237,7 @@ class ExperienceBufferActor:
     def _recover(self, initial_path: Path | None) -> dict:
         """Load the snapshot (else the resumed checkpoint, else nothing), then replay the log after it."""
         t0 = time.perf_counter()
+        path: Path | None
         if self._snap is not None and self._snap.is_file():
             what, path = "snapshot", self._snap
         else:
@@ -247,6 +253,7 @@ class ExperienceBufferActor:
 
     def _load_sidecar(self) -> None:
         """Keys and add count of the snapshot (a sidecar one snapshot older is a subset: still right)."""
+        assert self._snap is not None  # called after loading a snapshot only
         side = self._snap.with_suffix(".json")
         meta = json.loads(side.read_text()) if side.is_file() else {}
         self._keys.update(meta.get("keys", []))
@@ -257,7 +264,8 @@ class ExperienceBufferActor:
         """Add the log's records the base does not hold; cut a torn tail; open the log for appending."""
         out = {"log_records": 0, "log_rows": 0, "log_skipped": 0, "gap_rows": 0}
         good = 0
-        for good, meta, block in self._log.records():
+        assert self._log is not None  # called when there is a log only
+        for good, meta, block in self._log.records():  # noqa: B007 (good: the offset after the last record)
             if meta.get("key") is not None:
                 self._keys.add(meta["key"])
             self._adds = max(self._adds, int(meta.get("seq", 0)))
@@ -303,7 +311,7 @@ class ExperienceBufferActor:
                 self._adds += 1
                 size = len(self._buf)
         except BaseException:
-            if mark is not None:
+            if mark is not None and self._log is not None:  # a mark comes from the log
                 self._log.rollback(mark)
             raise
         if self._snap is not None and (self._adds - self._snap_adds >= self._every_adds
@@ -325,10 +333,11 @@ class ExperienceBufferActor:
 
     def _snapshot(self) -> Path:
         """npz, then sidecar, then empty the log (runs on the write thread: no add in between)."""
+        assert self._snap is not None  # callers check
         with self._lock:  # copy under the lock, write to disk outside it (reads go on meanwhile)
             state = self._buf.state_dict()
-            meta = {"num_added": self._buf.num_added, "adds": self._adds, "keys": sorted(self._keys),
-                    "snapshots": self._snapshots + 1}
+            meta: dict[str, Any] = {"num_added": self._buf.num_added, "adds": self._adds,
+                                    "keys": sorted(self._keys), "snapshots": self._snapshots + 1}
         self._snap.parent.mkdir(parents=True, exist_ok=True)
         ExperienceBuffer.from_state_dict(state).save(self._snap)
         _write_json(self._snap.with_suffix(".json"), meta)
@@ -423,6 +432,7 @@ class BufferClient:
                 if attempt == retries:
                     raise
                 time.sleep(min(2.0, 0.25 * 2**attempt))
+        raise ValueError(f"retries must be >= 0, got {retries}")
 
     def save(self, path: str | os.PathLike) -> Path:
         state = get(self.handle.state_dict.remote(), self.timeout_s, "experience buffer state_dict")
@@ -490,7 +500,7 @@ def create_buffer(capacity: int, obs_dim: int, act_dim: int, discrete: bool, run
     snap = Path(snapshot_dir) / f"{run_id}.buffer.npz" if snapshot_dir is not None else None
     name = actor_name(run_id, "buffer")
     BufferClient(None, name, snap, timeout_s).remove_snapshot()  # a leftover of an earlier run with this id
-    handle = ExperienceBufferActor.options(
+    handle = ExperienceBufferActor.options(  # type: ignore[attr-defined]  # an ActorClass at runtime
         name=name, namespace=namespace, max_restarts=max_restarts,
         max_task_retries=max_restarts,  # reads are idempotent; adds are keyed, so retries are safe
         scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),

@@ -10,7 +10,6 @@ import ray
 
 from ssm_metarl_ray.runtime.errors import ActorCallTimeout, RuntimeSetupError
 
-
 dashboard_url: str | None = None  # of the cluster init_ray started or attached to, when it has one
 
 

@@ -15,5 +15,9 @@ class SamplingError(RayRuntimeError):
     """Rollout workers failed or hung more often than the runtime tolerates; the message says which."""
 
 
+class ActorDiedError(RayRuntimeError):
+    """An actor whose state cannot be rebuilt (the learner) died; the message says how to continue."""
+
+
 class ActorCallTimeout(RayRuntimeError, TimeoutError):
     """A call to one of the runtime's actors did not return in time."""

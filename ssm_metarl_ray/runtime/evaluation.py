@@ -46,10 +46,12 @@ class EvaluatorActor:
 
     def _replay_source(self, task: Task):
         rng = np.random.default_rng([self.seed, task.index, 1])
+        buffer = self.buffer
+        assert buffer is not None  # evaluate() checks
 
         def source(n: int, seq_len: int):  # whole episodes of meta-training experience (None while empty)
             seed = int(rng.integers(2**63))
-            ref = self.buffer.sample_sequences.remote(n, seq_len, seed, episode_start=True)
+            ref: ray.ObjectRef = buffer.sample_sequences.remote(n, seq_len, seed, episode_start=True)
             seq = get(ref, self.timeout, f"{self.name}: experience buffer sample_sequences")
             return None if seq is None else {k: np.array(v) for k, v in seq.items()}  # writable for torch
 
@@ -67,8 +69,9 @@ def evaluate_parallel(cfg: ExperimentConfig, weights: dict[str, np.ndarray], ver
     lines on stderr as tasks finish."""
     n = max(1, min(num_evaluators, len(tasks)))
     names = [actor_name(run_id, f"evaluator-{i}") for i in range(n)]
-    actors = [EvaluatorActor.options(name=name, namespace=namespace, num_cpus=cpus, max_restarts=1,
-                                     max_task_retries=1)  # evaluate() is deterministic: retrying is safe
+    actors = [EvaluatorActor.options(  # type: ignore[attr-defined]  # an ActorClass at runtime
+                  name=name, namespace=namespace, num_cpus=cpus, max_restarts=1,
+                  max_task_retries=1)  # evaluate() is deterministic: retrying is safe
               .remote(cfg, cfg.seed + 1, name, buffer_name, namespace, call_timeout_s) for name in names]
     try:
         get([a.info.remote() for a in actors], startup_timeout_s, f"starting {n} evaluator actor(s)")

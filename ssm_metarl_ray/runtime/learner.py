@@ -15,11 +15,11 @@ import ray
 import torch
 
 from ssm_metarl_ray.algorithms.maml import MetaLearner
-from ssm_metarl_ray.training.meta_train import make_learner
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.rollout.worker import EnvSpec
 from ssm_metarl_ray.runtime.cluster import _first_line, actor_name, get
-from ssm_metarl_ray.runtime.errors import RuntimeSetupError
+from ssm_metarl_ray.runtime.errors import ActorDiedError, RuntimeSetupError
+from ssm_metarl_ray.training.meta_train import make_learner
 from ssm_metarl_ray.types import TaskBatch
 
 
@@ -84,9 +84,9 @@ class RemoteLearner:
             raise RuntimeSetupError(f"--learner-gpus {num_gpus:g}: the Ray cluster has {have:g} GPU(s) (see "
                                     "`ray status`); on an autoscaling cluster start a GPU node first, or drop "
                                     "--learner-gpus")
-        self.handle = LearnerActor.options(name=actor_name(run_id, "learner"), namespace=namespace,
-                                           num_gpus=num_gpus, num_cpus=num_cpus
-                                           ).remote(cfg, spec, local.state_dict())
+        self.handle = LearnerActor.options(  # type: ignore[attr-defined]  # an ActorClass at runtime
+            name=actor_name(run_id, "learner"), namespace=namespace, num_gpus=num_gpus, num_cpus=num_cpus
+        ).remote(cfg, spec, local.state_dict())
         try:
             self.info = get(self.handle.info.remote(), startup_timeout_s, "starting the learner actor")
         except ray.exceptions.RayActorError as e:  # its constructor failed (e.g. GPU without CUDA)
@@ -95,18 +95,30 @@ class RemoteLearner:
             raise RuntimeSetupError(f"the learner actor did not start: {_first_line(cause)}") from None
         self.version = self.info["version"]
 
+    def _get(self, ref, timeout: float, what: str):
+        """``get`` that turns the actor's death into one :class:`ActorDiedError` line: the learner holds the
+        only copy of the weights and optimizer state since the last checkpoint, so it is not restarted."""
+        try:
+            return get(ref, timeout, what)
+        except ray.exceptions.RayActorError as e:
+            cause = getattr(e, "cause", None) or e
+            raise ActorDiedError(f"the learner actor died during {what} ({_first_line(cause)}); its state since "
+                                 "the last checkpoint is lost: continue with --resume (use --checkpoint-every "
+                                 "to checkpoint more often)") from None
+
     def update(self, batches: list[TaskBatch]) -> dict[str, float]:
-        metrics, self.version = get(self.handle.update.remote(batches), self.update_timeout, "learner update")
+        metrics, self.version = self._get(self.handle.update.remote(batches), self.update_timeout, "learner update")
         return metrics
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        return get(self.handle.get_weights.remote(), self.timeout, "learner get_weights")
+        return self._get(self.handle.get_weights.remote(), self.timeout, "learner get_weights")
 
     def state_dict(self) -> dict:
-        return get(self.handle.state_dict.remote(), self.timeout, "learner state_dict")
+        return self._get(self.handle.state_dict.remote(), self.timeout, "learner state_dict")
 
     def load_state_dict(self, state: dict) -> None:
-        self.version = get(self.handle.load_state_dict.remote(state), self.timeout, "learner load_state_dict")
+        self.version = self._get(self.handle.load_state_dict.remote(state), self.timeout,
+                                 "learner load_state_dict")
 
     def close(self) -> None:
         ray.kill(self.handle, no_restart=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import ray
 
@@ -25,7 +26,7 @@ from ssm_metarl_ray.algorithms.maml import MetaLearner
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import Task
 from ssm_metarl_ray.rollout.worker import EnvSpec
-from ssm_metarl_ray.runtime.buffer import create_buffer
+from ssm_metarl_ray.runtime.buffer import BufferClient, create_buffer
 from ssm_metarl_ray.runtime.cluster import default_num_workers, init_ray, make_run_id
 from ssm_metarl_ray.runtime.config import RuntimeConfig
 from ssm_metarl_ray.runtime.errors import ActorCallTimeout
@@ -33,6 +34,9 @@ from ssm_metarl_ray.runtime.evaluation import evaluate_parallel
 from ssm_metarl_ray.runtime.workers import RaySampler
 from ssm_metarl_ray.training.meta_train import count_experience
 from ssm_metarl_ray.types import TaskBatch
+
+if TYPE_CHECKING:
+    from ssm_metarl_ray.runtime.learner import RemoteLearner
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,9 @@ class RaySession:
         self.owns_ray = init_ray(rt.address, rt.num_cpus, include_dashboard=rt.include_dashboard,
                                  object_store_memory=rt.object_store_memory, namespace=rt.namespace)
         self.run_id = rt.run_id or make_run_id()
-        self.buffer = self.sampler = self._learner = None
+        self.buffer: BufferClient | None = None
+        self.sampler: RaySampler | None = None
+        self._learner: RemoteLearner | None = None
         self._rows_collected = 0  # env steps the workers sampled (and wrote to the buffer) in this session
         self._buffer_report: dict = {}
         try:
@@ -71,6 +77,7 @@ class RaySession:
 
     def _watch_buffer(self) -> None:
         """Log restarts of the buffer actor and missing rows; never stops the run."""
+        assert self.buffer is not None  # set by __init__
         try:
             self._buffer_report = dict(self.buffer.watch(self._rows_collected))
         except (ActorCallTimeout, ray.exceptions.RayError) as e:
@@ -85,6 +92,7 @@ class RaySession:
     def describe(self) -> str:
         from ssm_metarl_ray.runtime import cluster
 
+        assert self.sampler is not None and self.buffer is not None  # set by __init__
         names = [w.name for w in self.sampler.workers]
         url = cluster.dashboard_url
         return (f"ray: {len(names)} rollout worker(s) ({', '.join(names)}), buffer {self.buffer.name}, "
@@ -107,6 +115,7 @@ class RaySession:
     def evaluate(self, weights, version: int, tasks: list[Task], modes: list[str],
                  progress: bool = False) -> dict[str, dict]:
         """Stop the rollout workers (their CPUs go to the evaluators), then evaluate in parallel."""
+        assert self.sampler is not None and self.buffer is not None  # set by __init__
         n = self.rt.num_evaluators or len(self.sampler.workers) or 1
         self.sampler.stop()
         if self._learner is not None:
@@ -123,7 +132,7 @@ class RaySession:
         for part in (self.sampler, self._learner):
             if part is not None:
                 try:
-                    part.stop() if hasattr(part, "stop") else part.close()
+                    part.stop() if hasattr(part, "stop") else cast("RemoteLearner", part).close()
                 except Exception:
                     pass
         if self.buffer is not None:
@@ -135,7 +144,7 @@ class RaySession:
         if self.owns_ray:
             ray.shutdown()
 
-    def __enter__(self) -> "RaySession":
+    def __enter__(self) -> RaySession:
         return self
 
     def __exit__(self, *exc) -> None:

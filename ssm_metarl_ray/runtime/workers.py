@@ -27,6 +27,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import ray
@@ -36,8 +37,8 @@ from ssm_metarl_ray.envs import Task
 from ssm_metarl_ray.replay.convert import episodes_to_block
 from ssm_metarl_ray.rollout.worker import RolloutWorker
 from ssm_metarl_ray.runtime.cluster import _first_line, actor_name, get
-from ssm_metarl_ray.runtime.errors import ActorCallTimeout, SamplingError
 from ssm_metarl_ray.runtime.config import RuntimeConfig
+from ssm_metarl_ray.runtime.errors import ActorCallTimeout, SamplingError
 from ssm_metarl_ray.training.meta_train import first_episode_id, sample_chunk_seeded, task_chunks
 from ssm_metarl_ray.types import TaskBatch
 
@@ -84,7 +85,8 @@ class RolloutWorkerActor:
                 blocks.append(episodes_to_block(ep, first))
                 first += ep.rewards.shape[0]
         block = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
-        ref = self.buffer.add.remote(block, key=f"{version}:{first_slot}:{len(batches)}")
+        assert self.buffer is not None  # sample() checks
+        ref: ray.ObjectRef = self.buffer.add.remote(block, key=f"{version}:{first_slot}:{len(batches)}")
         try:
             ray.get(ref, timeout=self.timeout)
         except ray.exceptions.GetTimeoutError:
@@ -100,7 +102,7 @@ class _Worker:
     index: int
     generation: int
     name: str
-    handle: object
+    handle: Any  # the actor's ActorHandle
     since: float = 0.0  # start of the current no-progress interval (hang detection)
 
 
@@ -127,7 +129,8 @@ class RaySampler:
                  buffer_name: str | None = None):
         self.cfg, self.rt, self.run_id, self.buffer_name = cfg, rt, run_id, buffer_name
         self.tasks_per_chunk = rt.tasks_per_chunk  # None: ceil(meta-batch / workers), fixed at the first call
-        self._ref, self._version = None, -1
+        self._ref: ray.ObjectRef | None = None
+        self._version = -1
         self.failures = self.replacements = 0  # totals over the run (reported by stats())
         self.workers = [self._create(i, 0) for i in range(num_workers)]
         self._wait_ready(self.workers, f"{num_workers} rollout worker(s)")
@@ -137,7 +140,7 @@ class RaySampler:
         role = f"rollout-{index}" + (f"-r{generation}" if generation else "")
         name = actor_name(self.run_id, role)
         in_pg = ray.util.get_current_placement_group() is not None  # inside a Tune trial: stay in its PG
-        handle = RolloutWorkerActor.options(
+        handle = RolloutWorkerActor.options(  # type: ignore[attr-defined]  # an ActorClass at runtime
             name=name, namespace=self.rt.namespace, num_cpus=self.rt.cpus_per_worker,
             max_restarts=self.rt.worker_max_restarts, max_task_retries=self.rt.worker_max_task_retries,
             scheduling_strategy="SPREAD" if self.rt.spread_workers and not in_pg else None,
@@ -235,7 +238,7 @@ class RaySampler:
                 failures = self._failed(failures, w, f"returned nothing for {self.rt.sample_timeout_s:g} s "
                                         "(sample_timeout_s)", tasks[a:z])
                 self._replace(w, "hung", inflight, todo)
-        return out  # type: ignore[return-value]
+        return cast("list[TaskBatch]", out)  # every slot is filled by now
 
     def _dispatch(self, tasks: list[Task], chunks: list[tuple[int, int]], todo: deque, inflight: dict
                   ) -> None:

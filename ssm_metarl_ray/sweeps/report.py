@@ -130,6 +130,7 @@ def plot_heatmap(path: Path, spec: SweepSpec, cell_list: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    assert spec.heatmap is not None  # write_report checks
     ya, xa = spec.heatmap
     yv, xv = list(spec.search[ya].values), list(spec.search[xa].values)
     panels = [(f"{m}/post_adapt_return", f"{m}/post_adapt_se", f"{m}: post-adaptation return")

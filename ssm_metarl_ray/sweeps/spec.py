@@ -42,8 +42,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ssm_metarl_ray.config import (ADAPTATION_MODES, SUBCONFIGS, AdaptConfig, ConfigError, ExperimentConfig,
-                                   check_field, field_types)
+from ssm_metarl_ray.config import (
+    ADAPTATION_MODES,
+    SUBCONFIGS,
+    AdaptConfig,
+    ConfigError,
+    ExperimentConfig,
+    check_field,
+    field_types,
+)
 
 TOP_KEYS = ("name", "description", "metric", "mode", "base", "search", "num_samples", "scheduler",
             "max_concurrent_trials", "max_failures", "report_every", "eval_modes", "resources", "heatmap",

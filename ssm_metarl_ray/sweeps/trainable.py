@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from ray import tune
 
-from ssm_metarl_ray.sweeps.spec import bundles, build_experiment_config
-from ssm_metarl_ray.training.meta_train import (LocalSampler, TrainState, add_to_buffer, build_state,
-                                                meta_train)
+from ssm_metarl_ray.sweeps.spec import build_experiment_config, bundles
+from ssm_metarl_ray.training.meta_train import LocalSampler, TrainState, add_to_buffer, build_state, meta_train
 from ssm_metarl_ray.training.run import evaluate_modes, restore_training_state, save_training_checkpoint
 from ssm_metarl_ray.utils.checkpoint import BUFFER, load_buffer
 
@@ -131,7 +130,7 @@ def _start(cfg, state: TrainState, res: dict, run_id: str):
                                                                 run_id))
             # the buffer actor loads initial_buffer in its constructor (RaySession waits for it)
             session = RaySession(cfg, rt, state.spec, None, initial_buffer=initial_buffer)
-        elif initial_buffer is not None:
+        elif initial_buffer is not None and ckpt_dir is not None:  # (initial_buffer is in ckpt_dir)
             state.buffer = load_buffer(ckpt_dir)
     return session, restored_from
 
@@ -173,7 +172,7 @@ def sweep_trial(config: dict) -> None:
         buffer = session.buffer if session is not None else state.buffer
         pg = ray.util.get_current_placement_group()  # Tune's per-trial group (None outside Tune)
         where = {"placement_group_bundles": len(pg.bundle_specs) if pg is not None else 0,
-                 "buffer_actor": buffer.name if session is not None else "in-process",
+                 "buffer_actor": session.buffer.name if session is not None else "in-process",
                  "restored_from_iteration": restored_from, "runtime": "ray" if session is not None else "local"}
         evaluate = _evaluator(cfg, session, res, list(settings["eval_modes"]), run_id)
 

@@ -8,8 +8,8 @@ or the Ray runtime's worker pool. The same function is what the CLI, Ray jobs an
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch

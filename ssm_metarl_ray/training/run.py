@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -20,12 +21,18 @@ from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import make_env, task_splits
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer
 from ssm_metarl_ray.training.evaluate import Evaluator, format_table, plot_results, summarize
-from ssm_metarl_ray.training.meta_train import (LocalSampler, TrainState, add_to_buffer, build_state,
-                                                meta_train)
+from ssm_metarl_ray.training.meta_train import LocalSampler, TrainState, add_to_buffer, build_state, meta_train
 from ssm_metarl_ray.training.tracking import PROGRESS, RunTracker
+from ssm_metarl_ray.utils.checkpoint import (
+    BUFFER,
+    LEARNER,
+    CheckpointError,
+    load_buffer,
+    load_state,
+    load_tensors,
+    save_checkpoint,
+)
 from ssm_metarl_ray.utils.progress import Progress
-from ssm_metarl_ray.utils.checkpoint import (BUFFER, LEARNER, CheckpointError, load_buffer, load_state, load_tensors,
-                                             save_checkpoint)
 
 
 def _progress(state: TrainState, m: dict) -> None:
@@ -79,7 +86,7 @@ def learner_tensors(state: TrainState) -> dict[str, torch.Tensor]:
 def save_training_checkpoint(path: Path, state: TrainState, buffer) -> Path:
     """Everything ``--resume`` needs: learner + optimizer + version, RNG states, counters, history, buffer."""
     weights = learner_tensors(state)
-    np_state = np.random.get_state()
+    np_state = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())  # MT19937's tuple
     rng = {"torch": torch.get_rng_state(), "numpy_key": torch.from_numpy(np_state[1].astype(np.int64)),
            "numpy_pos": int(np_state[2])}
     return save_checkpoint(path, state.cfg, weights, {**state.learner.state_dict(), "rng": rng}, buffer,
@@ -101,7 +108,8 @@ def restore_training_state(state: TrainState, ckpt: Path) -> None:
     state.episode_counter, state.history = int(meta.get("episode_counter", 0)), list(meta.get("history", []))
     if rng is not None:
         torch.set_rng_state(rng["torch"])
-        np.random.set_state(("MT19937", rng["numpy_key"].numpy().astype(np.uint32), rng["numpy_pos"]))
+        # numpy's stub wants the whole 5-tuple; numpy accepts the first three alone (no cached gaussian)
+        np.random.set_state(("MT19937", rng["numpy_key"].numpy().astype(np.uint32), rng["numpy_pos"]))  # type: ignore[arg-type]
 
 
 def run_training(cfg: ExperimentConfig, out: Path, modes: list[str], verbose: bool = True,
@@ -165,7 +173,7 @@ def run_training(cfg: ExperimentConfig, out: Path, modes: list[str], verbose: bo
         if session is not None:
             session.close()
     eval_s = time.perf_counter() - t0 - train_s
-    extra = {"env_steps": state.env_steps, "train_seconds": train_s, "eval_seconds": eval_s}
+    extra: dict[str, Any] = {"env_steps": state.env_steps, "train_seconds": train_s, "eval_seconds": eval_s}
     if session is not None:  # restarts of the buffer actor, rows restored / stored / lost
         extra["buffer"] = session.buffer_report()
     write_outputs(out, cfg, results, state.history, extra)
@@ -182,7 +190,7 @@ def run_evaluation(cfg: ExperimentConfig, weights: dict, ckpt: Path, out: Path, 
     try:
         results = evaluate_modes(cfg, weights, test_tasks, buffer, modes, progress=True)
     except RuntimeError as e:  # weights that do not fit the configured model
-        raise CheckpointError(f"checkpoint {str(ckpt)!r} does not match its config: {str(e).splitlines()[0]}")
+        raise CheckpointError(f"checkpoint {str(ckpt)!r} does not match its config: {str(e).splitlines()[0]}") from None
     write_outputs(out, cfg, results, [], {"checkpoint": str(ckpt)})
     _report(cfg, results, out)
     return results

@@ -35,7 +35,7 @@ import numbers
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 PROGRESS = "progress.csv"
 EVENTS_PREFIX = "events.out.tfevents."
@@ -46,7 +46,7 @@ _FILE_SEQ = itertools.count()  # event file names hold whole seconds: keeps two 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float | int]:
     """The entries of ``metrics`` that are real numbers (lists, strings, None are not tracked)."""
-    return {k: v for k, v in metrics.items() if isinstance(v, numbers.Real)}
+    return {k: cast("float | int", v) for k, v in metrics.items() if isinstance(v, numbers.Real)}
 
 
 def column_order(rows: Iterable[dict[str, Any]]) -> list[str]:
@@ -80,8 +80,8 @@ class RunTracker:
         self.start = int(self.rows[-1].get("iteration", len(self.rows))) if self.rows else 0
         self.tensorboard = tensorboard
         self.columns: list[str] = []
-        self._csv = None  # progress.csv opened for appending
-        self._tb = None  # tensorboardX SummaryWriter
+        self._csv: TextIO | None = None  # progress.csv opened for appending
+        self._tb: Any = None  # tensorboardX SummaryWriter
         self._opened = self._closed = False
 
     def write(self, iteration: int, metrics: dict[str, Any]) -> None:
@@ -93,6 +93,7 @@ class RunTracker:
         if not self._opened:
             self._open()
         elif row.keys() <= set(self.columns):
+            assert self._csv is not None  # opened by the first write
             csv.DictWriter(self._csv, self.columns, restval="").writerow(row)
             self._csv.flush()
         else:

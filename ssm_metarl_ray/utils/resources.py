@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, cast
 
 from ssm_metarl_ray.config import ExperimentConfig
 
@@ -43,10 +44,11 @@ def env_dims(env_name: str) -> EnvDims:
 
     env = make_env(env_name)
     try:
-        space = env.action_space
+        space: Any = env.action_space  # Discrete (has ``n``) or Box
         discrete = hasattr(space, "n")
         act = int(space.n) if discrete else int(np.prod(space.shape))
-        return EnvDims(int(np.prod(env.observation_space.shape)), act, discrete, int(env.horizon))
+        obs_shape = cast("tuple[int, ...]", env.observation_space.shape)  # a Box's: set
+        return EnvDims(int(np.prod(obs_shape)), act, discrete, int(env.horizon))
     finally:
         env.close()
 
