@@ -14,6 +14,15 @@ SMALL = ["--iterations", "2", "--meta-batch-size", "2", "--episodes-per-task", "
          "--adapt-steps", "1", "--hidden-size", "16", "--num-layers", "1", "--quiet"]
 
 
+def main_here(capsys, *args) -> tuple[int, str]:
+    """The CLI in this process (no interpreter start per case): (exit code, stderr)."""
+    from ssm_metarl_ray.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
 def cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "ssm_metarl_ray", *args], capture_output=True, text=True,
                           env=ENV, cwd=cwd, timeout=300)
@@ -81,11 +90,21 @@ def test_original_flag_spellings(tmp_path):
     (["train", "--checkpoint-every", "-1"], "--checkpoint-every"),
     (["evaluate", "--checkpoint", "/nonexistent/ckpt", "--num-test-tasks", "-2"], "--num-test-tasks"),
 ])
-def test_bad_input_one_line_exit_2(tmp_path, args, needle):
+def test_bad_input_one_line_exit_2(tmp_path, capsys, args, needle):
     out = tmp_path / "never"
-    r = cli(*args, "--output-dir", str(out)) if args[0] == "train" else cli(*args)
-    assert r.returncode == 2
-    assert r.stderr.count("\n") == 1 and needle in r.stderr and "Traceback" not in r.stderr
+    code, err = main_here(capsys, *args, "--output-dir", str(out)) if args[0] == "train" else main_here(capsys, *args)
+    assert code == 2
+    assert err.count("\n") == 1 and needle in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, needle", [(["train", "--seed", "-1"], "--seed must be an integer in [0, "),
+                                          (["train", "--buffer-size", "1000000000000000"], "reduce --buffer-size")])
+def test_bad_input_in_a_fresh_process(tmp_path, args, needle):
+    """The same as the table above through a real process: exit status, and nothing but the line on stderr."""
+    out = tmp_path / "never"
+    r = cli(*args, "--output-dir", str(out))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
     assert not out.exists()
 
 
@@ -145,7 +164,7 @@ CORRUPTIONS = {
 
 @pytest.mark.parametrize("command", ["resume", "evaluate"])
 @pytest.mark.parametrize("case", list(CORRUPTIONS))
-def test_bad_checkpoint_one_line_exit_2(tmp_path, finished_run, command, case):
+def test_bad_checkpoint_one_line_exit_2(tmp_path, capsys, finished_run, command, case):
     corrupt, needle = CORRUPTIONS[case]
     if command == "evaluate" and case in ("truncated learner", "state wrong type"):
         pytest.skip("evaluate reads only config, weights and buffer")
@@ -156,11 +175,16 @@ def test_bad_checkpoint_one_line_exit_2(tmp_path, finished_run, command, case):
     corrupt(run / "checkpoint")
     before = sorted(p.relative_to(run) for p in run.rglob("*"))
     if command == "resume":
-        r = cli("train", "--resume", str(run), "--iterations", "3", "--num-workers", "0", "--quiet")
+        args = ("train", "--resume", str(run), "--iterations", "3", "--num-workers", "0", "--quiet")
     else:
-        r = cli("evaluate", "--checkpoint", str(run / "checkpoint"), "--adaptation-mode", "hybrid")
-    assert r.returncode == 2, r.stderr[-2000:]
-    assert r.stderr.count("\n") == 1 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+        args = ("evaluate", "--checkpoint", str(run / "checkpoint"), "--adaptation-mode", "hybrid")
+    if case == "truncated weights":  # a real process: torch's warning must not reach stderr either
+        r = cli(*args)
+        code, err = r.returncode, r.stderr
+    else:
+        code, err = main_here(capsys, *args)
+    assert code == 2, err[-2000:]
+    assert err.count("\n") == 1 and needle in err and "Traceback" not in err, err
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before  # nothing written
 
 
