@@ -49,7 +49,8 @@ def build_config(a: argparse.Namespace):
 
     in_context = a.method == "in-context"  # recurrent PPO over trials (algorithms/ppo.py)
     model = ModelConfig(kind=a.model, activation=a.activation, hidden_size=a.hidden_size or 64,
-                        observation_only=a.observation_only, critic_detached=not a.shared_critic)
+                        observation_only=a.observation_only, critic_detached=not a.shared_critic,
+                        head_hidden=a.head_hidden)
     cfg = ExperimentConfig(env=a.env, num_threads=1, seed=a.seed, model=model)
     if a.preset:  # the published protocol; explicit flags below still override it
         cfg = apply_preset(cfg, a.preset)
@@ -69,7 +70,8 @@ def build_config(a: argparse.Namespace):
                      outer_optimizer=a.outer_optimizer or cfg.meta.outer_optimizer, baseline=a.baseline,
                      trpo_max_kl=a.max_kl or cfg.meta.trpo_max_kl,
                      **(dict(method="in-context", episodes_per_trial=a.episodes_per_trial, value_coef=0.5,
-                             gae_lambda=0.95) if in_context else {})),
+                             gae_lambda=0.95, normalize_rewards=not a.raw_rewards,
+                             ppo_minibatches=a.ppo_minibatches) if in_context else {})),
         adapt=replace(cfg.adapt, adapt_lr=lr, adapt_steps=a.adapt_steps, baseline=a.baseline,
                       episodes_per_step=a.episodes or (cfg.adapt.episodes_per_step if a.preset else episodes)))
 
@@ -263,6 +265,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     r.add_argument("--train-tasks", type=int, default=None, help="training task set (default 100)")
     r.add_argument("--activation", choices=["tanh", "relu"], default="tanh", help="mlp hidden activation")
     r.add_argument("--hidden-size", type=int, default=None, help="core width (default 64)")
+    r.add_argument("--head-hidden", type=int, default=0,
+                   help="hidden width of MLP actor/critic heads (default 0: linear heads)")
+    r.add_argument("--raw-rewards", action="store_true",
+                   help="in-context: PPO on raw rewards (default: divided by the running return std)")
+    r.add_argument("--ppo-minibatches", type=int, default=4, help="in-context: minibatches per PPO epoch")
     r.add_argument("--observation-only", action="store_true",
                    help="the policy sees the observation only (MAML 2017), not previous action/reward/done")
     r.add_argument("--baseline", choices=["fit", "lagged"], default="fit",

@@ -80,6 +80,10 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="weight of the critic's value regression (the critic never moves the core)")
     p.add_argument("--head-init-gain", type=float, default=mo.head_init_gain,
                    help="orthogonal-init gain of the actor head")
+    p.add_argument("--head-hidden", type=int, default=mo.head_hidden,
+                   help="hidden width of MLP actor and critic heads (0: linear heads)")
+    p.add_argument("--raw-rewards", action="store_true",
+                   help="in-context: PPO on raw rewards (default: divided by the running std of the return)")
     p.add_argument("--preset", default=None,
                    help="published protocol for --env (maml2017); flags given explicitly override it")
     p.add_argument("--hidden-size", type=int, default=mo.hidden_size)
@@ -167,7 +171,8 @@ def print_note(note: str | None) -> None:
 
 
 # config fields whose flag is not ``--<last part of the field, dashed>``
-_FLAG_OF = {"meta.trpo_max_kl": "--max-kl", "num_threads": "--threads", "model.kind": "--model"}
+_FLAG_OF = {"meta.trpo_max_kl": "--max-kl", "num_threads": "--threads", "model.kind": "--model",
+            "meta.normalize_rewards": "--raw-rewards"}
 
 
 def flag_of(field: str) -> str:
@@ -201,14 +206,15 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         args.inner_lr = DEFAULT_INNER_LR[args.model]
     in_context = args.method == "in-context"
     model = ModelConfig(kind=args.model, hidden_size=args.hidden_size, num_layers=args.num_layers,
-                        state_size=args.state_size, head_init_gain=args.head_init_gain)
+                        state_size=args.state_size, head_init_gain=args.head_init_gain,
+                        head_hidden=args.head_hidden)
     meta = replace(MetaConfig(), method=args.method, episodes_per_trial=args.episodes_per_trial,
                    ppo_minibatches=args.ppo_minibatches, gae_lambda=0.95 if in_context else 1.0,
                    meta_batch_size=args.meta_batch_size, episodes_per_task=args.episodes_per_task,
                    inner_lr=args.inner_lr, inner_steps=args.inner_steps, outer_lr=args.outer_lr,
                    outer_steps=args.outer_steps, first_order=args.first_order,
                    outer_optimizer=args.outer_optimizer, trpo_max_kl=args.trpo_max_kl, value_coef=args.value_coef,
-                   baseline=args.baseline)
+                   baseline=args.baseline, normalize_rewards=not args.raw_rewards)
     adapt = replace(AdaptConfig(), adaptation_mode=args.adaptation_mode if args.adaptation_mode in ADAPTATION_MODES
                     else "standard",
                     adapt_lr=args.adapt_lr if args.adapt_lr is not None else args.inner_lr,

@@ -42,7 +42,7 @@ POS_INT = {"iterations", "num_train_tasks", "num_test_tasks", "model.hidden_size
            "meta.episodes_per_task", "meta.outer_steps", "meta.trpo_cg_iters", "meta.trpo_ls_steps",
            "meta.episodes_per_trial", "meta.ppo_minibatches",
            "adapt.episodes_per_step", "adapt.buffer_size", "adapt.experience_batch_size"}
-NONNEG_INT = {"meta.inner_steps", "adapt.adapt_steps"}
+NONNEG_INT = {"meta.inner_steps", "adapt.adapt_steps", "model.head_hidden"}
 INT_RANGE = {"seed": (0, 2**63 - 1),  # numpy and torch seeds are non-negative
              "num_threads": (0, 1024)}  # torch aborts on absurd thread counts
 POS_FLOAT = {"meta.inner_lr", "meta.outer_lr", "meta.max_grad_norm", "meta.trpo_max_kl", "adapt.adapt_lr",
@@ -125,6 +125,8 @@ class ModelConfig:
     #   MAML/ProMP references; 0.01 made one adaptation step move the mean action by ~0.007 std)
     critic_detached: bool = True  # the critic head reads detached core features: value regression can
     #   never drag the shared core (and with it the meta-gradient)
+    head_hidden: int = 0  # width of one hidden tanh layer in the actor and critic heads (0: linear heads;
+    #   Lu et al. 2023's in-context S5 agent uses MLP heads)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ class MetaConfig:
     #   (in-context: trials per task)
     episodes_per_trial: int = 1  # in-context: episodes per trial (the state carries across them)
     ppo_minibatches: int = 4  # in-context: minibatches of trials per PPO epoch (outer_steps epochs)
+    normalize_rewards: bool = True  # in-context: PPO divides rewards by a running std of the discounted
+    #   return (the critic learns values in those units), as CleanRL/SB3 do for MuJoCo
     inner_lr: float = 0.02  # step size of the inner policy-gradient update (CLI: DEFAULT_INNER_LR per model)
     inner_steps: int = 1  # inner updates per task during meta-training
     first_order: bool = False  # drop second-order terms of the meta-gradient

@@ -113,6 +113,43 @@ def test_ppo_resume_is_exact():
         torch.testing.assert_close(v, b.policy.state_dict()[k])
 
 
+def test_ppo_reward_scale_is_the_running_return_std_and_critic_clipped_alone():
+    """Rewards are divided by the running std of the discounted return (state in the checkpoint); with a
+    detached critic a huge value error cannot shrink the policy's clipped step."""
+    from ssm_metarl_ray.algorithms.returns import discounted_returns
+
+    w, batches = _trials(seed=4)
+    learner = PPOLearner(w.policy, IC, seed=0)
+    data = stack_trials(batches)
+    g = discounted_returns(data.rewards, data.mask, IC.gamma)[data.mask > 0]
+    assert learner.reward_scale(data) == pytest.approx(1.0 / g.std(), rel=1e-9)
+    assert learner.return_moments[0] == g.size
+    assert PPOLearner(w.policy, replace(IC, normalize_rewards=False)).reward_scale(data) == 1.0
+    groups = learner._clip_groups
+    assert len(groups) == 2 and all(n.startswith("critic.") for n, p in w.policy.named_parameters()
+                                    if any(p is q for q in groups[1]))
+    state = learner.state_dict()
+    other = PPOLearner(w.policy, IC)
+    other.load_state_dict(state)
+    assert other.return_moments == learner.return_moments
+
+
+def test_mlp_heads_follow_the_recurrent_contract():
+    """head_hidden > 0: Linear-tanh-Linear actor and critic heads; trial rollout == sequence replay."""
+    torch.manual_seed(0)
+    model = replace(small_model("ssm"), head_hidden=8)
+    w = RolloutWorker("navigation-2d", model, IC, 2, seed=2)
+    assert isinstance(w.policy.actor, torch.nn.Sequential) and w.policy.actor[0].out_features == 8
+    task = w.envs[0].sample_tasks(1, np.random.default_rng(0))[0]
+    b = w.sample_trials([task], 2, 2)[0]
+    ep = b.to_torch()
+    with torch.no_grad():
+        out = run_policy(w.policy, policy_params(w.policy), ep)
+    real = b.mask.astype(bool)
+    np.testing.assert_allclose(log_prob(out.dist_params, ep.actions, False).numpy()[real], b.logp[real],
+                               atol=2e-5, rtol=1e-5)
+
+
 def test_in_context_needs_a_critic():
     with pytest.raises(ConfigError, match="meta.value_coef must be > 0"):
         ExperimentConfig(meta=replace(IC, value_coef=0.0)).validate()

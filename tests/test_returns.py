@@ -78,3 +78,16 @@ def test_lagged_baseline_predicts_with_the_previous_fit():
     lagged_advantages(b1, coef0, 0.99, 1.0)
     expected = normalize_advantages(b1.returns - predict_linear_baseline(b1.obs, b1.mask, coef0), b1.mask)
     np.testing.assert_allclose(b1.advantages, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_merge_moments_equals_moments_of_the_concatenation():
+    from ssm_metarl_ray.algorithms.returns import merge_moments
+
+    rng = np.random.default_rng(0)
+    parts = [rng.normal(3.0, 2.0, size=n) for n in (5, 1, 40, 0, 17)]
+    state = (0.0, 0.0, 1.0)
+    for x in parts:
+        state = merge_moments(*state, x)
+    allx = np.concatenate(parts)
+    assert state[0] == allx.size
+    np.testing.assert_allclose(state[1:], (allx.mean(), allx.var()), rtol=1e-12)

@@ -6,6 +6,10 @@ gradient step at test time. Training is plain PPO on whole trial sequences (the 
 the trial): GAE over the trial with the critic's values (episode boundaries inside a trial are not
 terminal: the trial is the agent's episode), normalised advantages, ``outer_steps`` epochs of
 ``ppo_minibatches`` minibatches of trials, clipped surrogate + value loss - entropy bonus, Adam.
+With ``normalize_rewards`` the rewards are divided by the running std of the discounted return (the critic
+learns values in those units: one learning rate fits navigation's returns of ~-20 and the cheetah's ~300).
+The critic's gradient is clipped on its own when it reads detached features, so a large value error never
+shrinks the policy's step.
 
 ``PPOLearner`` has :class:`~ssm_metarl_ray.algorithms.maml.MetaLearner`'s surface (``update``,
 ``get_weights``, ``state_dict``, ``load_state_dict``, ``version``), so the training loop, the Ray runtime
@@ -21,7 +25,13 @@ import torch
 
 from ssm_metarl_ray.algorithms.losses import approx_kl, clipped_surrogate, masked_mean, value_loss
 from ssm_metarl_ray.algorithms.maml import group_norms, policy_params, run_policy
-from ssm_metarl_ray.algorithms.returns import gae, normalize_advantages, trial_episode_returns
+from ssm_metarl_ray.algorithms.returns import (
+    discounted_returns,
+    gae,
+    merge_moments,
+    normalize_advantages,
+    trial_episode_returns,
+)
 from ssm_metarl_ray.config import MetaConfig
 from ssm_metarl_ray.models.policy import Policy, entropy, log_prob
 from ssm_metarl_ray.types import EpisodeBatch, TaskBatch, TorchEpisodes
@@ -50,7 +60,13 @@ class PPOLearner:
     def __init__(self, policy: Policy, cfg: MetaConfig, seed: int = 0):
         self.policy, self.cfg = policy, cfg
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.outer_lr)
+        named = list(policy.named_parameters())
+        critic = [p for n, p in named if n.startswith("critic.")] if policy.cfg.critic_detached else []
+        # gradient clipping groups: the critic alone when it cannot move the core, everything else together
+        self._clip_groups = [g for g in ([p for n, p in named if not (critic and n.startswith("critic."))],
+                                         critic) if g]
         self.version, self.seed = 0, seed
+        self.return_moments = (0.0, 0.0, 1.0)  # running (count, mean, var) of the discounted return
 
     def update(self, batches: list[TaskBatch]) -> dict[str, float]:
         data = stack_trials(batches)
@@ -75,12 +91,22 @@ class PPOLearner:
                        for key in sorted({key for g in grads for key in g})}})
         return out
 
+    def reward_scale(self, data: EpisodeBatch) -> float:
+        """1 / running std of the discounted return after merging this batch's (1 without
+        ``normalize_rewards``)."""
+        if not self.cfg.normalize_rewards:
+            return 1.0
+        returns = discounted_returns(data.rewards, data.mask, self.cfg.gamma)  # (K, L)
+        self.return_moments = merge_moments(*self.return_moments, returns[data.mask > 0])
+        return 1.0 / (float(np.sqrt(self.return_moments[2])) + 1e-8)
+
     def _prepare(self, data: EpisodeBatch) -> TorchEpisodes:
         """Torch view of the trials with GAE advantages (normalised) and value targets from the critic."""
         ep = data.to_torch()
         with torch.no_grad():
             values = run_policy(self.policy, policy_params(self.policy), ep).value.numpy()  # (K, L)
-        adv, ret = trial_advantages(data.rewards, values, data.mask, self.cfg.gamma, self.cfg.gae_lambda)
+        rewards = data.rewards * self.reward_scale(data)
+        adv, ret = trial_advantages(rewards, values, data.mask, self.cfg.gamma, self.cfg.gae_lambda)
         ep.advantages = torch.as_tensor(normalize_advantages(adv, data.mask), dtype=torch.float32)
         ep.returns = torch.as_tensor(ret, dtype=torch.float32)
         return ep
@@ -96,7 +122,9 @@ class PPOLearner:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         g = group_norms({n: p.grad for n, p in policy.named_parameters()})
-        gn = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+        gn = torch.tensor(0.0)
+        for group in self._clip_groups:
+            gn = torch.hypot(gn, torch.nn.utils.clip_grad_norm_(group, cfg.max_grad_norm))
         self.optimizer.step()
         with torch.no_grad():
             ratio = torch.exp(logp - ep.logp)
@@ -111,12 +139,14 @@ class PPOLearner:
 
     def state_dict(self) -> dict:
         return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "version": self.version}
+                "version": self.version, "return_moments": list(self.return_moments)}
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.version = int(state["version"])
+        count, mean, var = (float(x) for x in state.get("return_moments", (0.0, 0.0, 1.0)))
+        self.return_moments = (count, mean, var)
 
 
 def _rows(ep: TorchEpisodes, rows: torch.Tensor) -> TorchEpisodes:

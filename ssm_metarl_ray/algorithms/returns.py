@@ -134,3 +134,17 @@ def trial_episode_returns_reference(rewards, dones, mask, n) -> np.ndarray:
             if 0 <= e < n:
                 out[k, e] = (0.0 if np.isnan(out[k, e]) else out[k, e]) + rewards[k, t]
     return out
+
+
+def merge_moments(count: float, mean: float, var: float, x: np.ndarray) -> tuple[float, float, float]:
+    """Running (count, mean, population variance) merged with the samples ``x`` (N,) (Chan et al.'s
+    parallel update); returns the new triple. An empty ``x`` leaves it unchanged."""
+    n = float(x.size)
+    if n == 0:
+        return count, mean, var
+    b_mean, b_var = float(x.mean()), float(x.var())
+    total = count + n
+    delta = b_mean - mean
+    new_mean = mean + delta * n / total
+    m2 = var * count + b_var * n + delta * delta * count * n / total
+    return total, new_mean, m2 / total

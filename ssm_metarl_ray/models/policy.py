@@ -40,12 +40,10 @@ class Policy(nn.Module):
         self.core_input_dim = obs_dim if cfg.observation_only else self.input_dim
         self.core = cast(SequenceCore, make_core(cfg, self.core_input_dim))  # an nn.Module too
         h = self.core.output_dim
-        self.actor = nn.Linear(h, act_dim)
-        self.critic = nn.Linear(h, 1)
-        nn.init.orthogonal_(self.actor.weight, gain=cfg.head_init_gain)
-        nn.init.zeros_(self.actor.bias)
-        nn.init.orthogonal_(self.critic.weight, gain=1.0)
-        nn.init.zeros_(self.critic.bias)
+        actor, critic = _head_layers(h, act_dim, cfg.head_hidden), _head_layers(h, 1, cfg.head_hidden)
+        _init_head(actor, cfg.head_init_gain)
+        _init_head(critic, 1.0)
+        self.actor, self.critic = _as_module(actor), _as_module(critic)
         if not discrete:
             self.log_std = nn.Parameter(torch.full((act_dim,), float(cfg.init_log_std)))
 
@@ -77,6 +75,25 @@ class Policy(nn.Module):
     # ---- distributions ------------------------------------------------------------------------
     def distribution(self, dist_params: Tensor) -> Distribution:
         return action_distribution(dist_params, self.discrete)
+
+
+def _head_layers(in_dim: int, out_dim: int, hidden: int) -> list[nn.Linear]:
+    """The linear layers of a head: one (``hidden == 0``) or two (Linear-tanh-Linear)."""
+    if hidden == 0:
+        return [nn.Linear(in_dim, out_dim)]
+    return [nn.Linear(in_dim, hidden), nn.Linear(hidden, out_dim)]
+
+
+def _init_head(layers: list[nn.Linear], gain: float) -> None:
+    """Orthogonal weights (the last layer with ``gain``, hidden ones sqrt(2)) and zero biases. Both heads
+    are built before either is initialised, keeping the random stream of the linear-head policy."""
+    for i, layer in enumerate(layers):
+        nn.init.orthogonal_(layer.weight, gain=gain if i == len(layers) - 1 else math.sqrt(2.0))
+        nn.init.zeros_(layer.bias)
+
+
+def _as_module(layers: list[nn.Linear]) -> nn.Module:
+    return layers[0] if len(layers) == 1 else nn.Sequential(layers[0], nn.Tanh(), layers[1])
 
 
 def action_distribution(dist_params: Tensor, discrete: bool) -> Distribution:
