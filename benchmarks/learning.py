@@ -70,7 +70,7 @@ def build_config(a: argparse.Namespace):
                      outer_optimizer=a.outer_optimizer or cfg.meta.outer_optimizer, baseline=a.baseline,
                      trpo_max_kl=a.max_kl or cfg.meta.trpo_max_kl,
                      **(dict(method="in-context", episodes_per_trial=a.episodes_per_trial, value_coef=0.5,
-                             gae_lambda=0.95, normalize_rewards=not a.raw_rewards,
+                             gae_lambda=0.95, normalize_rewards=a.normalize_rewards,
                              ppo_minibatches=a.ppo_minibatches) if in_context else {})),
         adapt=replace(cfg.adapt, adapt_lr=lr, adapt_steps=a.adapt_steps, baseline=a.baseline,
                       episodes_per_step=a.episodes or (cfg.adapt.episodes_per_step if a.preset else episodes)))
@@ -267,8 +267,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     r.add_argument("--hidden-size", type=int, default=None, help="core width (default 64)")
     r.add_argument("--head-hidden", type=int, default=0,
                    help="hidden width of MLP actor/critic heads (default 0: linear heads)")
-    r.add_argument("--raw-rewards", action="store_true",
-                   help="in-context: PPO on raw rewards (default: divided by the running return std)")
+    r.add_argument("--normalize-rewards", action="store_true",
+                   help="in-context: PPO divides rewards by the running std of the return (MuJoCo)")
     r.add_argument("--ppo-minibatches", type=int, default=4, help="in-context: minibatches per PPO epoch")
     r.add_argument("--observation-only", action="store_true",
                    help="the policy sees the observation only (MAML 2017), not previous action/reward/done")

@@ -82,8 +82,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="orthogonal-init gain of the actor head")
     p.add_argument("--head-hidden", type=int, default=mo.head_hidden,
                    help="hidden width of MLP actor and critic heads (0: linear heads)")
-    p.add_argument("--raw-rewards", action="store_true",
-                   help="in-context: PPO on raw rewards (default: divided by the running std of the return)")
+    p.add_argument("--normalize-rewards", action="store_true",
+                   help="in-context: PPO divides rewards by the running std of the return (MuJoCo)")
     p.add_argument("--preset", default=None,
                    help="published protocol for --env (maml2017); flags given explicitly override it")
     p.add_argument("--hidden-size", type=int, default=mo.hidden_size)
@@ -171,8 +171,7 @@ def print_note(note: str | None) -> None:
 
 
 # config fields whose flag is not ``--<last part of the field, dashed>``
-_FLAG_OF = {"meta.trpo_max_kl": "--max-kl", "num_threads": "--threads", "model.kind": "--model",
-            "meta.normalize_rewards": "--raw-rewards"}
+_FLAG_OF = {"meta.trpo_max_kl": "--max-kl", "num_threads": "--threads", "model.kind": "--model"}
 
 
 def flag_of(field: str) -> str:
@@ -214,7 +213,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
                    inner_lr=args.inner_lr, inner_steps=args.inner_steps, outer_lr=args.outer_lr,
                    outer_steps=args.outer_steps, first_order=args.first_order,
                    outer_optimizer=args.outer_optimizer, trpo_max_kl=args.trpo_max_kl, value_coef=args.value_coef,
-                   baseline=args.baseline, normalize_rewards=not args.raw_rewards)
+                   baseline=args.baseline, normalize_rewards=args.normalize_rewards)
     adapt = replace(AdaptConfig(), adaptation_mode=args.adaptation_mode if args.adaptation_mode in ADAPTATION_MODES
                     else "standard",
                     adapt_lr=args.adapt_lr if args.adapt_lr is not None else args.inner_lr,

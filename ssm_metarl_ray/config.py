@@ -139,8 +139,9 @@ class MetaConfig:
     #   (in-context: trials per task)
     episodes_per_trial: int = 1  # in-context: episodes per trial (the state carries across them)
     ppo_minibatches: int = 4  # in-context: minibatches of trials per PPO epoch (outer_steps epochs)
-    normalize_rewards: bool = True  # in-context: PPO divides rewards by a running std of the discounted
-    #   return (the critic learns values in those units), as CleanRL/SB3 do for MuJoCo
+    normalize_rewards: bool = False  # in-context: PPO divides rewards by a running std of the discounted
+    #   return (the critic learns values in those units), as CleanRL/SB3 do for MuJoCo (measured worse on
+    #   navigation-2d: benchmarks/README.md)
     inner_lr: float = 0.02  # step size of the inner policy-gradient update (CLI: DEFAULT_INNER_LR per model)
     inner_steps: int = 1  # inner updates per task during meta-training
     first_order: bool = False  # drop second-order terms of the meta-gradient

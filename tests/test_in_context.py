@@ -119,17 +119,17 @@ def test_ppo_reward_scale_is_the_running_return_std_and_critic_clipped_alone():
     from ssm_metarl_ray.algorithms.returns import discounted_returns
 
     w, batches = _trials(seed=4)
-    learner = PPOLearner(w.policy, IC, seed=0)
+    learner = PPOLearner(w.policy, replace(IC, normalize_rewards=True), seed=0)
     data = stack_trials(batches)
     g = discounted_returns(data.rewards, data.mask, IC.gamma)[data.mask > 0]
     assert learner.reward_scale(data) == pytest.approx(1.0 / g.std(), rel=1e-9)
     assert learner.return_moments[0] == g.size
-    assert PPOLearner(w.policy, replace(IC, normalize_rewards=False)).reward_scale(data) == 1.0
+    assert PPOLearner(w.policy, IC).reward_scale(data) == 1.0  # off by default
     groups = learner._clip_groups
     assert len(groups) == 2 and all(n.startswith("critic.") for n, p in w.policy.named_parameters()
                                     if any(p is q for q in groups[1]))
     state = learner.state_dict()
-    other = PPOLearner(w.policy, IC)
+    other = PPOLearner(w.policy, replace(IC, normalize_rewards=True))
     other.load_state_dict(state)
     assert other.return_moments == learner.return_moments
 
