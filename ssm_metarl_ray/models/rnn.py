@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssm_metarl_ray.models.base import State, reset_state
-from ssm_metarl_ray.models.ssm import no_autograd
+from ssm_metarl_ray.models.fast_step import no_autograd
 
 
 class _RecurrentCore(nn.Module):

@@ -17,67 +17,27 @@ interleaved [Re h, Im h], i.e. ``Re(C h) = W_C @ view_as_real(h)``. State: a tup
 tensor (B, P) per layer (complex64 for a float32 model, complex128 after ``.double()``).
 
 ``step`` is O(1): an elementwise state update. ``forward_sequence`` runs the reset-aware chunked scan
-of :mod:`ssm_metarl_ray.models.scan` and equals a loop of ``step``.
+of :mod:`ssm_metarl_ray.models.scan` and equals a loop of ``step``. Without autograd (rollouts) ``step``
+takes the fast path of :mod:`ssm_metarl_ray.models.fast_step`, tested equal to this reference.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Iterable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssm_metarl_ray.models.base import State
+from ssm_metarl_ray.models.fast_step import no_autograd, ssm_step_fast
 from ssm_metarl_ray.models.scan import linear_scan
 
 
 def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.complex128 if dtype == torch.float64 else torch.complex64
-
-
-def no_autograd(x: Tensor) -> bool:
-    """True when nothing can differentiate through an op on ``x``: grad mode is off, ``x`` is a plain
-    tensor (not wrapped by a ``torch.func`` transform) and no forward-AD level is open.
-
-    Step-mode fast paths (cached parameter transforms, skipped no-op resets, in-place ops on fresh
-    temporaries) are taken only then, i.e. in rollouts under ``torch.no_grad()``; under autograd the
-    plain differentiable code runs.
-    """
-    return (not torch.is_grad_enabled() and not torch._C._functorch.is_functorch_wrapped_tensor(x)
-            and getattr(torch.autograd.forward_ad, "_current_level", -1) < 0)
-
-
-# owner module -> (weak refs to the parameters, their (version, data_ptr, dtype, device), value)
-_DERIVED: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
-
-_T = TypeVar("_T")
-
-
-def cached_transform(owner: nn.Module, params: Sequence[Tensor], fn: Callable[..., _T]) -> _T:
-    """``fn(*params)``, memoised per ``owner`` while ``params`` are the same tensor objects with unchanged
-    version counters, data pointers, dtypes and devices. Call it only when :func:`no_autograd` holds.
-
-    Parameters change between calls (optimizer steps, ``load_state_dict``, ``p.copy_`` in the rollout
-    worker, ``functional_call`` substitutions, ``.double()``): each of these changes the key, so the
-    value is recomputed. Not seen: in-place writes through ``p.data`` (``p.data`` has its own version
-    counter) - update parameters with ``p.copy_`` under ``torch.no_grad()`` instead.
-    The memo lives in a module-level weak dictionary, so it never enters ``state_dict``, pickling or
-    ``deepcopy``, and holds only weak references to the parameters.
-    """
-    try:
-        key = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params)
-    except RuntimeError:  # inference tensors have no version counter
-        return fn(*params)
-    entry = _DERIVED.get(owner)
-    if entry is not None and entry[1] == key and all(r() is p for r, p in zip(entry[0], params)):
-        return entry[2]
-    value = fn(*params)
-    _DERIVED[owner] = (tuple(weakref.ref(p) for p in params), key, value)
-    return value
 
 
 def _lambda(nu_log: Tensor, theta_log: Tensor) -> Tensor:
@@ -90,8 +50,6 @@ def _gamma_B(B: Tensor, gamma_log: Tensor) -> Tensor:
     return (B.reshape(P, 2, -1) * torch.exp(gamma_log).view(P, 1, 1)).reshape(2 * P, -1)
 
 
-def _lambda_gamma_B(nu_log: Tensor, theta_log: Tensor, gamma_log: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:
-    return _lambda(nu_log, theta_log), _gamma_B(B, gamma_log)
 
 
 class LRULayer(nn.Module):
@@ -115,6 +73,11 @@ class LRULayer(nn.Module):
         self.C = nn.Parameter(torch.randn(H, 2 * P) / math.sqrt(P))  # acts on interleaved [Re h, Im h]
         self.D = nn.Parameter(torch.randn(H))
         self.glu = nn.Linear(H, 2 * H)
+
+    @staticmethod
+    def derive(nu_log: Tensor, theta_log: Tensor, gamma_log: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:
+        """(lambda (P,) complex, gamma-scaled B (2P, H)) from the raw parameters."""
+        return _lambda(nu_log, theta_log), _gamma_B(B, gamma_log)
 
     def eigenvalues(self) -> Tensor:
         """lambda (P,) complex."""
@@ -145,22 +108,6 @@ class LRULayer(nn.Module):
         u, bu = self._input(x_t, Bg)
         h = torch.addcmul(bu, lam * keep_t, h)
         return self._output(x_t, u, h), h
-
-    def _step_fast(self, x: Tensor, h: Tensor, keep_t: Tensor | None) -> tuple[Tensor, Tensor]:
-        """:meth:`step` without autograd: the same ops, parameters read straight from the ``_parameters``
-        dicts (where ``functional_call`` puts substitutes too), lambda and gamma*B memoised."""
-        p: dict[str, Any] = self._parameters  # raw dicts: their values are set (not None) here
-        mods: dict[str, Any] = self._modules
-        n, g = mods["norm"], mods["glu"]
-        lam, Bg = cached_transform(self, (p["nu_log"], p["theta_log"], p["gamma_log"], p["B"]), _lambda_gamma_B)
-        npar, gpar = n._parameters, g._parameters
-        u = torch.layer_norm(x, (self.hidden_size,), npar["weight"], npar["bias"], n.eps)
-        bu = F.linear(u, Bg)
-        Bsz, P = bu.shape[0], self.state_size
-        h = torch.addcmul(torch.view_as_complex(bu.view(Bsz, P, 2)), lam if keep_t is None else lam * keep_t, h)
-        y = torch.addcmul(F.linear(torch.view_as_real(h).view(Bsz, 2 * P), p["C"]), p["D"], u)
-        z = F.linear(F.gelu(y, approximate="tanh"), gpar["weight"], gpar["bias"])
-        return x + F.glu(z, dim=-1), h
 
     def forward_sequence(self, x: Tensor, h0: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
         """x (B, T, H), h0 (B, P) complex, keep = 1 - dones (B, T, 1) -> (x' (B, T, H), h_T (B, P))."""
@@ -194,7 +141,7 @@ class SSMCore(nn.Module):
 
     def step(self, x_t: Tensor, state: State, done_t: Tensor) -> tuple[Tensor, State]:
         if no_autograd(x_t):
-            return self._step_fast(x_t, state, done_t)
+            return ssm_step_fast(self, x_t, state, done_t)
         x = self.encoder(x_t)
         keep = (1.0 - done_t.to(x.dtype)).unsqueeze(-1)  # (B, 1)
         new_state = []
@@ -202,20 +149,6 @@ class SSMCore(nn.Module):
             x, h = layer.step(x, h, keep)
             new_state.append(h)
         return self._final_norm(x), tuple(new_state)
-
-    def _step_fast(self, x_t: Tensor, state: State, done_t: Tensor) -> tuple[Tensor, State]:
-        """:meth:`step` without autograd (rollouts): same ops; parameters read from the ``_parameters``
-        dicts; the reset mask is skipped when no row is done (lambda * 1 == lambda)."""
-        mods: dict[str, Any] = self._modules  # raw dict: its values are set (not None) here
-        enc, norm = mods["encoder"]._parameters, mods["out_norm"]
-        x = F.linear(x_t, enc["weight"], enc["bias"])
-        keep = (1.0 - done_t.to(x.dtype)).unsqueeze(-1) if bool(done_t.any()) else None
-        new_state = []
-        for layer, h in zip(mods["layers"]._modules.values(), state):
-            x, h = layer._step_fast(x, h, keep)
-            new_state.append(h)
-        npar = norm._parameters
-        return torch.layer_norm(x, (self.hidden_size,), npar["weight"], npar["bias"], norm.eps), tuple(new_state)
 
     def _final_norm(self, x: Tensor) -> Tensor:
         n = self.out_norm

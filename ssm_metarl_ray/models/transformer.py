@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
 
 from ssm_metarl_ray.models.base import State, reset_state
-from ssm_metarl_ray.models.ssm import no_autograd
+from ssm_metarl_ray.models.fast_step import no_autograd
 
 # Constant tensors or tuples of them (no parameters involved) keyed by (what, sizes, dtype, device).
 _CONSTANTS: dict[tuple, Any] = {}
