@@ -63,7 +63,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default=m.method,
                    help=f"meta-learning method: {' or '.join(METHODS)} (in-context: recurrent PPO over trials, the "
                         "policy adapts in its state; its defaults: " + ", ".join(
-                            f"--{k.replace('_', '-')} {v}" for k, v in IN_CONTEXT_DEFAULTS.items()) + ")")
+                            f"--{k.replace('_', '-')} {v}" for k, v in IN_CONTEXT_DEFAULTS.items()) +
+                        "; ssm: --outer-lr 1e-4)")
     p.add_argument("--episodes-per-trial", type=int, default=m.episodes_per_trial,
                    help="in-context: episodes per trial (the recurrent state carries across them)")
     p.add_argument("--ppo-minibatches", type=int, default=m.ppo_minibatches,
@@ -369,6 +370,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 # defaults of the train flags under --method in-context (PPO over 2-episode trials, VariBAD-like)
 IN_CONTEXT_DEFAULTS = {"outer_lr": 1e-3, "outer_steps": 4, "value_coef": 0.5, "episodes_per_task": 4,
                        "episodes_per_trial": 2}
+# ... whose Adam step size depends on the model: the SSM's PPO updates move its policy ~10x more per step
+# (navigation-2d, benchmarks/README.md: 1e-3 -23.1 by episode 2, 1e-4 -16.1 / -17.2 over two seeds)
+IN_CONTEXT_OUTER_LR = {"ssm": 1e-4}
 
 # preset fields that are also train flags (same names); a preset sets their defaults
 _PRESET_FLAGS = ("iterations", "num_train_tasks", "num_test_tasks", "meta_batch_size", "episodes_per_task",
@@ -385,6 +389,7 @@ def parse_with_preset(parser: _Parser, argv: list[str] | None) -> argparse.Names
     args = parser.parse_args(argv)
     if args.command == "train" and args.method == "in-context":  # the method's defaults; explicit flags win
         parser.train_parser.set_defaults(**IN_CONTEXT_DEFAULTS)
+        parser.train_parser.set_defaults(outer_lr=IN_CONTEXT_OUTER_LR.get(args.model, IN_CONTEXT_DEFAULTS["outer_lr"]))
         args = parser.parse_args(argv)
     if args.command != "train" or args.preset is None:
         return args

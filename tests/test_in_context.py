@@ -182,7 +182,17 @@ def test_cli_in_context_run(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["config"]["meta"]["method"] == "in-context" and m["config"]["meta"]["value_coef"] == 0.5
     assert m["config"]["meta"]["episodes_per_trial"] == 2 and m["config"]["model"]["critic_detached"]
+    assert m["config"]["meta"]["outer_lr"] == 1e-4  # the SSM's in-context step size
     assert list(m["evaluation"]) == ["in-context", "standard"]
     assert len(m["evaluation"]["in-context"]["mean"]) == 2 and len(m["evaluation"]["standard"]["mean"]) == 2
     assert {"meta/value_loss", "meta/clip_frac", "meta/pre_return"} <= set(m["history"][0])
     assert "episode 2 of a trial vs episode 1, the return changes by" in r.stdout
+
+
+@pytest.mark.parametrize("argv, lr", [(["--model", "ssm"], 1e-4), (["--model", "gru"], 1e-3),
+                                      (["--model", "ssm", "--outer-lr", "3e-4"], 3e-4)])
+def test_in_context_outer_lr_default_per_model(argv, lr):
+    from ssm_metarl_ray.cli import build_parser, config_from_args, parse_with_preset
+
+    args = parse_with_preset(build_parser(), ["train", "--method", "in-context", *argv])
+    assert config_from_args(args).meta.outer_lr == lr
