@@ -206,7 +206,10 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
     path = result_path(a.env, a.method, a.model, a.seed, "-".join(x for x in (a.tag, a.out_tag) if x))
     data["variant"] = " ".join(x for x in (data.get("variant", ""), a.out_tag) if x)
     cfg = ExperimentConfig.from_dict(data["config"])
-    cfg = replace(cfg, adapt=replace(cfg.adapt, episodes_per_step=a.episodes_per_step, baseline=a.baseline))
+    cfg = replace(cfg, adapt=replace(cfg.adapt, episodes_per_step=a.episodes_per_step, baseline=a.baseline,
+                                     adapt_lr=a.adapt_lr if a.adapt_lr is not None else cfg.adapt.adapt_lr,
+                                     adapt_lr_decay=(a.adapt_lr_decay if a.adapt_lr_decay is not None
+                                                     else cfg.adapt.adapt_lr_decay))).validate()
     torch.set_num_threads(1)
     weights = torch.load(HERE.parent / "runs" / "learning" / a.env / f"{name}.pt", weights_only=True)
     _, test_tasks = task_splits(make_env(cfg.env), cfg.num_train_tasks, cfg.num_test_tasks, cfg.seed)
@@ -314,6 +317,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     e.add_argument("--modes", nargs="+", default=["standard"])
     e.add_argument("--baseline", choices=["fit", "lagged"], default="fit",
                    help="adaptation-step baseline: fitted on the step's batch, or rllab's lagged one")
+    e.add_argument("--adapt-lr", type=float, default=None, help="adaptation step size (default: the run's)")
+    e.add_argument("--adapt-lr-decay", type=float, default=None,
+                   help="step s uses adapt_lr * decay**s (default: the run's; MAML 2017 halves later steps)")
     e.add_argument("--out-tag", default="", help="write a new result file with this tag added (keeps the run's)")
     sub.add_parser("report", help="tables, CSV and plots from the result files")
     a = p.parse_args(argv)
