@@ -11,6 +11,7 @@ module                  what                                                    
 ``evaluation``          ``EvaluatorActor`` + ``evaluate_parallel``                     ``evaluator-<i>``
 ``learner``             ``LearnerActor`` + ``RemoteLearner`` (``--learner-gpus``)      ``learner``
 ``session``             ``RaySession``: all of the above for one training run          -
+``tune``                ``fit_sweep`` (Tuner, restore), the trial ``sweep_trial``      -
 ``config``, ``errors``  ``RuntimeConfig``, the runtime's exceptions (no Ray import)    -
 ======================  =============================================================  =================
 

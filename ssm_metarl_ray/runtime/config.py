@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -88,3 +89,15 @@ class RuntimeConfig:
         if self.num_evaluators is not None and self.num_evaluators < 1:
             out.append(f"num_evaluators must be >= 1, got {self.num_evaluators}")
         return out
+
+
+def trial_bundles(r: dict[str, Any]) -> list[dict[str, float]]:
+    """Placement-group bundles of one trial: [trial/learner, rollout workers..., evaluators...].
+
+    The experience buffer actor needs 0 CPU and so no bundle; with ``num_workers: 0`` the trial samples,
+    buffers and evaluates in its own process (one bundle)."""
+    out = [{"CPU": float(r["learner_cpus"])}]
+    if r["num_workers"] > 0:
+        out += [{"CPU": float(r["cpus_per_worker"])} for _ in range(r["num_workers"])]
+        out += [{"CPU": float(r["cpus_per_evaluator"])} for _ in range(r["num_evaluators"])]
+    return out

@@ -1,46 +1,180 @@
-"""The Tune function trainable: one trial = meta-training + held-out evaluation (standard and hybrid).
+"""Ray Tune for ``ssm-metarl tune``: the Tuner (or ``Tuner.restore``) and the function trainable.
 
-Every ``report_every`` meta-iterations (and at the last one) the trial evaluates adaptation on the
-held-out tasks, saves a checkpoint (``training.run.save_training_checkpoint``: config, weights, learner
-+ optimizer state, RNG states, counters, history, replay buffer) and calls ``tune.report`` with the
-metrics and that checkpoint. A retried (``FailureConfig``) or resumed (``Tuner.restore``) trial starts
-from ``tune.get_checkpoint()``; ``meta_train`` replays the task-sampling stream and the samplers seed
-every chunk on (seed, weights version, slot), so a resumed trial continues as an uninterrupted one.
+``sweeps/`` describes a sweep without Ray (YAML shape, validation, search space as plain
+:class:`~ssm_metarl_ray.sweeps.spec.SearchParam` s, result tables); this module turns that description
+into Tune objects, runs it and hands back one plain record per trial (:func:`fit_sweep`).
+
+One trial = meta-training + held-out evaluation (standard and hybrid). Every ``report_every``
+meta-iterations (and at the last one) the trial evaluates adaptation on the held-out tasks, saves a
+checkpoint (config, weights, learner + optimizer state, RNG states, counters, history, replay buffer) and
+calls ``tune.report`` with the metrics and that checkpoint. A retried (``FailureConfig``) or resumed
+(``Tuner.restore``) trial starts from ``tune.get_checkpoint()``; ``meta_train`` replays the task-sampling
+stream and the samplers seed every chunk on (seed, weights version, slot), so a resumed trial continues
+as an uninterrupted one.
 
 Processes of a trial (``resources.num_workers > 0``), each in its own bundle of the trial's placement
 group (Tune creates it with ``placement_group_capture_child_tasks=True``, so plain actor creation here
 lands in it):
 
-* bundle 0: this function (the meta-learner, the driver of ``meta_train``);
+* bundle 0: the trainable (the meta-learner, the driver of ``meta_train``);
 * ``num_workers`` bundles: ``RolloutWorkerActor`` s of the Ray runtime (``RaySampler``);
 * ``num_evaluators`` bundles: ``EvaluatorActor`` s, started for each evaluation and killed after it
   (``num_evaluators: 0``: the trial evaluates in its own process, same seeds and replay, same numbers);
 * the run's named ``ExperienceBufferActor`` (``ssm-metarl:tune-<trial id>:buffer``) needs 0 CPU, so it
   takes no bundle; the runtime places it on this trial's node.
 
-With ``num_workers: 0`` everything (sampling, buffer, evaluation) runs inside this function (one bundle).
+With ``num_workers: 0`` everything (sampling, buffer, evaluation) runs inside the trainable (one bundle).
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
+import ray
 import torch
 from ray import tune
+from ray.tune.schedulers import ASHAScheduler
 
-from ssm_metarl_ray.sweeps.spec import build_experiment_config, bundles
+from ssm_metarl_ray.config import build_experiment_config
+from ssm_metarl_ray.runtime.cluster import init_ray
+from ssm_metarl_ray.runtime.config import RuntimeConfig, trial_bundles
+from ssm_metarl_ray.runtime.errors import SweepSetupError
 from ssm_metarl_ray.training.meta_train import LocalSampler, TrainState, add_to_buffer, build_state, meta_train
 from ssm_metarl_ray.training.run import evaluate_modes, restore_training_state, save_training_checkpoint
 from ssm_metarl_ray.utils.checkpoint import BUFFER, load_buffer
 
-NAMESPACE = "ssm_metarl"
+NAMESPACE = RuntimeConfig.namespace
 
 
+# ---- the driver: Tuner, scheduler, callbacks, results -------------------------------------------------
+def param_space(spec) -> dict:
+    """Tune's param_space of a ``SweepSpec``: its search parameters (``{dotted: SearchParam}``) as Tune
+    domains, and the settings every trial needs (stored there, so ``Tuner.restore`` needs no YAML)."""
+    make = {"grid": lambda v: tune.grid_search(list(v)), "choice": lambda v: tune.choice(list(v)),
+            "uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v)}
+    return {"params": {n: make[p.kind](p.values) for n, p in spec.search.items()},
+            "sweep": spec.trial_settings()}
+
+
+def _scheduler(spec):
+    if spec.scheduler is None:
+        return None
+    s = spec.scheduler
+    return ASHAScheduler(time_attr="training_iteration", max_t=s["max_t"], grace_period=s["grace_period"],
+                         reduction_factor=s["reduction_factor"])
+
+
+class CheckpointLog(tune.Callback):
+    """One stderr line per checkpoint the driver has registered: from that point ``--resume`` continues
+    the trial from it (a checkpoint folder on storage that the driver has not registered yet does not
+    count, and an interrupt before this line restarts that trial)."""
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        done = (trial.last_result or {}).get("iteration", "?")
+        print(f"checkpoint: trial {trial.trial_id} at iteration {done} (resumable)", file=sys.stderr,
+              flush=True)
+
+
+def _make_tuner(spec, storage: str, exp_path: str, resume: bool, verbose: int):
+    trainable = tune.with_resources(sweep_trial, trial_resources)
+    if resume:
+        if not tune.Tuner.can_restore(exp_path):
+            raise SweepSetupError(f"--resume: {exp_path} holds no restorable Tune experiment")
+        return tune.Tuner.restore(exp_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    return tune.Tuner(
+        trainable, param_space=param_space(spec),
+        tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=_scheduler(spec),
+                                    num_samples=spec.num_samples,
+                                    max_concurrent_trials=spec.max_concurrent_trials,
+                                    time_budget_s=spec.time_budget_s, trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(name=spec.name, storage_path=storage, verbose=verbose,
+                                  callbacks=[CheckpointLog()],
+                                  failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+
+
+def _fit(tuner):
+    """``tuner.fit()`` and whether Tune stopped it on SIGINT/SIGUSR1.
+
+    Tune replaces the SIGINT handler during ``fit`` and puts the previous one back only when a stop signal
+    arrives; a sentinel installed beforehand therefore tells whether that happened."""
+    if (threading.current_thread() is not threading.main_thread()
+            or int(os.getenv("TUNE_DISABLE_SIGINT_HANDLER", "0"))):
+        return tuner.fit(), False
+
+    def sentinel(sig, frame):  # behaves like Python's default handler
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, sentinel)
+    try:
+        grid = tuner.fit()
+        return grid, signal.getsignal(signal.SIGINT) is sentinel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _check_cluster(spec, owns_ray: bool, storage: str, is_local: bool) -> float:
+    """Fail early where trials could never be placed; returns the cluster's CPUs."""
+    cpus = float(ray.cluster_resources().get("CPU", 0.0))
+    if owns_ray and spec.cpus_per_trial > cpus:  # a local cluster will not grow: Tune would wait forever
+        raise SweepSetupError(f"each trial needs {spec.cpus_per_trial:g} CPUs ({spec.bundles()}) but this "
+                              f"machine's Ray cluster has {cpus:g}: lower resources in {spec.source}")
+    if not owns_ray and is_local and "://" not in storage and len(ray.nodes()) > 1:
+        print(f"note: multi-node cluster: {storage} must be shared storage (NFS) visible to every node, "
+              "or use an s3:// / gs:// --storage-path", file=sys.stderr)
+    return cpus
+
+
+def _first_line(e) -> str:
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    # Tune wraps the trial's exception; its last line is "<Type>: <message>"
+    return lines[-1].strip() if lines else type(e).__name__
+
+
+def trial_records(grid) -> list[dict]:
+    """One plain record per trial. Status and retry counts come from Tune's Trial objects (same order as
+    the ResultGrid); without them (a future Tune), from the results: errored or terminated."""
+    analysis = getattr(grid, "_experiment_analysis", None)
+    trials = list(getattr(analysis, "trials", None) or [None] * len(grid))
+    out = []
+    for res, trial in zip(grid, trials):
+        metrics = dict(res.metrics or {})
+        out.append({"trial_id": trial.trial_id if trial is not None else metrics.get("trial_id", "?"),
+                    "status": trial.status if trial is not None else ("ERROR" if res.error else "TERMINATED"),
+                    "num_failures": int(getattr(trial, "num_failures", 0)),
+                    "params": dict((trial.config if trial is not None else res.config or {}).get("params", {})),
+                    "metrics": metrics, "error": _first_line(res.error) if res.error else None,
+                    "path": res.path})
+    return out
+
+
+def fit_sweep(spec, storage: str, exp_path: str, resume: bool, address: str | None, is_local: bool,
+              verbose: int = 1) -> tuple[list[dict], bool]:
+    """Connect (``address`` / ``RAY_ADDRESS``, else a local cluster with all CPUs), run or restore the
+    Tuner; returns (one record per trial, whether a stop signal interrupted it)."""
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    owns_ray = init_ray(address, None, include_dashboard=False, namespace=NAMESPACE)
+    try:
+        cpus = _check_cluster(spec, owns_ray, storage, is_local)
+        print(f"sweep {spec.name}: {spec.num_grid_trials} trial(s), {spec.cpus_per_trial:g} CPU per trial in "
+              f"bundles {spec.bundles()}, cluster CPUs {cpus:g}, storage {exp_path}"
+              + (" (resuming)" if resume else ""), file=sys.stderr, flush=True)
+        grid, interrupted = _fit(_make_tuner(spec, storage, exp_path, resume, verbose))
+        return trial_records(grid), interrupted
+    finally:
+        if owns_ray:
+            ray.shutdown()
+
+
+# ---- the trainable ---------------------------------------------------------------------------------------
 class InjectedFailure(RuntimeError):
     """Raised once by ``inject_failure_at`` (tests of FailureConfig retries)."""
 
@@ -48,7 +182,7 @@ class InjectedFailure(RuntimeError):
 def trial_resources(config: dict) -> tune.PlacementGroupFactory:
     """One bundle per process of the trial (see the module docstring); PACK keeps a trial on one node
     when it fits."""
-    return tune.PlacementGroupFactory(bundles(config["sweep"]["resources"]), strategy="PACK")
+    return tune.PlacementGroupFactory(trial_bundles(config["sweep"]["resources"]), strategy="PACK")
 
 
 def trial_dirname(trial) -> str:
@@ -79,8 +213,6 @@ def evaluate_here(cfg, weights: dict, version: int, tasks, modes: list[str], buf
                   ) -> dict[str, dict]:
     """``runtime.evaluation.evaluate_parallel`` done inside the trial (``num_evaluators: 0``): the same
     Evaluator seeds and the same replay from the trial's buffer actor, so the numbers are identical."""
-    import ray
-
     from ssm_metarl_ray.training.evaluate import Evaluator, summarize
 
     seed = cfg.seed + 1
@@ -120,7 +252,6 @@ def _start(cfg, state: TrainState, res: dict, run_id: str):
             restored_from = state.iteration
         initial_buffer = ckpt_dir / BUFFER if ckpt_dir is not None and (ckpt_dir / BUFFER).is_file() else None
         if res["num_workers"] > 0:
-            from ssm_metarl_ray.runtime.config import RuntimeConfig
             from ssm_metarl_ray.runtime.session import RaySession
 
             rt = RuntimeConfig(num_workers=res["num_workers"], cpus_per_worker=res["cpus_per_worker"],
@@ -158,8 +289,6 @@ def _evaluator(cfg, session, res: dict, modes: list[str], run_id: str) -> Callab
 
 def sweep_trial(config: dict) -> None:
     """The trainable. ``config = {"params": {dotted: value}, "sweep": SweepSpec.trial_settings()}``."""
-    import ray
-
     settings, params = config["sweep"], config.get("params", {})
     cfg = build_experiment_config(settings["base"], params)
     res = settings["resources"]
