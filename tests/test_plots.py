@@ -20,9 +20,9 @@ from ssm_metarl_ray.config import AdaptConfig, ExperimentConfig, MetaConfig, Mod
 from ssm_metarl_ray.envs import make_env
 from ssm_metarl_ray.rollout.worker import EnvSpec
 from ssm_metarl_ray.rollout_cli import main as rollout_main
+from ssm_metarl_ray.run import run_training
 from ssm_metarl_ray.runtime.config import RuntimeConfig
 from ssm_metarl_ray.training.evaluate import plot_results
-from ssm_metarl_ray.training.run import run_training
 from ssm_metarl_ray.utils.checkpoint import save_checkpoint
 from ssm_metarl_ray.viz import GL_BACKENDS, find_gl_backend, load_checkpoint, plot_navigation_paths
 

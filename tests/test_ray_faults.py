@@ -120,15 +120,16 @@ def test_evaluator_actor_killed_mid_evaluation_is_retried_exactly():
     """An evaluator actor SIGKILLed while evaluating: Ray restarts it and retries its calls; evaluation is
     deterministic per task, so the results equal those of an undisturbed run (nothing lost, no hang)."""
     from ssm_metarl_ray.runtime.cluster import actor_name
+    from ssm_metarl_ray.runtime.config import RuntimeConfig
     from ssm_metarl_ray.runtime.evaluation import evaluate_parallel
 
     cfg = tiny_cfg()
     state = build_state(cfg)
     weights = state.learner.get_weights()
-    kw = dict(num_evaluators=2, cpus=0.5, namespace="ssm-test", startup_timeout_s=120, call_timeout_s=60,
-              timeout_s=300)
+    limits = RuntimeConfig(cpus_per_evaluator=0.5, namespace="ssm-test", startup_timeout_s=120, call_timeout_s=60,
+                           long_call_timeout_s=300)
     tasks = state.test_tasks * 10  # 10 calls per evaluator: the kill lands mid-evaluation
-    calm = evaluate_parallel(cfg, weights, 0, tasks, ["standard"], run_id="eval-calm", **kw)
+    calm = evaluate_parallel(cfg, weights, 0, tasks, ["standard"], limits, num_evaluators=2, run_id="eval-calm")
     killed = {}
 
     def kill_evaluator_0():
@@ -146,7 +147,7 @@ def test_evaluator_actor_killed_mid_evaluation_is_retried_exactly():
 
     t = threading.Thread(target=kill_evaluator_0, daemon=True)
     t.start()
-    stormy = evaluate_parallel(cfg, weights, 0, tasks, ["standard"], run_id="eval-kill", **kw)
+    stormy = evaluate_parallel(cfg, weights, 0, tasks, ["standard"], limits, num_evaluators=2, run_id="eval-kill")
     t.join(timeout=60)
     assert "pid" in killed
     assert stormy == calm

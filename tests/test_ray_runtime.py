@@ -16,10 +16,10 @@ ray = pytest.importorskip("ray")
 from ray_util import learning_history, ray_local, rt, tiny_cfg  # noqa: E402,F401  (ray_local: fixture)
 
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer  # noqa: E402
+from ssm_metarl_ray.run import run_training  # noqa: E402
 from ssm_metarl_ray.runtime.buffer import create_buffer  # noqa: E402
 from ssm_metarl_ray.runtime.cluster import get  # noqa: E402
 from ssm_metarl_ray.training.meta_train import LocalSampler  # noqa: E402
-from ssm_metarl_ray.training.run import run_training  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(180), pytest.mark.usefixtures("ray_local")]
 

@@ -53,7 +53,7 @@ import threading
 import time
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -423,7 +423,7 @@ class BufferClient:
         self.report = empty_report()
         self._seen: set[tuple] = set()  # restarts already logged: (pid, time)
 
-    def add(self, block: dict[str, np.ndarray], key: str | None = None, retries: int = 3) -> int:
+    def add(self, block: Mapping[str, np.ndarray], key: str | None = None, retries: int = 3) -> int:
         """``add`` that retries (same key: an add that had landed is skipped) while Ray restarts the actor."""
         for attempt in range(retries + 1):
             try:

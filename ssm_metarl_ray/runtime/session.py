@@ -1,6 +1,7 @@
 """One training run's Ray side: connect, start the buffer / rollout workers / learner, evaluate, clean up.
 
-``training.run.run_training`` uses it like this (the loop itself stays ``meta_train``)::
+``runtime.backend.RayBackend`` (the Ray backend of ``training.experiment.run_experiment``) uses it like
+this (the loop itself stays ``meta_train``)::
 
     with RaySession(cfg, rt, state.spec, out) as ray_side:
         state.learner = ray_side.learner(state.learner)      # a LearnerActor only with --learner-gpus
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import ray
 
@@ -117,22 +118,19 @@ class RaySession:
         """Stop the rollout workers (their CPUs go to the evaluators), then evaluate in parallel."""
         assert self.sampler is not None and self.buffer is not None  # set by __init__
         n = self.rt.num_evaluators or len(self.sampler.workers) or 1
-        self.sampler.stop()
+        self.sampler.close()
         if self._learner is not None:
             self._learner.close()
             self._learner = None
-        return evaluate_parallel(self.cfg, weights, version, tasks, modes, num_evaluators=n,
-                                 run_id=self.run_id, buffer_name=self.buffer.name,
-                                 cpus=self.rt.cpus_per_worker,
-                                 namespace=self.rt.namespace, startup_timeout_s=self.rt.startup_timeout_s,
-                                 call_timeout_s=self.rt.call_timeout_s, timeout_s=self.rt.long_call_timeout_s,
-                                 progress=progress)
+        return evaluate_parallel(self.cfg, weights, version, tasks, modes, self.rt, num_evaluators=n,
+                                 run_id=self.run_id, buffer_name=self.buffer.name, progress=progress)
 
     def close(self) -> None:
-        for part in (self.sampler, self._learner):
+        parts: tuple[RaySampler | RemoteLearner | None, ...] = (self.sampler, self._learner)
+        for part in parts:
             if part is not None:
                 try:
-                    part.stop() if hasattr(part, "stop") else cast("RemoteLearner", part).close()
+                    part.close()
                 except Exception:
                     pass
         if self.buffer is not None:

@@ -33,8 +33,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +42,16 @@ import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from ssm_metarl_ray.config import build_experiment_config
+from ssm_metarl_ray.config import ExperimentConfig, build_experiment_config
+from ssm_metarl_ray.runtime import make_backend
+from ssm_metarl_ray.runtime.backend import RayBackend
 from ssm_metarl_ray.runtime.cluster import init_ray
 from ssm_metarl_ray.runtime.config import RuntimeConfig, trial_bundles
 from ssm_metarl_ray.runtime.errors import SweepSetupError
-from ssm_metarl_ray.training.meta_train import LocalSampler, TrainState, add_to_buffer, build_state, meta_train
-from ssm_metarl_ray.training.run import evaluate_modes, restore_training_state, save_training_checkpoint
-from ssm_metarl_ray.utils.checkpoint import BUFFER, load_buffer
+from ssm_metarl_ray.training.experiment import run_experiment
+from ssm_metarl_ray.training.meta_train import TrainState
+from ssm_metarl_ray.training.protocols import Backend, Callback
+from ssm_metarl_ray.training.run import save_training_checkpoint
 
 NAMESPACE = RuntimeConfig.namespace
 
@@ -209,82 +211,53 @@ def evaluation_metrics(results: dict[str, dict], primary: str) -> dict:
     return out
 
 
-def evaluate_here(cfg, weights: dict, version: int, tasks, modes: list[str], buffer_handle, timeout_s: float
-                  ) -> dict[str, dict]:
-    """``runtime.evaluation.evaluate_parallel`` done inside the trial (``num_evaluators: 0``): the same
-    Evaluator seeds and the same replay from the trial's buffer actor, so the numbers are identical."""
-    from ssm_metarl_ray.training.evaluate import Evaluator, summarize
-
-    seed = cfg.seed + 1
-    evaluator = Evaluator(cfg, seed=seed)
-    evaluator.set_weights(weights, version)
-
-    def replay_source(task):
-        rng = np.random.default_rng([seed, task.index, 1])
-
-        def source(n: int, seq_len: int):
-            ref = buffer_handle.sample_sequences.remote(n, seq_len, int(rng.integers(2**63)),
-                                                        episode_start=True)
-            seq = ray.get(ref, timeout=timeout_s)
-            return None if seq is None else {k: np.array(v) for k, v in seq.items()}
-
-        return source
-
-    out = {}
-    for mode in modes:
-        per_task = [evaluator.evaluate([t], mode, None,
-                                       replay_source=replay_source(t) if mode == "hybrid" else None)[0]
-                    for t in tasks]
-        out[mode] = summarize(per_task)
-    return out
+def trial_runtime(res: dict, run_id: str) -> RuntimeConfig:
+    """The trial's RuntimeConfig from the sweep's ``resources`` (``num_workers: 0``: all in-process)."""
+    return RuntimeConfig(num_workers=res["num_workers"], cpus_per_worker=res["cpus_per_worker"],
+                         learner_cpus=res["learner_cpus"], num_evaluators=res["num_evaluators"],
+                         cpus_per_evaluator=res["cpus_per_evaluator"], run_id=run_id,
+                         buffer_snapshot_dir=os.path.join(tempfile.gettempdir(), "ssm_metarl_tune", run_id))
 
 
-def _start(cfg, state: TrainState, res: dict, run_id: str):
-    """Restore from Tune's checkpoint if there is one; start the trial's Ray session when it has workers.
+class TuneReport(Callback):
+    """Every ``report_every`` iterations and at the last: held-out evaluation, a checkpoint and
+    ``tune.report``; a trial restored from its final checkpoint reports it again. ``inject_failure_at``
+    raises once (attempts not restored from a checkpoint)."""
 
-    Returns ``(session or None, iteration restored from)``."""
-    restored_from, session = 0, None
-    with ExitStack() as stack:
-        ckpt = tune.get_checkpoint()
-        ckpt_dir = Path(stack.enter_context(ckpt.as_directory())) if ckpt is not None else None
-        if ckpt_dir is not None:
-            restore_training_state(state, ckpt_dir)
-            restored_from = state.iteration
-        initial_buffer = ckpt_dir / BUFFER if ckpt_dir is not None and (ckpt_dir / BUFFER).is_file() else None
-        if res["num_workers"] > 0:
-            from ssm_metarl_ray.runtime.session import RaySession
+    def __init__(self, cfg: ExperimentConfig, settings: dict):
+        self.cfg, self.settings = cfg, settings
+        self.report_every = settings["report_every"] or cfg.iterations
+        self.restored_from = 0
+        self.where: dict = {}
 
-            rt = RuntimeConfig(num_workers=res["num_workers"], cpus_per_worker=res["cpus_per_worker"],
-                               learner_cpus=res["learner_cpus"], num_evaluators=res["num_evaluators"],
-                               namespace=NAMESPACE, run_id=run_id,
-                               buffer_snapshot_dir=os.path.join(tempfile.gettempdir(), "ssm_metarl_tune",
-                                                                run_id))
-            # the buffer actor loads initial_buffer in its constructor (RaySession waits for it)
-            session = RaySession(cfg, rt, state.spec, None, initial_buffer=initial_buffer)
-        elif initial_buffer is not None and ckpt_dir is not None:  # (initial_buffer is in ckpt_dir)
-            state.buffer = load_buffer(ckpt_dir)
-    return session, restored_from
+    def on_start(self, state: TrainState, backend: Backend) -> None:
+        self.restored_from = state.iteration
+        pg = ray.util.get_current_placement_group()  # Tune's per-trial group (None outside Tune)
+        session = backend.session if isinstance(backend, RayBackend) else None
+        self.where = {"placement_group_bundles": len(pg.bundle_specs) if pg is not None else 0,
+                      "buffer_actor": session.buffer.name if session and session.buffer is not None else "in-process",
+                      "restored_from_iteration": self.restored_from, "runtime": "ray" if session else "local"}
 
+    def on_iteration(self, state: TrainState, metrics: dict, backend: Backend) -> None:
+        inject = self.settings.get("inject_failure_at")
+        if inject and self.restored_from == 0 and state.iteration == inject:
+            raise InjectedFailure(f"injected failure at iteration {state.iteration} (inject_failure_at); "
+                                  "Tune retries this trial from its latest checkpoint")
+        if state.iteration % self.report_every == 0 or state.iteration == self.cfg.iterations:
+            self._report(state, metrics, backend)
 
-def _evaluator(cfg, session, res: dict, modes: list[str], run_id: str) -> Callable[[TrainState], dict]:
-    """``evaluate(state) -> {mode: summary}``: in this process, or on the trial's evaluator actors."""
+    def on_end(self, state: TrainState, backend: Backend) -> None:
+        if state.iteration == self.restored_from and state.iteration >= self.cfg.iterations:
+            self._report(state, state.history[-1] if state.history else {}, backend)  # restored at the end
 
-    def evaluate(st: TrainState) -> dict[str, dict]:
-        weights = st.learner.get_weights()
-        if session is None:
-            return evaluate_modes(cfg, weights, st.test_tasks, st.buffer, modes, st.learner.version)
-        if res["num_evaluators"] == 0:
-            return evaluate_here(cfg, weights, st.learner.version, st.test_tasks, modes, session.buffer.handle,
-                                 session.rt.call_timeout_s)
-        from ssm_metarl_ray.runtime.evaluation import evaluate_parallel
-
-        return evaluate_parallel(
-            cfg, weights, st.learner.version, st.test_tasks, modes, num_evaluators=res["num_evaluators"],
-            run_id=f"{run_id}:eval{st.iteration}", buffer_name=session.buffer.name,
-            cpus=res["cpus_per_evaluator"], namespace=NAMESPACE, startup_timeout_s=session.rt.startup_timeout_s,
-            call_timeout_s=session.rt.call_timeout_s, timeout_s=session.rt.long_call_timeout_s)
-
-    return evaluate
+    def _report(self, state: TrainState, train_metrics: dict, backend: Backend) -> None:
+        results = backend.evaluate(state, list(self.settings["eval_modes"]))
+        metrics = {"iteration": state.iteration, "env_steps": state.env_steps, **self.where,
+                   **{k: v for k, v in train_metrics.items() if k.startswith("meta/")},
+                   **evaluation_metrics(results, self.cfg.adapt.adaptation_mode)}
+        with tempfile.TemporaryDirectory(prefix="ssm-tune-ckpt-") as d:
+            path = save_training_checkpoint(Path(d) / "checkpoint", state, backend.buffer)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(path)))
 
 
 def sweep_trial(config: dict) -> None:
@@ -292,41 +265,10 @@ def sweep_trial(config: dict) -> None:
     settings, params = config["sweep"], config.get("params", {})
     cfg = build_experiment_config(settings["base"], params)
     res = settings["resources"]
-    report_every = settings["report_every"] or cfg.iterations
     torch.set_num_threads(cfg.num_threads or max(1, int(res["learner_cpus"])))
     run_id = f"tune-{tune.get_context().get_trial_id() or 'local'}"
-    state = build_state(cfg)
-    session, restored_from = _start(cfg, state, res, run_id)
-    try:
-        buffer = session.buffer if session is not None else state.buffer
-        pg = ray.util.get_current_placement_group()  # Tune's per-trial group (None outside Tune)
-        where = {"placement_group_bundles": len(pg.bundle_specs) if pg is not None else 0,
-                 "buffer_actor": session.buffer.name if session is not None else "in-process",
-                 "restored_from_iteration": restored_from, "runtime": "ray" if session is not None else "local"}
-        evaluate = _evaluator(cfg, session, res, list(settings["eval_modes"]), run_id)
-
-        def report(st: TrainState, train_metrics: dict) -> None:
-            metrics = {"iteration": st.iteration, "env_steps": st.env_steps, **where,
-                       **{k: v for k, v in train_metrics.items() if k.startswith("meta/")},
-                       **evaluation_metrics(evaluate(st), cfg.adapt.adaptation_mode)}
-            with tempfile.TemporaryDirectory(prefix="ssm-tune-ckpt-") as d:
-                path = save_training_checkpoint(Path(d) / "checkpoint", st, buffer)
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(path)))
-
-        def on_iteration(st: TrainState, m: dict) -> None:
-            inject = settings.get("inject_failure_at")
-            if inject and restored_from == 0 and st.iteration == inject:
-                raise InjectedFailure(f"injected failure at iteration {st.iteration} (inject_failure_at); "
-                                      "Tune retries this trial from its latest checkpoint")
-            if st.iteration % report_every == 0 or st.iteration == cfg.iterations:
-                report(st, m)
-
-        if state.iteration >= cfg.iterations:  # restored from the final checkpoint: report it again
-            report(state, state.history[-1] if state.history else {})
-            return
-        sampler = session.sampler if session is not None else LocalSampler(cfg, seed=cfg.seed)
-        meta_train(state, sampler, on_iteration,
-                   session.add_experience if session is not None else add_to_buffer)
-    finally:
-        if session is not None:
-            session.close()
+    backend = make_backend(trial_runtime(res, run_id))
+    ckpt = tune.get_checkpoint()
+    with ckpt.as_directory() if ckpt is not None else nullcontext(None) as ckpt_dir:
+        run_experiment(cfg, backend, [TuneReport(cfg, settings)],
+                       resume=Path(ckpt_dir) if ckpt_dir is not None else None)

@@ -151,7 +151,7 @@ class RaySampler:
         refs = [w.handle.info.remote() for w in workers]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.rt.startup_timeout_s)
         if len(ready) < len(refs):
-            self.stop()
+            self.close()
             cpus = ray.cluster_resources().get("CPU", 0)
             raise SamplingError(
                 f"only {len(ready)} of {what} started within {self.rt.startup_timeout_s:g} s "
@@ -263,7 +263,7 @@ class RaySampler:
         failures += 1
         self.failures += 1
         if failures > self.rt.max_worker_failures:
-            self.stop()
+            self.close()
             raise SamplingError(f"rollout worker {w.name} {what} while sampling tasks "
                                 f"{[t.index for t in tasks]}; {failures} worker failure(s) this iteration "
                                 f"exceed max_worker_failures={self.rt.max_worker_failures}")
@@ -285,10 +285,13 @@ class RaySampler:
         return {"num_workers": len(self.workers), "worker_failures": self.failures,
                 "worker_replacements": self.replacements}
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Kill every worker actor (idempotent)."""
         for w in self.workers:
             try:
                 ray.kill(w.handle, no_restart=True)
             except Exception:
                 pass
         self.workers = []
+
+    stop = close  # the name used before the Sampler protocol

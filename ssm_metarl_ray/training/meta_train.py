@@ -73,6 +73,9 @@ class LocalSampler:
         return [b for a, z in task_chunks(len(tasks), self.tasks_per_chunk)
                 for b in sample_chunk_seeded(self.worker, tasks[a:z], self.seed, v, a)]
 
+    def close(self) -> None:
+        """Nothing to release (the Sampler protocol's ``close``)."""
+
 
 @dataclass
 class TrainState:
