@@ -15,6 +15,7 @@ ray = pytest.importorskip("ray")
 from ray_util import assert_same_batches, learning_history, ray_local, rt, tiny_cfg  # noqa: E402,F401
 
 from ssm_metarl_ray.runtime.cluster import get  # noqa: E402
+from ssm_metarl_ray.runtime.config import RuntimeConfig  # noqa: E402
 from ssm_metarl_ray.runtime.errors import ActorCallTimeout, SamplingError  # noqa: E402
 from ssm_metarl_ray.runtime.workers import RaySampler  # noqa: E402
 from ssm_metarl_ray.training.meta_train import LocalSampler, build_state, count_experience, meta_train  # noqa: E402
@@ -105,8 +106,9 @@ def test_learner_actor_killed_ends_with_one_clear_error():
 
     cfg = tiny_cfg()
     state = build_state(cfg)
-    learner = RemoteLearner(cfg, state.spec, state.learner, "learner-kill", num_gpus=0, num_cpus=0,
-                            namespace="ssm-test", call_timeout_s=30, update_timeout_s=60, startup_timeout_s=120)
+    learner = RemoteLearner(cfg, state.spec, state.learner, "learner-kill",
+                            RuntimeConfig(learner_gpus=0, learner_cpus=0, namespace="ssm-test", call_timeout_s=30,
+                                          long_call_timeout_s=60, startup_timeout_s=120))
     assert isinstance(state.spec, EnvSpec) and learner.get_weights()
     os.kill(learner.info["pid"], signal.SIGKILL)
     t0 = time.monotonic()
@@ -120,7 +122,6 @@ def test_evaluator_actor_killed_mid_evaluation_is_retried_exactly():
     """An evaluator actor SIGKILLed while evaluating: Ray restarts it and retries its calls; evaluation is
     deterministic per task, so the results equal those of an undisturbed run (nothing lost, no hang)."""
     from ssm_metarl_ray.runtime.cluster import actor_name
-    from ssm_metarl_ray.runtime.config import RuntimeConfig
     from ssm_metarl_ray.runtime.evaluation import evaluate_parallel
 
     cfg = tiny_cfg()

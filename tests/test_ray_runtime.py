@@ -84,8 +84,8 @@ def _block(episode: int, task: int = 0, n: int = 10) -> dict:
 
 def test_buffer_actor_restart_restores_snapshot(tmp_path):
     every = 2
-    buf = create_buffer(1000, 2, 2, False, "bufkill", snapshot_dir=tmp_path, snapshot_every_adds=every,
-                        snapshot_every_s=1e9)
+    buf = create_buffer(1000, 2, 2, False, "bufkill", rt(buffer_snapshot_every_adds=every, buffer_snapshot_every_s=1e9),
+                        snapshot_dir=tmp_path)
     try:
         for ep in range(5):
             get(buf.handle.add.remote(_block(ep), key=f"0:{ep}"), 30, "add")

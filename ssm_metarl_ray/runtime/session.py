@@ -28,7 +28,7 @@ from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import Task
 from ssm_metarl_ray.rollout.worker import EnvSpec
 from ssm_metarl_ray.runtime.buffer import BufferClient, create_buffer
-from ssm_metarl_ray.runtime.cluster import default_num_workers, init_ray, make_run_id
+from ssm_metarl_ray.runtime.cluster import connect, default_num_workers, make_run_id
 from ssm_metarl_ray.runtime.config import RuntimeConfig
 from ssm_metarl_ray.runtime.errors import ActorCallTimeout
 from ssm_metarl_ray.runtime.evaluation import evaluate_parallel
@@ -46,8 +46,7 @@ class RaySession:
     def __init__(self, cfg: ExperimentConfig, rt: RuntimeConfig, spec: EnvSpec, out: Path | None = None,
                  initial_buffer: Path | None = None):
         self.cfg, self.rt, self.spec = cfg, rt, spec
-        self.owns_ray = init_ray(rt.address, rt.num_cpus, include_dashboard=rt.include_dashboard,
-                                 object_store_memory=rt.object_store_memory, namespace=rt.namespace)
+        self.owns_ray = connect(rt)
         self.run_id = rt.run_id or make_run_id()
         self.buffer: BufferClient | None = None
         self.sampler: RaySampler | None = None
@@ -59,11 +58,7 @@ class RaySession:
                                                   Path(tempfile.gettempdir()) / "ssm_metarl_buffer_snapshots")
             self.buffer = create_buffer(
                 cfg.adapt.buffer_size, spec.obs_dim, 1 if spec.discrete else spec.act_dim, spec.discrete,
-                self.run_id, snapshot_dir=Path(snap_dir).resolve(),
-                snapshot_every_adds=rt.buffer_snapshot_every_adds,
-                snapshot_every_s=rt.buffer_snapshot_every_s, initial_path=initial_buffer,
-                max_restarts=rt.buffer_max_restarts, namespace=rt.namespace, timeout_s=rt.call_timeout_s,
-                log_adds=rt.buffer_log, log_fsync=rt.buffer_log_fsync)
+                self.run_id, rt, snapshot_dir=Path(snap_dir).resolve(), initial_path=initial_buffer)
             n = rt.num_workers or default_num_workers(rt.learner_cpus, rt.cpus_per_worker)
             self.sampler = RaySampler(cfg, rt, n, self.run_id, self.buffer.name)
         except BaseException:
@@ -106,11 +101,7 @@ class RaySession:
             return local
         from ssm_metarl_ray.runtime.learner import RemoteLearner
 
-        self._learner = RemoteLearner(self.cfg, self.spec, local, self.run_id, num_gpus=self.rt.learner_gpus,
-                                      num_cpus=self.rt.learner_cpus, namespace=self.rt.namespace,
-                                      call_timeout_s=self.rt.call_timeout_s,
-                                      update_timeout_s=self.rt.long_call_timeout_s,
-                                      startup_timeout_s=self.rt.startup_timeout_s)
+        self._learner = RemoteLearner(self.cfg, self.spec, local, self.run_id, self.rt)
         return self._learner
 
     def evaluate(self, weights, version: int, tasks: list[Task], modes: list[str],

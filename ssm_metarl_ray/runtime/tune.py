@@ -45,15 +45,13 @@ from ray.tune.schedulers import ASHAScheduler
 from ssm_metarl_ray.config import ExperimentConfig, build_experiment_config
 from ssm_metarl_ray.runtime import make_backend
 from ssm_metarl_ray.runtime.backend import RayBackend
-from ssm_metarl_ray.runtime.cluster import init_ray
+from ssm_metarl_ray.runtime.cluster import connect
 from ssm_metarl_ray.runtime.config import RuntimeConfig, trial_bundles
 from ssm_metarl_ray.runtime.errors import SweepSetupError
 from ssm_metarl_ray.training.experiment import run_experiment
 from ssm_metarl_ray.training.meta_train import TrainState
 from ssm_metarl_ray.training.protocols import Backend, Callback
 from ssm_metarl_ray.training.run import save_training_checkpoint
-
-NAMESPACE = RuntimeConfig.namespace
 
 
 # ---- the driver: Tuner, scheduler, callbacks, results -------------------------------------------------
@@ -163,7 +161,7 @@ def fit_sweep(spec, storage: str, exp_path: str, resume: bool, address: str | No
     """Connect (``address`` / ``RAY_ADDRESS``, else a local cluster with all CPUs), run or restore the
     Tuner; returns (one record per trial, whether a stop signal interrupted it)."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    owns_ray = init_ray(address, None, include_dashboard=False, namespace=NAMESPACE)
+    owns_ray = connect(RuntimeConfig(address=address))
     try:
         cpus = _check_cluster(spec, owns_ray, storage, is_local)
         print(f"sweep {spec.name}: {spec.num_grid_trials} trial(s), {spec.cpus_per_trial:g} CPU per trial in "

@@ -49,12 +49,11 @@ log = logging.getLogger(__name__)
 class RolloutWorkerActor:
     """A :class:`RolloutWorker` that writes what it samples to the run's buffer actor."""
 
-    def __init__(self, cfg: ExperimentConfig, name: str, buffer_name: str | None = None, namespace: str = "",
-                 call_timeout_s: float = 60.0):
+    def __init__(self, cfg: ExperimentConfig, name: str, buffer_name: str | None, rt: RuntimeConfig):
         self.worker = RolloutWorker(cfg.env, cfg.model, cfg.meta, cfg.meta.episodes_per_task, cfg.seed)
-        self.cfg, self.name, self.timeout = cfg, name, call_timeout_s
+        self.cfg, self.name, self.timeout = cfg, name, rt.call_timeout_s
         # the buffer is looked up by name: an actor handle as constructor argument cannot survive restarts
-        self.buffer = ray.get_actor(buffer_name, namespace=namespace) if buffer_name else None
+        self.buffer = ray.get_actor(buffer_name, namespace=rt.namespace) if buffer_name else None
 
     def info(self) -> dict:
         return {"name": self.name, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
@@ -144,7 +143,7 @@ class RaySampler:
             name=name, namespace=self.rt.namespace, num_cpus=self.rt.cpus_per_worker,
             max_restarts=self.rt.worker_max_restarts, max_task_retries=self.rt.worker_max_task_retries,
             scheduling_strategy="SPREAD" if self.rt.spread_workers and not in_pg else None,
-        ).remote(self.cfg, name, self.buffer_name, self.rt.namespace, self.rt.call_timeout_s)
+        ).remote(self.cfg, name, self.buffer_name, self.rt)
         return _Worker(index, generation, name, handle)
 
     def _wait_ready(self, workers: list[_Worker], what: str) -> None:
