@@ -100,9 +100,9 @@ def test_timeouts_give_clear_errors():
 def test_learner_actor_killed_ends_with_one_clear_error():
     """The learner actor holds the only copy of the weights and Adam state since the last checkpoint: its
     death is not silently papered over but one ActorDiedError saying how to continue (never a hang)."""
-    from ssm_metarl_ray.rollout.worker import EnvSpec
     from ssm_metarl_ray.runtime.errors import ActorDiedError
     from ssm_metarl_ray.runtime.learner import RemoteLearner
+    from ssm_metarl_ray.types import EnvSpec
 
     cfg = tiny_cfg()
     state = build_state(cfg)

@@ -16,12 +16,11 @@ import torch
 
 from ssm_metarl_ray.algorithms.maml import MetaLearner
 from ssm_metarl_ray.config import ExperimentConfig
-from ssm_metarl_ray.rollout.worker import EnvSpec
 from ssm_metarl_ray.runtime.cluster import _first_line, actor_name, get
 from ssm_metarl_ray.runtime.config import RuntimeConfig
 from ssm_metarl_ray.runtime.errors import ActorDiedError, RuntimeSetupError
 from ssm_metarl_ray.training.meta_train import make_learner
-from ssm_metarl_ray.types import TaskBatch
+from ssm_metarl_ray.types import EnvSpec, TaskBatch
 
 
 def to_cpu(x):

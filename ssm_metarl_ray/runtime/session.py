@@ -26,7 +26,6 @@ import ray
 from ssm_metarl_ray.algorithms.maml import MetaLearner
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import Task
-from ssm_metarl_ray.rollout.worker import EnvSpec
 from ssm_metarl_ray.runtime.buffer import BufferClient, create_buffer
 from ssm_metarl_ray.runtime.cluster import connect, default_num_workers, make_run_id
 from ssm_metarl_ray.runtime.config import RuntimeConfig
@@ -34,7 +33,7 @@ from ssm_metarl_ray.runtime.errors import ActorCallTimeout
 from ssm_metarl_ray.runtime.evaluation import evaluate_parallel
 from ssm_metarl_ray.runtime.workers import RaySampler
 from ssm_metarl_ray.training.meta_train import count_experience
-from ssm_metarl_ray.types import TaskBatch
+from ssm_metarl_ray.types import EnvSpec, TaskBatch
 
 if TYPE_CHECKING:
     from ssm_metarl_ray.runtime.learner import RemoteLearner

@@ -34,12 +34,12 @@ import ray
 
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import Task
-from ssm_metarl_ray.replay.convert import episodes_to_block
+from ssm_metarl_ray.replay.episode_ids import EpisodeIds, episodes_of
 from ssm_metarl_ray.rollout.worker import RolloutWorker
 from ssm_metarl_ray.runtime.cluster import _first_line, actor_name, get
 from ssm_metarl_ray.runtime.config import RuntimeConfig
 from ssm_metarl_ray.runtime.errors import ActorCallTimeout, SamplingError
-from ssm_metarl_ray.training.meta_train import first_episode_id, sample_chunk_seeded, task_chunks
+from ssm_metarl_ray.training.meta_train import sample_chunk_seeded, task_chunks
 from ssm_metarl_ray.types import TaskBatch
 
 log = logging.getLogger(__name__)
@@ -77,12 +77,8 @@ class RolloutWorkerActor:
         is in the buffer (exactly once: retried/resubmitted adds carry the same key and are skipped).
         Waiting costs milliseconds; not waiting would lose blocks whose writer dies before the buffer has
         fetched them (the block's owner is this process)."""
-        blocks = []
-        for slot, b in enumerate(batches, first_slot):  # episode ids as the driver-side counter would give
-            first = first_episode_id(self.cfg.meta, version, slot)
-            for ep in [*b.pre, b.post]:
-                blocks.append(episodes_to_block(ep, first))
-                first += ep.rewards.shape[0]
+        blocks = [block for slot, b in enumerate(batches, first_slot)  # ids as the driver's counter gives
+                  for block in EpisodeIds.for_slot(self.cfg.meta, version, slot).blocks(episodes_of([b]))]
         block = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
         assert self.buffer is not None  # sample() checks
         ref: ray.ObjectRef = self.buffer.add.remote(block, key=f"{version}:{first_slot}:{len(batches)}")
