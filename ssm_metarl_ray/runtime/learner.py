@@ -14,12 +14,12 @@ import numpy as np
 import ray
 import torch
 
-from ssm_metarl_ray.algorithms.maml import MetaLearner
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.runtime.cluster import _first_line, actor_name, get
 from ssm_metarl_ray.runtime.config import RuntimeConfig
 from ssm_metarl_ray.runtime.errors import ActorDiedError, RuntimeSetupError
 from ssm_metarl_ray.training.meta_train import make_learner
+from ssm_metarl_ray.training.protocols import Learner
 from ssm_metarl_ray.types import EnvSpec, TaskBatch
 
 
@@ -75,7 +75,7 @@ class LearnerActor:
 class RemoteLearner:
     """Driver-side stand-in for :class:`MetaLearner`, backed by a :class:`LearnerActor`."""
 
-    def __init__(self, cfg: ExperimentConfig, spec: EnvSpec, local: MetaLearner, run_id: str, rt: RuntimeConfig):
+    def __init__(self, cfg: ExperimentConfig, spec: EnvSpec, local: Learner, run_id: str, rt: RuntimeConfig):
         """An actor with ``rt.learner_gpus`` GPUs and ``rt.learner_cpus`` CPUs; updates may take
         ``rt.long_call_timeout_s``, other calls ``rt.call_timeout_s``."""
         self.timeout, self.update_timeout = rt.call_timeout_s, rt.long_call_timeout_s

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 import ray
 
-from ssm_metarl_ray.algorithms.maml import MetaLearner
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import Task
 from ssm_metarl_ray.runtime.buffer import BufferClient, create_buffer
@@ -33,6 +32,7 @@ from ssm_metarl_ray.runtime.errors import ActorCallTimeout
 from ssm_metarl_ray.runtime.evaluation import evaluate_parallel
 from ssm_metarl_ray.runtime.workers import RaySampler
 from ssm_metarl_ray.training.meta_train import count_experience
+from ssm_metarl_ray.training.protocols import Learner
 from ssm_metarl_ray.types import EnvSpec, TaskBatch
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ class RaySession:
                 f"namespace {self.rt.namespace!r}, cluster CPUs {ray.cluster_resources().get('CPU', 0):g}"
                 + (f"; see them with: ray list actors --address http://{url}" if url else ""))
 
-    def learner(self, local: MetaLearner):
+    def learner(self, local: Learner) -> Learner:
         """The driver's learner, or (``learner_gpus > 0`` / ``learner_actor``) an actor holding its state."""
         if not (self.rt.learner_gpus > 0 or self.rt.learner_actor):
             return local

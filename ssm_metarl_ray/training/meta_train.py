@@ -20,6 +20,7 @@ from ssm_metarl_ray.envs import Task, make_env, task_splits
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer
 from ssm_metarl_ray.replay.episode_ids import EpisodeIds, episodes_of
 from ssm_metarl_ray.rollout.worker import RolloutWorker
+from ssm_metarl_ray.training.protocols import Learner, Sampler
 from ssm_metarl_ray.types import EnvSpec, TaskBatch
 from ssm_metarl_ray.utils.seeding import seed_everything
 from ssm_metarl_ray.utils.threads import limit_blas_threads
@@ -71,7 +72,7 @@ class LocalSampler:
 class TrainState:
     cfg: ExperimentConfig
     spec: EnvSpec
-    learner: MetaLearner
+    learner: Learner  # MetaLearner / PPOLearner, or the Ray runtime's RemoteLearner
     buffer: ExperienceBuffer
     train_tasks: list[Task]
     test_tasks: list[Task]
@@ -95,7 +96,7 @@ def build_state(cfg: ExperimentConfig) -> TrainState:
     return TrainState(cfg, spec, make_learner(policy, cfg), buffer, train_tasks, test_tasks)
 
 
-def make_learner(policy, cfg: ExperimentConfig):
+def make_learner(policy, cfg: ExperimentConfig) -> Learner:
     """The central learner of ``cfg.meta.method``: MetaLearner (maml) or PPOLearner (in-context)."""
     if cfg.meta.method == "in-context":
         from ssm_metarl_ray.algorithms.ppo import PPOLearner
@@ -117,7 +118,7 @@ def count_experience(state: TrainState, batches: list[TaskBatch]) -> None:
     state.episode_counter += sum(ep.rewards.shape[0] for ep in episodes_of(batches))
 
 
-def meta_train(state: TrainState, sampler, on_iteration: Callable[[TrainState, dict], None] | None = None,
+def meta_train(state: TrainState, sampler: Sampler, on_iteration: Callable[[TrainState, dict], None] | None = None,
                add_experience: Callable[[TrainState, list[TaskBatch]], None] = add_to_buffer) -> TrainState:
     """Run meta-iterations from ``state.iteration`` up to ``cfg.iterations``; returns the state."""
     cfg = state.cfg
