@@ -26,8 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import parser, start_ray, write  # noqa: E402
 
-VARIANTS = {"no_log": {"log_adds": False}, "log": {"log_adds": True},
-            "log_fsync": {"log_adds": True, "log_fsync": True}}
+VARIANTS = {"no_log": {"buffer_log": False}, "log": {"buffer_log": True},
+            "log_fsync": {"buffer_log": True, "buffer_log_fsync": True}}
 SHAPES = {"navigation2d_1200_rows": (1_200, 2, 2, 100), "halfcheetah_4000_rows": (4_000, 17, 6, 200)}
 
 
@@ -56,12 +56,14 @@ def time_adds(buf, block: dict, count: int) -> float:
 def measure_shape(name: str, shape: tuple, rounds: int, adds: int, snap_dir: Path) -> dict:
     """Median ms per add of each variant over alternating rounds, and the actor's time in the log."""
     from ssm_metarl_ray.runtime.buffer import create_buffer
+    from ssm_metarl_ray.runtime.config import RuntimeConfig
 
     rows, obs, act, ep_len = shape
     block = make_block(rows, obs, act, ep_len)
     capacity = rows * (rounds * adds + 2)
-    bufs = {v: create_buffer(capacity, obs, act, False, f"bench-dur-{name}-{v}", snapshot_dir=snap_dir,
-                             snapshot_every_adds=10**9, snapshot_every_s=1e9, **kw)
+    bufs = {v: create_buffer(capacity, obs, act, False, f"bench-dur-{name}-{v}",
+                             RuntimeConfig(buffer_snapshot_every_adds=10**9, buffer_snapshot_every_s=1e9, **kw),
+                             snapshot_dir=snap_dir)
             for v, kw in VARIANTS.items()}
     try:
         per_round = {v: [] for v in bufs}
@@ -89,10 +91,12 @@ def measure_restart(snap_dir: Path, blocks: int) -> dict:
     import ray
 
     from ssm_metarl_ray.runtime.buffer import create_buffer
+    from ssm_metarl_ray.runtime.config import RuntimeConfig
 
     rows, obs, act, ep_len = SHAPES["halfcheetah_4000_rows"]
-    buf = create_buffer(rows * (blocks + 1), obs, act, False, "bench-dur-restart", snapshot_dir=snap_dir,
-                        snapshot_every_adds=10**9, snapshot_every_s=1e9)
+    buf = create_buffer(rows * (blocks + 1), obs, act, False, "bench-dur-restart",
+                        RuntimeConfig(buffer_snapshot_every_adds=10**9, buffer_snapshot_every_s=1e9),
+                        snapshot_dir=snap_dir)
     try:
         for i in range(blocks):
             buf.add(make_block(rows, obs, act, ep_len, seed=i), key=f"0:{i}")

@@ -3,7 +3,7 @@
     python experiments/serious_benchmark.py --task halfcheetah-vel --method ssm --adaptation_mode hybrid \\
         --epochs 50 [--buffer_size 20000 --experience_weight 0.1] [--smoke]
 
-See ``ssm-metarl benchmark --help`` (module ``ssm_metarl_ray.training.benchmark``); not packaged.
+See ``ssm-metarl benchmark --help`` (module ``ssm_metarl_ray.benchmark_cli``); not packaged.
 """
 
 import sys

@@ -140,7 +140,7 @@ def build_parser() -> _Parser:
     from ssm_metarl_ray.sweeps.cli import add_tune_parser  # no Ray import
 
     add_tune_parser(sub)
-    from ssm_metarl_ray.training.benchmark import add_benchmark_parser  # no torch import
+    from ssm_metarl_ray.benchmark_cli import add_benchmark_parser  # no torch import
 
     add_benchmark_parser(sub)
     from ssm_metarl_ray.rollout_cli import add_rollout_parser  # no torch / MuJoCo import
@@ -327,7 +327,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     modes = eval_modes(args.adaptation_mode, cfg)
     if rt.num_workers is None and not _ray_available():
         rt = replace(rt, num_workers=0)
-    from ssm_metarl_ray.training.run import run_training  # torch etc.: only once the arguments are valid
+    from ssm_metarl_ray.run import run_training  # torch etc.: only once the arguments are valid
 
     run_training(cfg, out, modes, verbose=not args.quiet, runtime=rt, resume=resume)
     return 0
@@ -348,7 +348,7 @@ def _ray_available() -> bool:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ssm_metarl_ray.training.run import run_evaluation
+    from ssm_metarl_ray.run import run_evaluation
     from ssm_metarl_ray.utils.checkpoint import load_config, load_tensors
 
     _check(args.adaptation_mode in (None, *EVAL_MODES),
@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return cmd_train(args)
         if args.command == "benchmark":
-            from ssm_metarl_ray.training.benchmark import cmd_benchmark
+            from ssm_metarl_ray.benchmark_cli import cmd_benchmark
 
             return cmd_benchmark(args)
         if args.command == "tune":

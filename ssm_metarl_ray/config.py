@@ -265,5 +265,24 @@ def flat_items(cfg: ExperimentConfig) -> list[tuple[str, Any]]:
 
 __all__ = ["ModelConfig", "MetaConfig", "AdaptConfig", "ExperimentConfig", "ConfigError", "MODELS", "ADAPTATION_MODES",
            "BASELINES", "OUTER_OPTIMIZERS", "ACTIVATIONS", "METHODS", "EVAL_MODES", "DEFAULT_INNER_LR",
-           "check_field", "field_types",
+           "build_experiment_config", "check_field", "field_types",
            "flat_items", "replace"]
+
+
+def build_experiment_config(base: dict[str, Any], params: dict[str, Any]) -> ExperimentConfig:
+    """ExperimentConfig from dotted overrides (a sweep trial's base, then its sampled params) over the
+    defaults; unless set, ``adapt.adapt_lr`` follows ``meta.inner_lr`` and ``adapt.episodes_per_step``
+    follows ``meta.episodes_per_task``."""
+    flat = {**base, **params}
+    if "adapt.adapt_lr" not in flat and "meta.inner_lr" in flat:
+        flat["adapt.adapt_lr"] = flat["meta.inner_lr"]
+    if "adapt.episodes_per_step" not in flat and "meta.episodes_per_task" in flat:
+        flat["adapt.episodes_per_step"] = flat["meta.episodes_per_task"]
+    nested: dict[str, Any] = {}
+    for k, v in flat.items():
+        top, _, sub = k.partition(".")
+        if sub:
+            nested.setdefault(top, {})[sub] = v
+        else:
+            nested[k] = v
+    return ExperimentConfig.from_dict(nested)

@@ -1,12 +1,18 @@
-"""Records passed between roles: episode batches (numpy, picklable, Ray-friendly) and task batches."""
+"""Records passed between roles: episode batches (numpy, picklable, Ray-friendly), task batches and the
+env spec."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from ssm_metarl_ray.config import ModelConfig
+    from ssm_metarl_ray.models.policy import Policy
 
 
 @dataclass
@@ -79,3 +85,30 @@ class TaskBatch:
     task_index: int
     pre: list[EpisodeBatch]
     post: EpisodeBatch
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """What a policy and a buffer need to know about a task family's envs (all tasks share it)."""
+
+    obs_dim: int
+    act_dim: int  # discrete: number of actions (one-hot width of the prev-action feature)
+    discrete: bool
+    horizon: int
+    action_center: np.ndarray | None  # continuous: env action = center + scale * clip(a, -1, 1)
+    action_scale: np.ndarray | None
+
+    @classmethod
+    def of(cls, env) -> EnvSpec:
+        import gymnasium as gym
+
+        obs_dim = int(np.prod(env.observation_space.shape))
+        if isinstance(env.action_space, gym.spaces.Discrete):
+            return cls(obs_dim, int(env.action_space.n), True, int(env.horizon), None, None)
+        lo, hi = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
+        return cls(obs_dim, int(lo.shape[0]), False, int(env.horizon), (hi + lo) / 2, (hi - lo) / 2)
+
+    def make_policy(self, cfg: ModelConfig) -> Policy:
+        from ssm_metarl_ray.models.policy import Policy
+
+        return Policy(self.obs_dim, self.act_dim, self.discrete, cfg)

@@ -95,8 +95,8 @@ def _kill_and_wait(buf, before: dict) -> dict:
 @pytest.mark.timeout(120)
 @pytest.mark.usefixtures("ray_local")
 def test_restart_replays_log_after_snapshot_and_drops_torn_record(tmp_path):
-    buf = create_buffer(1000, 2, 2, False, "durlog", snapshot_dir=tmp_path, snapshot_every_adds=2,
-                        snapshot_every_s=1e9)
+    buf = create_buffer(1000, 2, 2, False, "durlog", rt(buffer_snapshot_every_adds=2, buffer_snapshot_every_s=1e9),
+                        snapshot_dir=tmp_path)
     try:
         for ep in range(5):
             buf.add(_block(ep), key=f"0:{ep}")
@@ -129,8 +129,8 @@ def test_restart_replays_log_after_snapshot_and_drops_torn_record(tmp_path):
 @pytest.mark.usefixtures("ray_local")
 def test_crash_between_snapshot_and_log_truncation(tmp_path):
     """npz written, sidecar and log truncation not: replay skips what the npz holds, takes the keys."""
-    buf = create_buffer(1000, 2, 2, False, "durmid", snapshot_dir=tmp_path, snapshot_every_adds=100,
-                        snapshot_every_s=1e9)
+    buf = create_buffer(1000, 2, 2, False, "durmid", rt(buffer_snapshot_every_adds=100, buffer_snapshot_every_s=1e9),
+                        snapshot_dir=tmp_path)
     try:
         for ep in range(3):
             buf.add(_block(ep), key=f"0:{ep}")

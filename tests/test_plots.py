@@ -18,11 +18,11 @@ import pytest
 from ssm_metarl_ray.anchors import LABEL, MAML2017, METHODS, maml2017
 from ssm_metarl_ray.config import AdaptConfig, ExperimentConfig, MetaConfig, ModelConfig
 from ssm_metarl_ray.envs import make_env
-from ssm_metarl_ray.rollout.worker import EnvSpec
 from ssm_metarl_ray.rollout_cli import main as rollout_main
+from ssm_metarl_ray.run import run_training
 from ssm_metarl_ray.runtime.config import RuntimeConfig
 from ssm_metarl_ray.training.evaluate import plot_results
-from ssm_metarl_ray.training.run import run_training
+from ssm_metarl_ray.types import EnvSpec
 from ssm_metarl_ray.utils.checkpoint import save_checkpoint
 from ssm_metarl_ray.viz import GL_BACKENDS, find_gl_backend, load_checkpoint, plot_navigation_paths
 

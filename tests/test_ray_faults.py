@@ -15,6 +15,7 @@ ray = pytest.importorskip("ray")
 from ray_util import assert_same_batches, learning_history, ray_local, rt, tiny_cfg  # noqa: E402,F401
 
 from ssm_metarl_ray.runtime.cluster import get  # noqa: E402
+from ssm_metarl_ray.runtime.config import RuntimeConfig  # noqa: E402
 from ssm_metarl_ray.runtime.errors import ActorCallTimeout, SamplingError  # noqa: E402
 from ssm_metarl_ray.runtime.workers import RaySampler  # noqa: E402
 from ssm_metarl_ray.training.meta_train import LocalSampler, build_state, count_experience, meta_train  # noqa: E402
@@ -99,14 +100,15 @@ def test_timeouts_give_clear_errors():
 def test_learner_actor_killed_ends_with_one_clear_error():
     """The learner actor holds the only copy of the weights and Adam state since the last checkpoint: its
     death is not silently papered over but one ActorDiedError saying how to continue (never a hang)."""
-    from ssm_metarl_ray.rollout.worker import EnvSpec
     from ssm_metarl_ray.runtime.errors import ActorDiedError
     from ssm_metarl_ray.runtime.learner import RemoteLearner
+    from ssm_metarl_ray.types import EnvSpec
 
     cfg = tiny_cfg()
     state = build_state(cfg)
-    learner = RemoteLearner(cfg, state.spec, state.learner, "learner-kill", num_gpus=0, num_cpus=0,
-                            namespace="ssm-test", call_timeout_s=30, update_timeout_s=60, startup_timeout_s=120)
+    learner = RemoteLearner(cfg, state.spec, state.learner, "learner-kill",
+                            RuntimeConfig(learner_gpus=0, learner_cpus=0, namespace="ssm-test", call_timeout_s=30,
+                                          long_call_timeout_s=60, startup_timeout_s=120))
     assert isinstance(state.spec, EnvSpec) and learner.get_weights()
     os.kill(learner.info["pid"], signal.SIGKILL)
     t0 = time.monotonic()
@@ -125,10 +127,10 @@ def test_evaluator_actor_killed_mid_evaluation_is_retried_exactly():
     cfg = tiny_cfg()
     state = build_state(cfg)
     weights = state.learner.get_weights()
-    kw = dict(num_evaluators=2, cpus=0.5, namespace="ssm-test", startup_timeout_s=120, call_timeout_s=60,
-              timeout_s=300)
+    limits = RuntimeConfig(cpus_per_evaluator=0.5, namespace="ssm-test", startup_timeout_s=120, call_timeout_s=60,
+                           long_call_timeout_s=300)
     tasks = state.test_tasks * 10  # 10 calls per evaluator: the kill lands mid-evaluation
-    calm = evaluate_parallel(cfg, weights, 0, tasks, ["standard"], run_id="eval-calm", **kw)
+    calm = evaluate_parallel(cfg, weights, 0, tasks, ["standard"], limits, num_evaluators=2, run_id="eval-calm")
     killed = {}
 
     def kill_evaluator_0():
@@ -146,7 +148,7 @@ def test_evaluator_actor_killed_mid_evaluation_is_retried_exactly():
 
     t = threading.Thread(target=kill_evaluator_0, daemon=True)
     t.start()
-    stormy = evaluate_parallel(cfg, weights, 0, tasks, ["standard"], run_id="eval-kill", **kw)
+    stormy = evaluate_parallel(cfg, weights, 0, tasks, ["standard"], limits, num_evaluators=2, run_id="eval-kill")
     t.join(timeout=60)
     assert "pid" in killed
     assert stormy == calm

@@ -16,10 +16,10 @@ ray = pytest.importorskip("ray")
 from ray_util import learning_history, ray_local, rt, tiny_cfg  # noqa: E402,F401  (ray_local: fixture)
 
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer  # noqa: E402
+from ssm_metarl_ray.run import run_training  # noqa: E402
 from ssm_metarl_ray.runtime.buffer import create_buffer  # noqa: E402
 from ssm_metarl_ray.runtime.cluster import get  # noqa: E402
 from ssm_metarl_ray.training.meta_train import LocalSampler  # noqa: E402
-from ssm_metarl_ray.training.run import run_training  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(180), pytest.mark.usefixtures("ray_local")]
 
@@ -84,8 +84,8 @@ def _block(episode: int, task: int = 0, n: int = 10) -> dict:
 
 def test_buffer_actor_restart_restores_snapshot(tmp_path):
     every = 2
-    buf = create_buffer(1000, 2, 2, False, "bufkill", snapshot_dir=tmp_path, snapshot_every_adds=every,
-                        snapshot_every_s=1e9)
+    buf = create_buffer(1000, 2, 2, False, "bufkill", rt(buffer_snapshot_every_adds=every, buffer_snapshot_every_s=1e9),
+                        snapshot_dir=tmp_path)
     try:
         for ep in range(5):
             get(buf.handle.add.remote(_block(ep), key=f"0:{ep}"), 30, "add")

@@ -8,9 +8,9 @@ import pytest
 from ray_util import learning_history, tiny_cfg
 from test_cli import cli
 
+from ssm_metarl_ray.run import run_training
 from ssm_metarl_ray.runtime.config import RuntimeConfig
 from ssm_metarl_ray.training.meta_train import LocalSampler
-from ssm_metarl_ray.training.run import run_training
 from ssm_metarl_ray.utils.checkpoint import load_state
 
 pytestmark = pytest.mark.timeout(300)

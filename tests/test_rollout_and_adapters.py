@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from ssm_metarl_ray.adapters.hybrid import HybridAdapter, make_adapter
+from ssm_metarl_ray.adapters import make_adapter
+from ssm_metarl_ray.adapters.hybrid import HybridAdapter
 from ssm_metarl_ray.adapters.standard import StandardAdapter
 from ssm_metarl_ray.config import AdaptConfig, MetaConfig, ModelConfig
 from ssm_metarl_ray.envs import make_env, task_splits

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from ray_util import tiny_cfg
 
+from ssm_metarl_ray.run import run_training
 from ssm_metarl_ray.runtime.config import RuntimeConfig
 from ssm_metarl_ray.training.meta_train import LocalSampler
-from ssm_metarl_ray.training.run import run_training
 from ssm_metarl_ray.training.tracking import PROGRESS, RunTracker
 from ssm_metarl_ray.utils.checkpoint import load_state
 

@@ -81,8 +81,7 @@ def test_resources_and_bundles():
 
 def test_trial_resources_placement_group_factory():
     pytest.importorskip("ray.tune")
-    from ssm_metarl_ray.sweeps.runner import param_space
-    from ssm_metarl_ray.sweeps.trainable import trial_resources
+    from ssm_metarl_ray.runtime.tune import param_space, trial_resources
 
     spec = parse_sweep(with_(resources={"num_workers": 1, "num_evaluators": 1}))
     pgf = trial_resources(param_space(spec))

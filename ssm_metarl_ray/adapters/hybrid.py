@@ -24,7 +24,8 @@ from ssm_metarl_ray.algorithms.maml import Params, run_policy
 from ssm_metarl_ray.config import AdaptConfig
 from ssm_metarl_ray.models.policy import Policy, log_prob
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer
-from ssm_metarl_ray.replay.convert import episodes_to_block, sequences_to_torch
+from ssm_metarl_ray.replay.convert import sequences_to_torch
+from ssm_metarl_ray.replay.episode_ids import EpisodeIds
 from ssm_metarl_ray.types import EpisodeBatch
 
 
@@ -40,7 +41,7 @@ class HybridAdapter(StandardAdapter):
         # (``episode_start=True``); the Ray runtime serves meta-training experience from the shared
         # ExperienceBuffer actor this way while ``buffer`` keeps only the adapted task's own data.
         self.replay_source = replay_source
-        self._episode_id = 1 << 40  # adapter-added episodes get ids far from training ids
+        self._ids = EpisodeIds.for_adaptation()  # ids far above the training episodes' ids
 
     def replay_batch(self) -> dict[str, np.ndarray] | None:
         """Whole episodes: this task's own stored episodes if any, else meta-training experience."""
@@ -67,22 +68,4 @@ class HybridAdapter(StandardAdapter):
         return loss
 
     def observe(self, batch: EpisodeBatch) -> None:
-        self.buffer.add(episodes_to_block(batch, self._episode_id))
-        self._episode_id += batch.rewards.shape[0]
-
-
-def make_adapter(mode: str, policy: Policy, cfg: AdaptConfig, buffer: ExperienceBuffer | None = None,
-                 horizon: int = 0, seed: int = 0, episodes_per_trial: int = 1):
-    """The adapter of an evaluation mode: standard, hybrid (gradient steps) or in-context (trials of
-    ``episodes_per_trial`` episodes, ``cfg.episodes_per_step`` trials per task)."""
-    if mode == "in-context":
-        from ssm_metarl_ray.adapters.in_context import InContextAdapter
-
-        return InContextAdapter(policy, cfg.episodes_per_step, episodes_per_trial)
-    if mode == "standard":
-        return StandardAdapter(policy, cfg)
-    if mode == "hybrid":
-        if buffer is None:
-            raise ValueError("hybrid adaptation needs an ExperienceBuffer")
-        return HybridAdapter(policy, cfg, buffer, horizon, seed)
-    raise ValueError(f"unknown adaptation mode {mode!r}; allowed: standard, hybrid, in-context")
+        self.buffer.add(self._ids.block(batch))

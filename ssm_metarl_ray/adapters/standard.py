@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 from torch import Tensor
 
 from ssm_metarl_ray.algorithms.maml import Params, inner_loss, policy_params, sgd_step
@@ -67,9 +66,3 @@ class StandardAdapter:
         params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         new = sgd_step(params, self.loss(params, batch), lr, create_graph=False, max_grad_norm=self.cfg.grad_clip)
         return {k: v.detach() for k, v in new.items()}
-
-
-def mean_sem(x: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(x, dtype=np.float64)
-    n = x.shape[axis]
-    return x.mean(axis), (x.std(axis, ddof=1) / np.sqrt(n) if n > 1 else np.zeros_like(x.mean(axis)))

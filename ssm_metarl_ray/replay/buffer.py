@@ -136,6 +136,9 @@ class ExperienceBuffer:
     def __len__(self) -> int:
         return self._size
 
+    def close(self) -> None:
+        """Nothing to release (the Buffer protocol's ``close``; the Ray twin kills its actor)."""
+
     def __repr__(self) -> str:
         return (
             f"ExperienceBuffer(capacity={self._capacity}, obs_dim={self._obs_dim}, "

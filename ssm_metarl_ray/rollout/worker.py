@@ -8,9 +8,6 @@ The Ray runtime wraps this class as an actor without changing it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -27,28 +24,7 @@ from ssm_metarl_ray.config import MetaConfig, ModelConfig
 from ssm_metarl_ray.envs import Task, make_env
 from ssm_metarl_ray.models.base import make_policy_inputs
 from ssm_metarl_ray.models.policy import Policy, log_prob
-from ssm_metarl_ray.types import EpisodeBatch, TaskBatch
-
-
-@dataclass(frozen=True)
-class EnvSpec:
-    obs_dim: int
-    act_dim: int  # discrete: number of actions (one-hot width of the prev-action feature)
-    discrete: bool
-    horizon: int
-    action_center: np.ndarray | None  # continuous: env action = center + scale * clip(a, -1, 1)
-    action_scale: np.ndarray | None
-
-    @classmethod
-    def of(cls, env) -> EnvSpec:
-        obs_dim = int(np.prod(env.observation_space.shape))
-        if isinstance(env.action_space, gym.spaces.Discrete):
-            return cls(obs_dim, int(env.action_space.n), True, int(env.horizon), None, None)
-        lo, hi = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
-        return cls(obs_dim, int(lo.shape[0]), False, int(env.horizon), (hi + lo) / 2, (hi - lo) / 2)
-
-    def make_policy(self, cfg: ModelConfig) -> Policy:
-        return Policy(self.obs_dim, self.act_dim, self.discrete, cfg)
+from ssm_metarl_ray.types import EnvSpec, EpisodeBatch, TaskBatch
 
 
 def process_episodes(batch: EpisodeBatch, gamma: float, lam: float,

@@ -11,6 +11,8 @@ module                  what                                                    
 ``evaluation``          ``EvaluatorActor`` + ``evaluate_parallel``                     ``evaluator-<i>``
 ``learner``             ``LearnerActor`` + ``RemoteLearner`` (``--learner-gpus``)      ``learner``
 ``session``             ``RaySession``: all of the above for one training run          -
+``backend``             ``RayBackend`` (``run_experiment`` on Ray), ``evaluate_here``    -
+``tune``                ``fit_sweep`` (Tuner, restore), the trial ``sweep_trial``      -
 ``config``, ``errors``  ``RuntimeConfig``, the runtime's exceptions (no Ray import)    -
 ======================  =============================================================  =================
 
@@ -18,7 +20,28 @@ Actors are named ``ssm-metarl:<run id>:<role>`` in the ``ssm_metarl`` namespace 
 Importing this package does not import Ray; its submodules (other than ``config``) do.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from ssm_metarl_ray.runtime.config import RuntimeConfig
+
+if TYPE_CHECKING:
+    from ssm_metarl_ray.training.protocols import Backend, Sampler
+
+
+def make_backend(rt: RuntimeConfig | None, out: Path | None = None, sampler: Sampler | None = None) -> Backend:
+    """The backend of a run: ``RayBackend`` when ``rt`` asks for Ray workers and no ``sampler`` is given,
+    else the in-process ``LocalBackend`` (sampling with ``sampler`` when given). Imports Ray only for
+    the former."""
+    if sampler is None and rt is not None and rt.use_ray:
+        from ssm_metarl_ray.runtime.backend import RayBackend
+
+        return RayBackend(rt, out)
+    from ssm_metarl_ray.training.experiment import LocalBackend
+
+    return LocalBackend(sampler)
 
 
 def init_ray(*args, **kwargs) -> bool:
@@ -28,4 +51,4 @@ def init_ray(*args, **kwargs) -> bool:
     return _init(*args, **kwargs)
 
 
-__all__ = ["RuntimeConfig", "init_ray"]
+__all__ = ["RuntimeConfig", "init_ray", "make_backend"]

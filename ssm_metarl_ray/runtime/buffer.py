@@ -14,8 +14,8 @@ Durability (files ``<run id>.buffer.*`` in the snapshot directory):
   (magic, length, CRC-32, then a JSON header - position ``pos`` = ``num_added`` before the add, add
   number, key - and the arrays' bytes) and flushes it to the OS before the add returns, so a killed
   actor process loses no add that returned (``buffer_log_fsync`` also survives an OS crash, at a cost).
-* **Snapshot** (``.npz`` + ``.json`` sidecar with the block keys): after every ``snapshot_every_adds``
-  adds, or at the first add ``snapshot_every_s`` seconds after the last one, the buffer is compacted
+* **Snapshot** (``.npz`` + ``.json`` sidecar with the block keys): after every ``buffer_snapshot_every_adds``
+  adds, or at the first add ``buffer_snapshot_every_s`` seconds after the last one, the buffer is compacted
   into a snapshot covering the rows up to its ``num_added``, and the log is then emptied. The npz is
   written first, the sidecar second, the log truncated last; whichever step a crash interrupts, replay
   skips the records the snapshot already holds (``pos < num_added``) and takes their keys.
@@ -53,7 +53,7 @@ import threading
 import time
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -63,6 +63,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer
 from ssm_metarl_ray.runtime.cluster import actor_name, get
+from ssm_metarl_ray.runtime.config import RuntimeConfig
 
 log = logging.getLogger(__name__)
 
@@ -214,13 +215,13 @@ def _write_json(path: Path, obj) -> None:
 @ray.remote(num_cpus=0, concurrency_groups={"write": 1, "read": 4})  # type: ignore[call-overload]
 class ExperienceBufferActor:
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, discrete: bool, snapshot_path: str | None,
-                 snapshot_every_adds: int = 50, snapshot_every_s: float = 60.0,
-                 initial_path: str | None = None, log_adds: bool = True, log_fsync: bool = False):
+                 initial_path: str | None, rt: RuntimeConfig):
         self._lock = threading.Lock()
         self._buf = ExperienceBuffer(capacity, obs_dim, act_dim, discrete)
         self._snap = Path(snapshot_path) if snapshot_path else None
-        self._log = BlockLog(self._snap.with_suffix(".log"), log_fsync) if self._snap and log_adds else None
-        self._every_adds, self._every_s = snapshot_every_adds, snapshot_every_s
+        self._log = (BlockLog(self._snap.with_suffix(".log"), rt.buffer_log_fsync) if self._snap and rt.buffer_log
+                     else None)
+        self._every_adds, self._every_s = rt.buffer_snapshot_every_adds, rt.buffer_snapshot_every_s
         self._keys: set[str] = set()  # (version:slot:tasks) of stored blocks: retried adds are skipped
         self._adds = self._snap_adds = self._snapshots = self._duplicates = 0
         self._snap_time = time.monotonic()
@@ -423,7 +424,7 @@ class BufferClient:
         self.report = empty_report()
         self._seen: set[tuple] = set()  # restarts already logged: (pid, time)
 
-    def add(self, block: dict[str, np.ndarray], key: str | None = None, retries: int = 3) -> int:
+    def add(self, block: Mapping[str, np.ndarray], key: str | None = None, retries: int = 3) -> int:
         """``add`` that retries (same key: an add that had landed is skipped) while Ray restarts the actor."""
         for attempt in range(retries + 1):
             try:
@@ -486,27 +487,29 @@ class BufferClient:
                 p.unlink(missing_ok=True)
 
 
-def create_buffer(capacity: int, obs_dim: int, act_dim: int, discrete: bool, run_id: str, *,
-                  snapshot_dir: str | os.PathLike | None, snapshot_every_adds: int = 50,
-                  snapshot_every_s: float = 60.0, initial_path: str | os.PathLike | None = None,
-                  max_restarts: int = 3, namespace: str = "ssm_metarl", timeout_s: float = 60.0,
-                  log_adds: bool = True, log_fsync: bool = False) -> BufferClient:
+def create_buffer(capacity: int, obs_dim: int, act_dim: int, discrete: bool, run_id: str,
+                  rt: RuntimeConfig | None = None, *, snapshot_dir: str | os.PathLike | None,
+                  initial_path: str | os.PathLike | None = None) -> BufferClient:
     """Start the run's buffer actor on this (the driver's) node and wait until it is up.
 
     Pinned (hard node affinity; soft affinity was not honoured in tests): it needs no CPU, its snapshot,
     log and the checkpoint are on this node's disk, and a run whose driver node is gone is over anyway.
-    ``log_adds``: keep the per-add block log (needs ``snapshot_dir``); ``log_fsync``: fsync every record.
+    From ``rt`` (default ``RuntimeConfig()``): namespace, call timeout, ``buffer_max_restarts``, the
+    snapshot cadence (``buffer_snapshot_every_adds`` / ``_s``) and the per-add block log (``buffer_log``,
+    needs ``snapshot_dir``; ``buffer_log_fsync``: fsync every record). ``initial_path``: a saved buffer
+    to start from.
     """
+    rt = rt if rt is not None else RuntimeConfig()
     snap = Path(snapshot_dir) / f"{run_id}.buffer.npz" if snapshot_dir is not None else None
     name = actor_name(run_id, "buffer")
-    BufferClient(None, name, snap, timeout_s).remove_snapshot()  # a leftover of an earlier run with this id
+    BufferClient(None, name, snap, rt.call_timeout_s).remove_snapshot()  # a leftover of an earlier run's id
     handle = ExperienceBufferActor.options(  # type: ignore[attr-defined]  # an ActorClass at runtime
-        name=name, namespace=namespace, max_restarts=max_restarts,
-        max_task_retries=max_restarts,  # reads are idempotent; adds are keyed, so retries are safe
+        name=name, namespace=rt.namespace, max_restarts=rt.buffer_max_restarts,
+        max_task_retries=rt.buffer_max_restarts,  # reads are idempotent; adds are keyed: retries are safe
         scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
                                                            soft=False),
-    ).remote(capacity, obs_dim, act_dim, discrete, str(snap) if snap else None, snapshot_every_adds,
-             snapshot_every_s, str(initial_path) if initial_path else None, log_adds, log_fsync)
-    client = BufferClient(handle, name, snap, timeout_s)
+    ).remote(capacity, obs_dim, act_dim, discrete, str(snap) if snap else None,
+             str(initial_path) if initial_path else None, rt)
+    client = BufferClient(handle, name, snap, rt.call_timeout_s)
     client.start_rows = int(client.stats()["num_added"])  # also surfaces constructor errors here
     return client

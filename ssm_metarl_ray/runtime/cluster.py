@@ -8,13 +8,22 @@ import time
 
 import ray
 
+from ssm_metarl_ray.runtime.config import RuntimeConfig
 from ssm_metarl_ray.runtime.errors import ActorCallTimeout, RuntimeSetupError
 
 dashboard_url: str | None = None  # of the cluster init_ray started or attached to, when it has one
 
 
+def connect(rt: RuntimeConfig) -> bool:
+    """:func:`init_ray` with the cluster settings of ``rt`` (address, CPUs, dashboard, object store,
+    namespace)."""
+    return init_ray(rt.address, rt.num_cpus, include_dashboard=rt.include_dashboard,
+                    object_store_memory=rt.object_store_memory, namespace=rt.namespace)
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, *, include_dashboard: bool = False,
-             object_store_memory: int | None = 512 * 1024**2, namespace: str | None = None) -> bool:
+             object_store_memory: int | None = RuntimeConfig.object_store_memory,
+             namespace: str | None = None) -> bool:
     """Attach to a cluster when ``address`` or ``RAY_ADDRESS`` is given, else start a local one.
 
     Returns True when this call initialised Ray (the caller then owns the shutdown), False when Ray was

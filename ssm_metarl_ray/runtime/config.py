@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,18 @@ class RuntimeConfig:
     buffer_log_fsync: bool = False  # also fsync each record (survives an OS crash, not just the actor's)
 
     # ---- evaluation / checkpoints ----------------------------------------------------------------
-    num_evaluators: int | None = None  # evaluator actors; None: as many as rollout workers
+    num_evaluators: int | None = None  # evaluator actors; None: as many as rollout workers; 0: evaluate
+    # during a run (a Tune trial's reports) in the driver, replaying from the buffer actor
+    cpus_per_evaluator: float | None = None  # None: cpus_per_worker
     checkpoint_every: int = 0  # save a resumable checkpoint every K iterations (0: only at the end)
 
     @property
     def use_ray(self) -> bool:
         return self.num_workers != 0
+
+    @property
+    def evaluator_cpus(self) -> float:
+        return self.cpus_per_worker if self.cpus_per_evaluator is None else self.cpus_per_evaluator
 
     def problems(self) -> list[str]:
         """One message per bad value (the CLI turns the first into a one-line error, exit code 2)."""
@@ -85,6 +92,21 @@ class RuntimeConfig:
                 out.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.tasks_per_chunk is not None and self.tasks_per_chunk < 1:
             out.append(f"tasks_per_chunk must be >= 1, got {self.tasks_per_chunk}")
-        if self.num_evaluators is not None and self.num_evaluators < 1:
-            out.append(f"num_evaluators must be >= 1, got {self.num_evaluators}")
+        if self.num_evaluators is not None and self.num_evaluators < 0:
+            out.append(f"num_evaluators must be >= 0, got {self.num_evaluators}")
+        if self.cpus_per_evaluator is not None and not (math.isfinite(self.cpus_per_evaluator)
+                                                        and self.cpus_per_evaluator >= 0):
+            out.append(f"cpus_per_evaluator must be a finite number >= 0, got {self.cpus_per_evaluator}")
         return out
+
+
+def trial_bundles(r: dict[str, Any]) -> list[dict[str, float]]:
+    """Placement-group bundles of one trial: [trial/learner, rollout workers..., evaluators...].
+
+    The experience buffer actor needs 0 CPU and so no bundle; with ``num_workers: 0`` the trial samples,
+    buffers and evaluates in its own process (one bundle)."""
+    out = [{"CPU": float(r["learner_cpus"])}]
+    if r["num_workers"] > 0:
+        out += [{"CPU": float(r["cpus_per_worker"])} for _ in range(r["num_workers"])]
+        out += [{"CPU": float(r["cpus_per_evaluator"])} for _ in range(r["num_evaluators"])]
+    return out

@@ -21,3 +21,8 @@ class ActorDiedError(RayRuntimeError):
 
 class ActorCallTimeout(RayRuntimeError, TimeoutError):
     """A call to one of the runtime's actors did not return in time."""
+
+
+class SweepSetupError(ValueError):
+    """A Tune sweep that cannot start (nothing to resume, a trial larger than the cluster); the CLI
+    prints it as one line, exit code 2."""

@@ -18,6 +18,7 @@ import ray
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import Task
 from ssm_metarl_ray.runtime.cluster import _first_line, actor_name, get
+from ssm_metarl_ray.runtime.config import RuntimeConfig
 from ssm_metarl_ray.runtime.errors import ActorCallTimeout, SamplingError
 from ssm_metarl_ray.training.evaluate import Evaluator, summarize
 from ssm_metarl_ray.utils.progress import Progress
@@ -25,11 +26,10 @@ from ssm_metarl_ray.utils.progress import Progress
 
 @ray.remote
 class EvaluatorActor:
-    def __init__(self, cfg: ExperimentConfig, seed: int, name: str, buffer_name: str | None = None,
-                 namespace: str = "", call_timeout_s: float = 60.0):
+    def __init__(self, cfg: ExperimentConfig, seed: int, name: str, buffer_name: str | None, rt: RuntimeConfig):
         self.evaluator = Evaluator(cfg, seed=seed)
-        self.name, self.seed, self.timeout = name, seed, call_timeout_s
-        self.buffer = ray.get_actor(buffer_name, namespace=namespace) if buffer_name else None
+        self.name, self.seed, self.timeout = name, seed, rt.call_timeout_s
+        self.buffer = ray.get_actor(buffer_name, namespace=rt.namespace) if buffer_name else None
 
     def info(self) -> dict:
         return {"name": self.name, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
@@ -59,22 +59,21 @@ class EvaluatorActor:
 
 
 def evaluate_parallel(cfg: ExperimentConfig, weights: dict[str, np.ndarray], version: int, tasks: list[Task],
-                      modes: list[str], *, num_evaluators: int, run_id: str, buffer_name: str | None = None,
-                      cpus: float = 1.0,
-                      namespace: str = "ssm_metarl", startup_timeout_s: float = 120.0,
-                      call_timeout_s: float = 60.0, timeout_s: float = 3600.0,
-                      progress: bool = False) -> dict[str, dict]:
+                      modes: list[str], rt: RuntimeConfig, *, num_evaluators: int, run_id: str,
+                      buffer_name: str | None = None, progress: bool = False) -> dict[str, dict]:
     """``{mode: summarize(per_task)}`` like ``training.run.evaluate_modes``; one call per (mode, task),
     spread round-robin over the evaluators (an actor runs its calls in order); ``progress``: a bar / ETA
-    lines on stderr as tasks finish."""
+    lines on stderr as tasks finish. From ``rt``: namespace, CPUs per evaluator, startup / call timeouts
+    and the whole evaluation's limit (``long_call_timeout_s``)."""
     n = max(1, min(num_evaluators, len(tasks)))
+    timeout_s = rt.long_call_timeout_s
     names = [actor_name(run_id, f"evaluator-{i}") for i in range(n)]
     actors = [EvaluatorActor.options(  # type: ignore[attr-defined]  # an ActorClass at runtime
-                  name=name, namespace=namespace, num_cpus=cpus, max_restarts=1,
+                  name=name, namespace=rt.namespace, num_cpus=rt.evaluator_cpus, max_restarts=1,
                   max_task_retries=1)  # evaluate() is deterministic: retrying is safe
-              .remote(cfg, cfg.seed + 1, name, buffer_name, namespace, call_timeout_s) for name in names]
+              .remote(cfg, cfg.seed + 1, name, buffer_name, rt) for name in names]
     try:
-        get([a.info.remote() for a in actors], startup_timeout_s, f"starting {n} evaluator actor(s)")
+        get([a.info.remote() for a in actors], rt.startup_timeout_s, f"starting {n} evaluator actor(s)")
         wref = ray.put(weights)
         jobs = [(mode, i) for mode in modes for i in range(len(tasks))]
         calls = {actors[j % n].evaluate.remote(wref, version, [tasks[i]], mode): (mode, i)

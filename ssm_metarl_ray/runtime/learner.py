@@ -14,13 +14,13 @@ import numpy as np
 import ray
 import torch
 
-from ssm_metarl_ray.algorithms.maml import MetaLearner
 from ssm_metarl_ray.config import ExperimentConfig
-from ssm_metarl_ray.rollout.worker import EnvSpec
 from ssm_metarl_ray.runtime.cluster import _first_line, actor_name, get
+from ssm_metarl_ray.runtime.config import RuntimeConfig
 from ssm_metarl_ray.runtime.errors import ActorDiedError, RuntimeSetupError
 from ssm_metarl_ray.training.meta_train import make_learner
-from ssm_metarl_ray.types import TaskBatch
+from ssm_metarl_ray.training.protocols import Learner
+from ssm_metarl_ray.types import EnvSpec, TaskBatch
 
 
 def to_cpu(x):
@@ -75,20 +75,21 @@ class LearnerActor:
 class RemoteLearner:
     """Driver-side stand-in for :class:`MetaLearner`, backed by a :class:`LearnerActor`."""
 
-    def __init__(self, cfg: ExperimentConfig, spec: EnvSpec, local: MetaLearner, run_id: str, *,
-                 num_gpus: float, num_cpus: float, namespace: str, call_timeout_s: float,
-                 update_timeout_s: float, startup_timeout_s: float):
-        self.timeout, self.update_timeout = call_timeout_s, update_timeout_s
+    def __init__(self, cfg: ExperimentConfig, spec: EnvSpec, local: Learner, run_id: str, rt: RuntimeConfig):
+        """An actor with ``rt.learner_gpus`` GPUs and ``rt.learner_cpus`` CPUs; updates may take
+        ``rt.long_call_timeout_s``, other calls ``rt.call_timeout_s``."""
+        self.timeout, self.update_timeout = rt.call_timeout_s, rt.long_call_timeout_s
+        num_gpus = rt.learner_gpus
         have = ray.cluster_resources().get("GPU", 0.0)
         if num_gpus > have:
             raise RuntimeSetupError(f"--learner-gpus {num_gpus:g}: the Ray cluster has {have:g} GPU(s) (see "
                                     "`ray status`); on an autoscaling cluster start a GPU node first, or drop "
                                     "--learner-gpus")
         self.handle = LearnerActor.options(  # type: ignore[attr-defined]  # an ActorClass at runtime
-            name=actor_name(run_id, "learner"), namespace=namespace, num_gpus=num_gpus, num_cpus=num_cpus
+            name=actor_name(run_id, "learner"), namespace=rt.namespace, num_gpus=num_gpus, num_cpus=rt.learner_cpus
         ).remote(cfg, spec, local.state_dict())
         try:
-            self.info = get(self.handle.info.remote(), startup_timeout_s, "starting the learner actor")
+            self.info = get(self.handle.info.remote(), rt.startup_timeout_s, "starting the learner actor")
         except ray.exceptions.RayActorError as e:  # its constructor failed (e.g. GPU without CUDA)
             ray.kill(self.handle, no_restart=True)
             cause = getattr(e, "cause", None) or e

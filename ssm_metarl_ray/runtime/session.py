@@ -1,6 +1,7 @@
 """One training run's Ray side: connect, start the buffer / rollout workers / learner, evaluate, clean up.
 
-``training.run.run_training`` uses it like this (the loop itself stays ``meta_train``)::
+``runtime.backend.RayBackend`` (the Ray backend of ``training.experiment.run_experiment``) uses it like
+this (the loop itself stays ``meta_train``)::
 
     with RaySession(cfg, rt, state.spec, out) as ray_side:
         state.learner = ray_side.learner(state.learner)      # a LearnerActor only with --learner-gpus
@@ -18,22 +19,21 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import ray
 
-from ssm_metarl_ray.algorithms.maml import MetaLearner
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import Task
-from ssm_metarl_ray.rollout.worker import EnvSpec
 from ssm_metarl_ray.runtime.buffer import BufferClient, create_buffer
-from ssm_metarl_ray.runtime.cluster import default_num_workers, init_ray, make_run_id
+from ssm_metarl_ray.runtime.cluster import connect, default_num_workers, make_run_id
 from ssm_metarl_ray.runtime.config import RuntimeConfig
 from ssm_metarl_ray.runtime.errors import ActorCallTimeout
 from ssm_metarl_ray.runtime.evaluation import evaluate_parallel
 from ssm_metarl_ray.runtime.workers import RaySampler
 from ssm_metarl_ray.training.meta_train import count_experience
-from ssm_metarl_ray.types import TaskBatch
+from ssm_metarl_ray.training.protocols import Learner
+from ssm_metarl_ray.types import EnvSpec, TaskBatch
 
 if TYPE_CHECKING:
     from ssm_metarl_ray.runtime.learner import RemoteLearner
@@ -45,8 +45,7 @@ class RaySession:
     def __init__(self, cfg: ExperimentConfig, rt: RuntimeConfig, spec: EnvSpec, out: Path | None = None,
                  initial_buffer: Path | None = None):
         self.cfg, self.rt, self.spec = cfg, rt, spec
-        self.owns_ray = init_ray(rt.address, rt.num_cpus, include_dashboard=rt.include_dashboard,
-                                 object_store_memory=rt.object_store_memory, namespace=rt.namespace)
+        self.owns_ray = connect(rt)
         self.run_id = rt.run_id or make_run_id()
         self.buffer: BufferClient | None = None
         self.sampler: RaySampler | None = None
@@ -58,11 +57,7 @@ class RaySession:
                                                   Path(tempfile.gettempdir()) / "ssm_metarl_buffer_snapshots")
             self.buffer = create_buffer(
                 cfg.adapt.buffer_size, spec.obs_dim, 1 if spec.discrete else spec.act_dim, spec.discrete,
-                self.run_id, snapshot_dir=Path(snap_dir).resolve(),
-                snapshot_every_adds=rt.buffer_snapshot_every_adds,
-                snapshot_every_s=rt.buffer_snapshot_every_s, initial_path=initial_buffer,
-                max_restarts=rt.buffer_max_restarts, namespace=rt.namespace, timeout_s=rt.call_timeout_s,
-                log_adds=rt.buffer_log, log_fsync=rt.buffer_log_fsync)
+                self.run_id, rt, snapshot_dir=Path(snap_dir).resolve(), initial_path=initial_buffer)
             n = rt.num_workers or default_num_workers(rt.learner_cpus, rt.cpus_per_worker)
             self.sampler = RaySampler(cfg, rt, n, self.run_id, self.buffer.name)
         except BaseException:
@@ -99,17 +94,13 @@ class RaySession:
                 f"namespace {self.rt.namespace!r}, cluster CPUs {ray.cluster_resources().get('CPU', 0):g}"
                 + (f"; see them with: ray list actors --address http://{url}" if url else ""))
 
-    def learner(self, local: MetaLearner):
+    def learner(self, local: Learner) -> Learner:
         """The driver's learner, or (``learner_gpus > 0`` / ``learner_actor``) an actor holding its state."""
         if not (self.rt.learner_gpus > 0 or self.rt.learner_actor):
             return local
         from ssm_metarl_ray.runtime.learner import RemoteLearner
 
-        self._learner = RemoteLearner(self.cfg, self.spec, local, self.run_id, num_gpus=self.rt.learner_gpus,
-                                      num_cpus=self.rt.learner_cpus, namespace=self.rt.namespace,
-                                      call_timeout_s=self.rt.call_timeout_s,
-                                      update_timeout_s=self.rt.long_call_timeout_s,
-                                      startup_timeout_s=self.rt.startup_timeout_s)
+        self._learner = RemoteLearner(self.cfg, self.spec, local, self.run_id, self.rt)
         return self._learner
 
     def evaluate(self, weights, version: int, tasks: list[Task], modes: list[str],
@@ -117,22 +108,19 @@ class RaySession:
         """Stop the rollout workers (their CPUs go to the evaluators), then evaluate in parallel."""
         assert self.sampler is not None and self.buffer is not None  # set by __init__
         n = self.rt.num_evaluators or len(self.sampler.workers) or 1
-        self.sampler.stop()
+        self.sampler.close()
         if self._learner is not None:
             self._learner.close()
             self._learner = None
-        return evaluate_parallel(self.cfg, weights, version, tasks, modes, num_evaluators=n,
-                                 run_id=self.run_id, buffer_name=self.buffer.name,
-                                 cpus=self.rt.cpus_per_worker,
-                                 namespace=self.rt.namespace, startup_timeout_s=self.rt.startup_timeout_s,
-                                 call_timeout_s=self.rt.call_timeout_s, timeout_s=self.rt.long_call_timeout_s,
-                                 progress=progress)
+        return evaluate_parallel(self.cfg, weights, version, tasks, modes, self.rt, num_evaluators=n,
+                                 run_id=self.run_id, buffer_name=self.buffer.name, progress=progress)
 
     def close(self) -> None:
-        for part in (self.sampler, self._learner):
+        parts: tuple[RaySampler | RemoteLearner | None, ...] = (self.sampler, self._learner)
+        for part in parts:
             if part is not None:
                 try:
-                    part.stop() if hasattr(part, "stop") else cast("RemoteLearner", part).close()
+                    part.close()
                 except Exception:
                     pass
         if self.buffer is not None:

@@ -34,12 +34,12 @@ import ray
 
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import Task
-from ssm_metarl_ray.replay.convert import episodes_to_block
+from ssm_metarl_ray.replay.episode_ids import EpisodeIds, episodes_of
 from ssm_metarl_ray.rollout.worker import RolloutWorker
 from ssm_metarl_ray.runtime.cluster import _first_line, actor_name, get
 from ssm_metarl_ray.runtime.config import RuntimeConfig
 from ssm_metarl_ray.runtime.errors import ActorCallTimeout, SamplingError
-from ssm_metarl_ray.training.meta_train import first_episode_id, sample_chunk_seeded, task_chunks
+from ssm_metarl_ray.training.meta_train import sample_chunk_seeded, task_chunks
 from ssm_metarl_ray.types import TaskBatch
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,11 @@ log = logging.getLogger(__name__)
 class RolloutWorkerActor:
     """A :class:`RolloutWorker` that writes what it samples to the run's buffer actor."""
 
-    def __init__(self, cfg: ExperimentConfig, name: str, buffer_name: str | None = None, namespace: str = "",
-                 call_timeout_s: float = 60.0):
+    def __init__(self, cfg: ExperimentConfig, name: str, buffer_name: str | None, rt: RuntimeConfig):
         self.worker = RolloutWorker(cfg.env, cfg.model, cfg.meta, cfg.meta.episodes_per_task, cfg.seed)
-        self.cfg, self.name, self.timeout = cfg, name, call_timeout_s
+        self.cfg, self.name, self.timeout = cfg, name, rt.call_timeout_s
         # the buffer is looked up by name: an actor handle as constructor argument cannot survive restarts
-        self.buffer = ray.get_actor(buffer_name, namespace=namespace) if buffer_name else None
+        self.buffer = ray.get_actor(buffer_name, namespace=rt.namespace) if buffer_name else None
 
     def info(self) -> dict:
         return {"name": self.name, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
@@ -78,12 +77,8 @@ class RolloutWorkerActor:
         is in the buffer (exactly once: retried/resubmitted adds carry the same key and are skipped).
         Waiting costs milliseconds; not waiting would lose blocks whose writer dies before the buffer has
         fetched them (the block's owner is this process)."""
-        blocks = []
-        for slot, b in enumerate(batches, first_slot):  # episode ids as the driver-side counter would give
-            first = first_episode_id(self.cfg.meta, version, slot)
-            for ep in [*b.pre, b.post]:
-                blocks.append(episodes_to_block(ep, first))
-                first += ep.rewards.shape[0]
+        blocks = [block for slot, b in enumerate(batches, first_slot)  # ids as the driver's counter gives
+                  for block in EpisodeIds.for_slot(self.cfg.meta, version, slot).blocks(episodes_of([b]))]
         block = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
         assert self.buffer is not None  # sample() checks
         ref: ray.ObjectRef = self.buffer.add.remote(block, key=f"{version}:{first_slot}:{len(batches)}")
@@ -144,14 +139,14 @@ class RaySampler:
             name=name, namespace=self.rt.namespace, num_cpus=self.rt.cpus_per_worker,
             max_restarts=self.rt.worker_max_restarts, max_task_retries=self.rt.worker_max_task_retries,
             scheduling_strategy="SPREAD" if self.rt.spread_workers and not in_pg else None,
-        ).remote(self.cfg, name, self.buffer_name, self.rt.namespace, self.rt.call_timeout_s)
+        ).remote(self.cfg, name, self.buffer_name, self.rt)
         return _Worker(index, generation, name, handle)
 
     def _wait_ready(self, workers: list[_Worker], what: str) -> None:
         refs = [w.handle.info.remote() for w in workers]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.rt.startup_timeout_s)
         if len(ready) < len(refs):
-            self.stop()
+            self.close()
             cpus = ray.cluster_resources().get("CPU", 0)
             raise SamplingError(
                 f"only {len(ready)} of {what} started within {self.rt.startup_timeout_s:g} s "
@@ -263,7 +258,7 @@ class RaySampler:
         failures += 1
         self.failures += 1
         if failures > self.rt.max_worker_failures:
-            self.stop()
+            self.close()
             raise SamplingError(f"rollout worker {w.name} {what} while sampling tasks "
                                 f"{[t.index for t in tasks]}; {failures} worker failure(s) this iteration "
                                 f"exceed max_worker_failures={self.rt.max_worker_failures}")
@@ -285,10 +280,13 @@ class RaySampler:
         return {"num_workers": len(self.workers), "worker_failures": self.failures,
                 "worker_replacements": self.replacements}
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Kill every worker actor (idempotent)."""
         for w in self.workers:
             try:
                 ray.kill(w.handle, no_restart=True)
             except Exception:
                 pass
         self.workers = []
+
+    stop = close  # the name used before the Sampler protocol

@@ -4,11 +4,13 @@
 module          what                                                                        imports Ray
 ==============  ==========================================================================  ============
 ``spec``        YAML schema, validation (one-line :class:`SweepConfigError`), trial configs  no
-``trainable``   the Tune function trainable (meta-train + held-out evaluation per trial)     yes
-``runner``      ``run_sweep``: Tuner / Tuner.restore, resources, result collection          yes
+``runner``      ``run_sweep``: storage checks, ``runtime.tune.fit_sweep``, result rows       no
 ``report``      results table, CSV, JSON summary, heatmap PNG                               no
-``cli``         the ``tune`` subcommand (parser flags and dispatch)                          lazily
+``cli``         the ``tune`` subcommand (parser flags and dispatch)                          no
 ==============  ==========================================================================  ============
+
+The Tune side (Tuner, scheduler, the trial function, placement groups) is ``runtime.tune``: Ray is
+imported only under ``ssm_metarl_ray.runtime``.
 """
 
 from ssm_metarl_ray.sweeps.spec import SweepConfigError, SweepSpec, load_sweep, parse_sweep

@@ -48,9 +48,11 @@ from ssm_metarl_ray.config import (
     AdaptConfig,
     ConfigError,
     ExperimentConfig,
+    build_experiment_config,
     check_field,
     field_types,
 )
+from ssm_metarl_ray.runtime.config import trial_bundles
 
 TOP_KEYS = ("name", "description", "metric", "mode", "base", "search", "num_samples", "scheduler",
             "max_concurrent_trials", "max_failures", "report_every", "eval_modes", "resources", "heatmap",
@@ -232,7 +234,7 @@ class SweepSpec:
         return max(num_reports(i, self.report_every) for i in self.values_of("iterations"))
 
     def bundles(self) -> list[dict[str, float]]:
-        return bundles(self.resources)
+        return trial_bundles(self.resources)
 
     @property
     def cpus_per_trial(self) -> float:
@@ -254,40 +256,11 @@ class SweepSpec:
                 "inject_failure_at": self.inject_failure_at}
 
 
-def bundles(r: dict[str, Any]) -> list[dict[str, float]]:
-    """Placement-group bundles of one trial: [trial/learner, rollout workers..., evaluators...].
-
-    The experience buffer actor needs 0 CPU and so no bundle; with ``num_workers: 0`` the trial samples,
-    buffers and evaluates in its own process (one bundle)."""
-    out = [{"CPU": float(r["learner_cpus"])}]
-    if r["num_workers"] > 0:
-        out += [{"CPU": float(r["cpus_per_worker"])} for _ in range(r["num_workers"])]
-        out += [{"CPU": float(r["cpus_per_evaluator"])} for _ in range(r["num_evaluators"])]
-    return out
-
-
 def default_value(name: str) -> Any:
     top, _, sub = name.partition(".")
     if sub:
         return getattr(getattr(ExperimentConfig(), top), sub)
     return getattr(ExperimentConfig(), top)
-
-
-def build_experiment_config(base: dict[str, Any], params: dict[str, Any]) -> ExperimentConfig:
-    """ExperimentConfig of one trial: defaults < base < sampled params; derived values filled in."""
-    flat = {**base, **params}
-    if "adapt.adapt_lr" not in flat and "meta.inner_lr" in flat:
-        flat["adapt.adapt_lr"] = flat["meta.inner_lr"]
-    if "adapt.episodes_per_step" not in flat and "meta.episodes_per_task" in flat:
-        flat["adapt.episodes_per_step"] = flat["meta.episodes_per_task"]
-    nested: dict[str, Any] = {}
-    for k, v in flat.items():
-        top, _, sub = k.partition(".")
-        if sub:
-            nested.setdefault(top, {})[sub] = v
-        else:
-            nested[k] = v
-    return ExperimentConfig.from_dict(nested)
 
 
 def parse_sweep(raw: Any, source: str = "<config>") -> SweepSpec:

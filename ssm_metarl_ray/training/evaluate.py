@@ -9,12 +9,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ssm_metarl_ray.adapters.hybrid import make_adapter
-from ssm_metarl_ray.adapters.standard import AdaptResult, mean_sem
+from ssm_metarl_ray.adapters import make_adapter
+from ssm_metarl_ray.adapters.standard import AdaptResult
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import Task
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer
 from ssm_metarl_ray.rollout.worker import RolloutWorker
+from ssm_metarl_ray.utils.stats import mean_sem
 
 
 class Evaluator:

@@ -15,12 +15,13 @@ import numpy as np
 import torch
 
 from ssm_metarl_ray.algorithms.maml import MetaLearner
-from ssm_metarl_ray.config import ExperimentConfig, MetaConfig
+from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import Task, make_env, task_splits
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer
-from ssm_metarl_ray.replay.convert import episodes_to_block
-from ssm_metarl_ray.rollout.worker import EnvSpec, RolloutWorker
-from ssm_metarl_ray.types import TaskBatch
+from ssm_metarl_ray.replay.episode_ids import EpisodeIds, episodes_of
+from ssm_metarl_ray.rollout.worker import RolloutWorker
+from ssm_metarl_ray.training.protocols import Learner, Sampler
+from ssm_metarl_ray.types import EnvSpec, TaskBatch
 from ssm_metarl_ray.utils.seeding import seed_everything
 from ssm_metarl_ray.utils.threads import limit_blas_threads
 
@@ -44,16 +45,6 @@ def task_chunks(num_tasks: int, tasks_per_chunk: int | None) -> list[tuple[int, 
     return [(a, min(num_tasks, a + size)) for a in range(0, num_tasks, size)]
 
 
-def first_episode_id(meta: MetaConfig, version: int, slot: int) -> int:
-    """Episode id of the first episode of meta-batch ``slot`` at weights ``version``.
-
-    Equals the driver-side counter of :func:`add_to_buffer` (pre batches, then post, K episodes each),
-    so ids are unique per (iteration, slot) whichever process writes them to the buffer.
-    """
-    per_task = (meta.inner_steps + 1) * meta.episodes_per_task
-    return (version * meta.meta_batch_size + slot) * per_task
-
-
 class LocalSampler:
     """Collects every task's MetaMAML data in this process with one RolloutWorker.
 
@@ -73,12 +64,15 @@ class LocalSampler:
         return [b for a, z in task_chunks(len(tasks), self.tasks_per_chunk)
                 for b in sample_chunk_seeded(self.worker, tasks[a:z], self.seed, v, a)]
 
+    def close(self) -> None:
+        """Nothing to release (the Sampler protocol's ``close``)."""
+
 
 @dataclass
 class TrainState:
     cfg: ExperimentConfig
     spec: EnvSpec
-    learner: MetaLearner
+    learner: Learner  # MetaLearner / PPOLearner, or the Ray runtime's RemoteLearner
     buffer: ExperienceBuffer
     train_tasks: list[Task]
     test_tasks: list[Task]
@@ -102,7 +96,7 @@ def build_state(cfg: ExperimentConfig) -> TrainState:
     return TrainState(cfg, spec, make_learner(policy, cfg), buffer, train_tasks, test_tasks)
 
 
-def make_learner(policy, cfg: ExperimentConfig):
+def make_learner(policy, cfg: ExperimentConfig) -> Learner:
     """The central learner of ``cfg.meta.method``: MetaLearner (maml) or PPOLearner (in-context)."""
     if cfg.meta.method == "in-context":
         from ssm_metarl_ray.algorithms.ppo import PPOLearner
@@ -112,18 +106,19 @@ def make_learner(policy, cfg: ExperimentConfig):
 
 
 def add_to_buffer(state: TrainState, batches: list[TaskBatch]) -> None:
-    for b in batches:
-        for ep in [*b.pre, b.post]:
-            state.buffer.add(episodes_to_block(ep, state.episode_counter))
-            state.episode_counter += ep.rewards.shape[0]
+    """Store one iteration's episodes in ``state.buffer`` (ids from ``state.episode_counter`` on)."""
+    ids = EpisodeIds(state.episode_counter)
+    for block in ids.blocks(episodes_of(batches)):
+        state.buffer.add(block)
+    state.episode_counter = ids.next_id
 
 
 def count_experience(state: TrainState, batches: list[TaskBatch]) -> None:
     """``add_experience`` for samplers whose workers write to a shared buffer themselves (Ray runtime)."""
-    state.episode_counter += sum(ep.rewards.shape[0] for b in batches for ep in [*b.pre, b.post])
+    state.episode_counter += sum(ep.rewards.shape[0] for ep in episodes_of(batches))
 
 
-def meta_train(state: TrainState, sampler, on_iteration: Callable[[TrainState, dict], None] | None = None,
+def meta_train(state: TrainState, sampler: Sampler, on_iteration: Callable[[TrainState, dict], None] | None = None,
                add_experience: Callable[[TrainState, list[TaskBatch]], None] = add_to_buffer) -> TrainState:
     """Run meta-iterations from ``state.iteration`` up to ``cfg.iterations``; returns the state."""
     cfg = state.cfg

@@ -1,45 +1,32 @@
-"""What ``ssm-metarl train`` and ``evaluate`` do: meta-train, checkpoint, evaluate, write outputs.
+"""Pieces of a training run: held-out evaluation in this process, resumable checkpoints, outputs.
 
-Outputs in ``output_dir``: ``checkpoint/`` (config + weights + learner state + buffer), ``metrics.json``
-(training history and held-out evaluation), ``adaptation.png`` (return vs adaptation steps), and from
-training, one row / step per meta-iteration: ``progress.csv`` and TensorBoard ``events.out.tfevents.*``
-(:mod:`ssm_metarl_ray.training.tracking`).
+``metrics.json`` + ``adaptation.png`` (:func:`write_outputs`), the checkpoint ``--resume`` continues from
+(:func:`save_training_checkpoint` / :func:`restore_training_state`) and the health line of the progress
+output. The run itself is :func:`ssm_metarl_ray.training.experiment.run_experiment`; what ``ssm-metarl
+train`` / ``evaluate`` do around it is :mod:`ssm_metarl_ray.run`.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import time
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 import torch
 
 from ssm_metarl_ray.config import ExperimentConfig
-from ssm_metarl_ray.envs import make_env, task_splits
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer
-from ssm_metarl_ray.training.evaluate import Evaluator, format_table, plot_results, summarize
-from ssm_metarl_ray.training.meta_train import LocalSampler, TrainState, add_to_buffer, build_state, meta_train
-from ssm_metarl_ray.training.tracking import PROGRESS, RunTracker
+from ssm_metarl_ray.training.evaluate import Evaluator, plot_results, summarize
+from ssm_metarl_ray.training.meta_train import TrainState
 from ssm_metarl_ray.utils.checkpoint import (
-    BUFFER,
     LEARNER,
     CheckpointError,
-    load_buffer,
     load_state,
     load_tensors,
     save_checkpoint,
 )
 from ssm_metarl_ray.utils.progress import Progress
-
-
-def _progress(state: TrainState, m: dict) -> None:
-    n = state.cfg.iterations
-    print(f"[iter {m['iteration']:>4}/{n}] pre-adapt return {m['meta/pre_return']:9.2f} | post-adapt "
-          f"{m['meta/post_return']:9.2f} | kl {m['meta/kl']:.4f} | {health_line(m)} | steps {m['env_steps']:>9} | "
-          f"sample {m['time/sample_s']:.1f}s update {m['time/update_s']:.1f}s", file=sys.stderr, flush=True)
 
 
 def health_line(m: dict) -> str:
@@ -110,100 +97,3 @@ def restore_training_state(state: TrainState, ckpt: Path) -> None:
         torch.set_rng_state(rng["torch"])
         # numpy's stub wants the whole 5-tuple; numpy accepts the first three alone (no cached gaussian)
         np.random.set_state(("MT19937", rng["numpy_key"].numpy().astype(np.uint32), rng["numpy_pos"]))  # type: ignore[arg-type]
-
-
-def run_training(cfg: ExperimentConfig, out: Path, modes: list[str], verbose: bool = True,
-                 sampler=None, runtime=None, resume: Path | None = None) -> dict:
-    """Meta-train, checkpoint, evaluate, write outputs.
-
-    ``runtime`` (a ``runtime.config.RuntimeConfig``) with ``num_workers != 0`` runs sampling, the buffer,
-    evaluation (and with ``learner_gpus`` the learner) on Ray; None or ``num_workers=0`` keeps everything
-    in this process. ``resume``: a checkpoint directory written by this function to continue from.
-    """
-    t0 = time.perf_counter()
-    state = build_state(cfg)
-    if resume is not None:
-        restore_training_state(state, resume)
-        if (resume / BUFFER).is_file() and (runtime is None or not runtime.use_ray):
-            state.buffer = load_buffer(resume)
-    if verbose:
-        print(f"meta-training {cfg.model.kind} on {cfg.env}: {cfg.iterations} iterations x "
-              f"{cfg.meta.meta_batch_size} tasks x {cfg.meta.episodes_per_task} episodes "
-              f"({len(state.train_tasks)} train / {len(state.test_tasks)} held-out tasks)"
-              + (f", resuming after iteration {state.iteration}" if resume is not None else ""),
-              file=sys.stderr)
-    session, tracker = None, RunTracker(out, state.history)  # writes nothing before the first iteration
-    if sampler is None and runtime is not None and runtime.use_ray:
-        from ssm_metarl_ray.runtime.session import RaySession
-
-        initial = resume / BUFFER if resume is not None and (resume / BUFFER).is_file() else None
-        session = RaySession(cfg, runtime, state.spec, out, initial_buffer=initial)
-    try:
-        if session is not None:
-            state.learner = session.learner(state.learner)
-            if verbose:
-                print(session.describe(), file=sys.stderr)
-        buffer = session.buffer if session is not None else state.buffer
-        every = runtime.checkpoint_every if runtime is not None else 0
-
-        def on_iteration(st: TrainState, m: dict) -> None:
-            tracker.write(st.iteration, m)
-            if verbose:
-                _progress(st, m)
-            if every and st.iteration % every == 0 and st.iteration < cfg.iterations:
-                save_training_checkpoint(out / "checkpoint", st, buffer)
-
-        meta_train(state, sampler or (session.sampler if session else LocalSampler(cfg, seed=cfg.seed)),
-                   on_iteration, session.add_experience if session is not None else add_to_buffer)
-        train_s = time.perf_counter() - t0
-        weights = learner_tensors(state)
-        version = state.learner.version
-        save_training_checkpoint(out / "checkpoint", state, buffer)
-        if verbose:
-            print(f"evaluating adaptation on {len(state.test_tasks)} held-out tasks ({', '.join(modes)})...",
-                  file=sys.stderr)
-        if session is not None:
-            results = session.evaluate({k: v.numpy() for k, v in weights.items()}, version, state.test_tasks,
-                                       modes, progress=verbose)
-        else:
-            results = evaluate_modes(cfg, weights, state.test_tasks, state.buffer, modes, version,
-                                     progress=verbose)
-    finally:
-        tracker.close()
-        if session is not None:
-            session.close()
-    eval_s = time.perf_counter() - t0 - train_s
-    extra: dict[str, Any] = {"env_steps": state.env_steps, "train_seconds": train_s, "eval_seconds": eval_s}
-    if session is not None:  # restarts of the buffer actor, rows restored / stored / lost
-        extra["buffer"] = session.buffer_report()
-    write_outputs(out, cfg, results, state.history, extra)
-    _report(cfg, results, out, tracked=tracker.opened)
-    return results
-
-
-def run_evaluation(cfg: ExperimentConfig, weights: dict, ckpt: Path, out: Path, modes: list[str]) -> dict:
-    env = make_env(cfg.env)
-    _, test_tasks = task_splits(env, cfg.num_train_tasks, cfg.num_test_tasks, cfg.seed)
-    buffer = load_buffer(ckpt)
-    if buffer is None and "hybrid" in modes:
-        raise CheckpointError(f"checkpoint {str(ckpt)!r} has no {BUFFER}: hybrid evaluation needs it")
-    try:
-        results = evaluate_modes(cfg, weights, test_tasks, buffer, modes, progress=True)
-    except RuntimeError as e:  # weights that do not fit the configured model
-        raise CheckpointError(f"checkpoint {str(ckpt)!r} does not match its config: {str(e).splitlines()[0]}") from None
-    write_outputs(out, cfg, results, [], {"checkpoint": str(ckpt)})
-    _report(cfg, results, out)
-    return results
-
-
-def _report(cfg: ExperimentConfig, results: dict, out: Path, tracked: bool = False) -> None:
-    print(f"\nHeld-out return ({cfg.env}, {cfg.model.kind}, {cfg.num_test_tasks} tasks, mean ± s.e.m.) "
-          f"by adaptation step:")
-    print(format_table(results))
-    for mode, r in results.items():
-        gain = r["mean"][-1] - r["mean"][0]
-        what = (f"episode {len(r['mean'])} of a trial vs episode 1" if mode == "in-context"
-                else f"after {len(r['mean']) - 1} adaptation steps")
-        print(f"{mode}: {what}, the return changes by {gain:+.2f}")
-    print(f"wrote {out / 'checkpoint'}, {out / 'metrics.json'}, {out / 'adaptation.png'}"
-          + (f", {out / PROGRESS} and TensorBoard events (tensorboard --logdir {out})" if tracked else ""))

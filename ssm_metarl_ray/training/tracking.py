@@ -1,6 +1,6 @@
 """Experiment tracking of plain runs: TensorBoard scalars and ``progress.csv`` beside ``metrics.json``.
 
-``ssm-metarl train`` (:func:`ssm_metarl_ray.training.run.run_training`) hands every meta-iteration's
+``ssm-metarl train`` (:func:`ssm_metarl_ray.run.run_training`) hands every meta-iteration's
 training metrics -- the entry of ``metrics.json``'s ``history``, with the names Tune trials report:
 ``meta/pre_return`` / ``meta/post_return`` (returns before / after adaptation), the other ``meta/*``
 losses, ``health/*``, ``grad/*``, ``trpo/*``, ``time/sample_s`` / ``time/update_s``, ``env_steps``,

@@ -87,7 +87,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     out = cli._check_output_dir(cfg.output_dir)  # last: it creates the directory
     cli.print_note(note)
     modes = ["standard", "hybrid"] if args.adaptation_mode == "hybrid" else ["standard"]
-    from ssm_metarl_ray.training.run import run_training  # torch etc.: only once the arguments are valid
+    from ssm_metarl_ray.run import run_training  # torch etc.: only once the arguments are valid
 
     t0 = time.perf_counter()
     results = run_training(cfg, out, modes, verbose=not args.quiet, runtime=rt)
