@@ -60,11 +60,11 @@ class PPOLearner:
     def __init__(self, policy: Policy, cfg: MetaConfig, seed: int = 0):
         self.policy, self.cfg = policy, cfg
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.outer_lr)
-        named = list(policy.named_parameters())
-        critic = [p for n, p in named if n.startswith("critic.")] if policy.cfg.critic_detached else []
         # gradient clipping groups: the critic alone when it cannot move the core, everything else together
-        self._clip_groups = [g for g in ([p for n, p in named if not (critic and n.startswith("critic."))],
-                                         critic) if g]
+        apart: dict[bool, list[torch.nn.Parameter]] = {False: [], True: []}
+        for n, p in policy.named_parameters():
+            apart[policy.cfg.critic_detached and n.startswith("critic.")].append(p)
+        self._clip_groups = [g for g in apart.values() if g]
         self.version, self.seed = 0, seed
         self.return_moments = (0.0, 0.0, 1.0)  # running (count, mean, var) of the discounted return
 
