@@ -7,7 +7,6 @@ is written before the arguments have been validated.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 from dataclasses import replace
@@ -17,14 +16,17 @@ from ssm_metarl_ray.config import (
     ADAPTATION_MODES,
     DEFAULT_INNER_LR,
     EVAL_MODES,
-    METHODS,
-    MODELS,
-    OUTER_OPTIMIZERS,
-    AdaptConfig,
+    FOLLOWS,
+    IN_CONTEXT_DEFAULTS,
+    IN_CONTEXT_OUTER_LR,
+    SUBCONFIGS,
     ConfigError,
     ExperimentConfig,
-    MetaConfig,
-    ModelConfig,
+    build_experiment_config,
+    field_choices,
+    field_comments,
+    field_types,
+    flat_items,
 )
 
 
@@ -39,74 +41,77 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+# ---- train flags: one per config field, generated from the dataclasses ------------------------------------
+# A field's flag is --<last part of its dotted name, dashed>, except these ...
+_FLAG_OF = {"meta.trpo_max_kl": "--max-kl", "num_threads": "--threads", "model.kind": "--model",
+            "adapt.clip_eps": "--adapt-clip-eps", "adapt.baseline": "--adapt-baseline"}
+# ... and it also accepts the seed's spellings
+_ALIASES = {"env": ("--env_name", "--env-name"), "iterations": ("--num_epochs", "--num-epochs"),
+            "output_dir": ("--save_dir",), "meta.inner_lr": ("--inner_lr",), "meta.outer_lr": ("--outer_lr",),
+            "adapt.buffer_size": ("--buffer_size",), "adapt.experience_batch_size": ("--experience_batch_size",),
+            "adapt.experience_weight": ("--experience_weight",)}
+_NOT_FLAGS = {"adapt.adaptation_mode"}  # set by --adaptation-mode, which also picks the evaluation modes
+_MORE_HELP = {"iterations": "with --resume: extend the run to this many",
+              "output_dir": "with --resume: the run directory of the checkpoint"}
+_GROUPS = {"": "experiment", "model": "policy model", "meta": "meta-training", "adapt": "test-time adaptation"}
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def flag_of(field: str) -> str:
+    """The train flag that sets the dotted config ``field``."""
+    return _FLAG_OF.get(field, "--" + field.rsplit(".", 1)[-1].replace("_", "-"))
+
+
+def _dest(field: str) -> str:
+    return flag_of(field)[2:].replace("-", "_")
+
+
+def train_fields() -> list[str]:
+    """The dotted config fields that have a train flag, in dataclass order."""
+    return [f for f, _ in flat_items(ExperimentConfig()) if f not in _NOT_FLAGS]
+
+
+def _default_text(field: str, default) -> str:
+    """How the flag's help states its default (dependent defaults in words: config.derive)."""
+    short = field.rsplit(".", 1)[-1]
+    if field in FOLLOWS:
+        return f"default: {flag_of(FOLLOWS[field])}"
+    if field == "meta.inner_lr":
+        return "default per model: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_INNER_LR.items())
+    text = f"default: {default}"
+    if field in IN_CONTEXT_DEFAULTS:
+        ic = IN_CONTEXT_DEFAULTS[field]
+        text += f"; --method in-context: {ic}" + (
+            "".join(f", {k} {v}" for k, v in IN_CONTEXT_OUTER_LR.items()) if field == "meta.outer_lr" else "")
+    allowed = field_choices(field) if short != "env" else None
+    return text + (f"; one of {', '.join(allowed)}" if allowed else "")
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    d, m, a, mo = ExperimentConfig(), MetaConfig(), AdaptConfig(), ModelConfig()
-    p.add_argument("--env", "--env_name", "--env-name", dest="env", default=d.env,
-                   help="task family (see `ssm-metarl envs`)")
-    p.add_argument("--model", default=mo.kind, help=f"policy core: {', '.join(MODELS)}")
-    p.add_argument("--adaptation-mode", "--adaptation_mode", dest="adaptation_mode", default=None,
-                   help="evaluate only this mode (standard|hybrid|in-context); default: standard and hybrid "
-                        "(in-context method: in-context and standard)")
-    p.add_argument("--iterations", "--num_epochs", "--num-epochs", dest="iterations", type=int, default=None,
-                   help=f"meta-iterations (default {d.iterations}; with --resume: extend the run to this many)")
-    p.add_argument("--meta-batch-size", type=int, default=m.meta_batch_size, help="tasks per meta-iteration")
-    p.add_argument("--episodes-per-task", type=int, default=m.episodes_per_task,
-                   help="trajectories per task for inner and outer loss")
-    p.add_argument("--inner-lr", "--inner_lr", dest="inner_lr", type=float, default=None,
-                   help="inner (and, unless --adapt-lr, test-time) PG step size; default per model: "
-                        + ", ".join(f"{k} {v}" for k, v in DEFAULT_INNER_LR.items()))
-    p.add_argument("--inner-steps", type=int, default=m.inner_steps,
-                   help="inner policy-gradient steps (0: multi-task pretraining without meta-learning)")
-    p.add_argument("--outer-lr", "--outer_lr", dest="outer_lr", type=float, default=m.outer_lr)
-    p.add_argument("--outer-steps", type=int, default=m.outer_steps)
-    p.add_argument("--first-order", action="store_true", help="first-order MAML meta-gradient")
-    p.add_argument("--method", default=m.method,
-                   help=f"meta-learning method: {' or '.join(METHODS)} (in-context: recurrent PPO over trials, the "
-                        "policy adapts in its state; its defaults: " + ", ".join(
-                            f"--{k.replace('_', '-')} {v}" for k, v in IN_CONTEXT_DEFAULTS.items()) +
-                        "; ssm: --outer-lr 1e-4)")
-    p.add_argument("--episodes-per-trial", type=int, default=m.episodes_per_trial,
-                   help="in-context: episodes per trial (the recurrent state carries across them)")
-    p.add_argument("--ppo-minibatches", type=int, default=m.ppo_minibatches,
-                   help="in-context: minibatches of trials per PPO epoch (--outer-steps epochs)")
-    p.add_argument("--outer-optimizer", default=m.outer_optimizer,
-                   help=f"meta-update: {' or '.join(OUTER_OPTIMIZERS)} (clipped: ProMP-style clipped surrogate + "
-                        "Adam; trpo: MAML 2017's natural-gradient step in a KL trust region)")
-    p.add_argument("--max-kl", dest="trpo_max_kl", type=float, default=m.trpo_max_kl,
-                   help="TRPO trust region (mean KL of the adapted policies)")
-    p.add_argument("--baseline", default="fit",
-                   help="advantage baseline of inner and adaptation steps: fit (linear baseline fitted on the same "
-                        "batch, ProMP) or lagged (fitted on the task's previous batch, 0 at first: rllab/MAML 2017)")
-    p.add_argument("--value-coef", type=float, default=m.value_coef,
-                   help="weight of the critic's value regression (the critic never moves the core)")
-    p.add_argument("--head-init-gain", type=float, default=mo.head_init_gain,
-                   help="orthogonal-init gain of the actor head")
-    p.add_argument("--head-hidden", type=int, default=mo.head_hidden,
-                   help="hidden width of MLP actor and critic heads (0: linear heads)")
-    p.add_argument("--normalize-rewards", action="store_true",
-                   help="in-context: PPO divides rewards by the running std of the return (MuJoCo)")
-    p.add_argument("--preset", default=None,
+    """One flag per config field (help: the field's comment in config.py, then its default), defaulting to
+    None = unset, so that ``config_from_args`` can layer preset, method and per-model defaults under the
+    flags actually given; then the flags that are not config fields."""
+    types = field_types()
+    comments = {"": field_comments(ExperimentConfig),
+                **{k: field_comments(c) for k, c in SUBCONFIGS.items()}}
+    groups = {k: p.add_argument_group(title) for k, title in _GROUPS.items()}
+    for field, default in flat_items(ExperimentConfig()):
+        if field in _NOT_FLAGS:
+            continue
+        sub, _, short = field.rpartition(".")
+        help_text = "; ".join(x for x in (comments[sub].get(short, ""), _MORE_HELP.get(field),
+                                          _default_text(field, default)) if x)
+        kwargs = ({"action": argparse.BooleanOptionalAction} if types[field] == "bool"
+                  else {"type": _TYPES[types[field]], "metavar": short.upper()})
+        groups[sub].add_argument(flag_of(field), *_ALIASES.get(field, ()), dest=_dest(field), default=None,
+                                 help=help_text.replace("%", "%%"), **kwargs)
+    e = groups[""]
+    e.add_argument("--adaptation-mode", "--adaptation_mode", dest="adaptation_mode", default=None,
+                   help="evaluate only this mode (standard|hybrid|in-context) and adapt with it; default: "
+                        "standard and hybrid (in-context method: in-context and standard)")
+    e.add_argument("--preset", default=None,
                    help="published protocol for --env (maml2017); flags given explicitly override it")
-    p.add_argument("--hidden-size", type=int, default=mo.hidden_size)
-    p.add_argument("--num-layers", type=int, default=mo.num_layers)
-    p.add_argument("--state-size", type=int, default=mo.state_size)
-    p.add_argument("--adapt-lr", type=float, default=None, help="test-time step size (default: --inner-lr)")
-    p.add_argument("--adapt-steps", type=int, default=a.adapt_steps)
-    p.add_argument("--episodes-per-step", type=int, default=None,
-                   help="fresh trajectories per test-time adaptation step (default: --episodes-per-task)")
-    p.add_argument("--grad-clip", type=float, default=a.grad_clip)
-    p.add_argument("--buffer-size", "--buffer_size", dest="buffer_size", type=int, default=a.buffer_size)
-    p.add_argument("--experience-batch-size", "--experience_batch_size", dest="experience_batch_size", type=int,
-                   default=a.experience_batch_size)
-    p.add_argument("--experience-weight", "--experience_weight", dest="experience_weight", type=float,
-                   default=a.experience_weight, help="replay-loss weight in hybrid mode, in [0, 1]")
-    p.add_argument("--num-train-tasks", type=int, default=d.num_train_tasks)
-    p.add_argument("--num-test-tasks", type=int, default=d.num_test_tasks)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.num_threads, help="torch threads (0: default)")
-    p.add_argument("--output-dir", "--save_dir", dest="output_dir", default=None,
-                   help=f"default: {d.output_dir} (with --resume: the run directory of the checkpoint)")
-    p.add_argument("--quiet", action="store_true", help="no per-iteration progress lines")
+    e.add_argument("--quiet", action="store_true", help="no per-iteration progress lines")
     r = p.add_argument_group("Ray runtime")
     r.add_argument("--num-workers", type=int, default=None,
                    help="rollout-worker actors; 0: sample in this process without Ray; default: the CPUs Ray "
@@ -171,61 +176,47 @@ def print_note(note: str | None) -> None:
         print(f"ssm-metarl: {note}", file=sys.stderr)
 
 
-# config fields whose flag is not ``--<last part of the field, dashed>``
-_FLAG_OF = {"meta.trpo_max_kl": "--max-kl", "num_threads": "--threads", "model.kind": "--model"}
+def flag_error(e: ConfigError) -> UsageError:
+    """A config's ``ConfigError`` worded with the flag's name instead of the dotted field."""
+    msg = str(e)
+    return UsageError(msg.replace(e.field, flag_of(e.field), 1) if e.field else msg)
 
 
-def flag_of(field: str) -> str:
-    """The train flag that sets the dotted config ``field``."""
-    return _FLAG_OF.get(field, "--" + field.rsplit(".", 1)[-1].replace("_", "-"))
-
-
-def validated(cfg: ExperimentConfig) -> ExperimentConfig:
-    """``cfg.validate()`` (the config's one rule table), its error worded with the flag's name."""
-    try:
-        return cfg.validate()
-    except ConfigError as e:
-        msg = str(e)
-        raise UsageError(msg.replace(e.field, flag_of(e.field), 1) if e.field else msg) from None
+def explicit_fields(args: argparse.Namespace) -> dict[str, object]:
+    """Dotted config field -> value of every train flag given (generated flags default to None = unset)."""
+    return {f: getattr(args, _dest(f)) for f in train_fields() if getattr(args, _dest(f), None) is not None}
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    """The ExperimentConfig the train flags describe, validated (:func:`validated`); ``UsageError``
-    otherwise. Only what the config cannot check itself is checked here (flags with "unset" values)."""
-    if args.iterations is None:
-        args.iterations = ExperimentConfig().iterations
-    args.env = resolve_env_flag(args.env)[0]  # a gymnasium id -> its family (cmd_train prints the note)
-    _check(args.model in MODELS, f"unknown --model {args.model!r}; allowed: {', '.join(MODELS)}")
+    """The ExperimentConfig the train flags describe: the flags given, over ``--preset``'s values, over the
+    defaults that depend on other fields (``config.derive``: in-context method, per-model step size), over
+    the dataclass defaults; validated by the config's rule table, errors worded with the flags' names
+    (``UsageError``)."""
     _check(args.adaptation_mode in (None, *EVAL_MODES),
            f"unknown --adaptation-mode {args.adaptation_mode!r}; allowed: {', '.join(EVAL_MODES)}")
-    _check(args.episodes_per_step is None or args.episodes_per_step > 0,
-           f"--episodes-per-step must be a positive integer, got {args.episodes_per_step}")
-    _check(args.adapt_lr is None or (math.isfinite(args.adapt_lr) and args.adapt_lr > 0),
-           f"--adapt-lr must be a finite number > 0, got {args.adapt_lr}")
-    if args.inner_lr is None:
-        args.inner_lr = DEFAULT_INNER_LR[args.model]
-    in_context = args.method == "in-context"
-    model = ModelConfig(kind=args.model, hidden_size=args.hidden_size, num_layers=args.num_layers,
-                        state_size=args.state_size, head_init_gain=args.head_init_gain,
-                        head_hidden=args.head_hidden)
-    meta = replace(MetaConfig(), method=args.method, episodes_per_trial=args.episodes_per_trial,
-                   ppo_minibatches=args.ppo_minibatches, gae_lambda=0.95 if in_context else 1.0,
-                   meta_batch_size=args.meta_batch_size, episodes_per_task=args.episodes_per_task,
-                   inner_lr=args.inner_lr, inner_steps=args.inner_steps, outer_lr=args.outer_lr,
-                   outer_steps=args.outer_steps, first_order=args.first_order,
-                   outer_optimizer=args.outer_optimizer, trpo_max_kl=args.trpo_max_kl, value_coef=args.value_coef,
-                   baseline=args.baseline, normalize_rewards=args.normalize_rewards)
-    adapt = replace(AdaptConfig(), adaptation_mode=args.adaptation_mode if args.adaptation_mode in ADAPTATION_MODES
-                    else "standard",
-                    adapt_lr=args.adapt_lr if args.adapt_lr is not None else args.inner_lr,
-                    adapt_steps=args.adapt_steps,
-                    episodes_per_step=args.episodes_per_step or args.episodes_per_task,
-                    grad_clip=args.grad_clip, buffer_size=args.buffer_size, baseline=args.baseline,
-                    experience_batch_size=args.experience_batch_size, experience_weight=args.experience_weight)
-    return validated(ExperimentConfig(env=args.env, iterations=args.iterations,
-                                      num_train_tasks=args.num_train_tasks, num_test_tasks=args.num_test_tasks,
-                                      seed=args.seed, output_dir=args.output_dir or ExperimentConfig().output_dir,
-                                      num_threads=args.threads, model=model, meta=meta, adapt=adapt))
+    flat = explicit_fields(args)
+    flat["env"] = resolve_env_flag(str(flat.get("env", ExperimentConfig().env)))[0]  # gymnasium id -> its family
+    if args.adaptation_mode in ADAPTATION_MODES:
+        flat["adapt.adaptation_mode"] = args.adaptation_mode
+    preset = _preset_fields(args.preset, str(flat["env"])) if getattr(args, "preset", None) else {}
+    try:
+        return build_experiment_config(preset, flat)
+    except ConfigError as e:
+        raise flag_error(e) from None
+
+
+def _preset_fields(name: str, env: str) -> dict[str, object]:
+    """Dotted fields of preset ``name`` for family ``env``; ``UsageError`` for an unknown one."""
+    from ssm_metarl_ray.envs import env_names
+    from ssm_metarl_ray.presets import preset_names, preset_overrides
+
+    _check(name in preset_names(), f"unknown --preset {name!r}; allowed: {', '.join(preset_names())}")
+    _check(env in env_names(), f"unknown --env {env!r}; allowed: {', '.join(env_names())}")
+    try:
+        overrides = preset_overrides(name, env)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return {(f"{sub}.{k}" if sub else k): v for sub, part in overrides.items() for k, v in part.items()}
 
 
 def runtime_from_args(args: argparse.Namespace):
@@ -319,7 +310,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       iterations=args.iterations or cfg.iterations)
         _check_resumable(resume)
     else:
-        note = resolve_env_flag(args.env)[1]
+        note = resolve_env_flag(args.env or ExperimentConfig().env)[1]
         cfg = config_from_args(args)
     _check_memory(cfg, rt.address)
     out = _check_output_dir(cfg.output_dir)  # last: it creates the directory
@@ -367,51 +358,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-# defaults of the train flags under --method in-context (PPO over 2-episode trials, VariBAD-like)
-IN_CONTEXT_DEFAULTS = {"outer_lr": 1e-3, "outer_steps": 4, "value_coef": 0.5, "episodes_per_task": 4,
-                       "episodes_per_trial": 2}
-# ... whose Adam step size depends on the model: the SSM's PPO updates move its policy ~10x more per step
-# (navigation-2d, benchmarks/README.md: 1e-3 -23.1 by episode 2, 1e-4 -16.1 / -17.2 over two seeds)
-IN_CONTEXT_OUTER_LR = {"ssm": 1e-4}
-
-# preset fields that are also train flags (same names); a preset sets their defaults
-_PRESET_FLAGS = ("iterations", "num_train_tasks", "num_test_tasks", "meta_batch_size", "episodes_per_task",
-                 "inner_lr", "inner_steps", "outer_optimizer", "outer_steps", "trpo_max_kl", "adapt_lr",
-                 "adapt_steps", "episodes_per_step")
-
-
-def parse_with_preset(parser: _Parser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse; with ``train --preset NAME`` parse again with the preset's values as defaults, so flags given
-    explicitly still win."""
-    from ssm_metarl_ray.envs import env_names
-    from ssm_metarl_ray.presets import preset_names, preset_overrides
-
-    args = parser.parse_args(argv)
-    if args.command == "train" and args.method == "in-context":  # the method's defaults; explicit flags win
-        parser.train_parser.set_defaults(**IN_CONTEXT_DEFAULTS)
-        parser.train_parser.set_defaults(outer_lr=IN_CONTEXT_OUTER_LR.get(args.model, IN_CONTEXT_DEFAULTS["outer_lr"]))
-        args = parser.parse_args(argv)
-    if args.command != "train" or args.preset is None:
-        return args
-    _check(args.preset in preset_names(), f"unknown --preset {args.preset!r}; allowed: {', '.join(preset_names())}")
-    env = resolve_env_flag(args.env)[0] if args.resume is None else args.env  # gymnasium id -> family
-    _check(env in env_names(), f"unknown --env {env!r}; allowed: {', '.join(env_names())}")
-    try:
-        overrides = preset_overrides(args.preset, env)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    flat = {k: v for part in overrides.values() for k, v in part.items()}
-    parser.train_parser.set_defaults(**{k: flat[k] for k in _PRESET_FLAGS if k in flat})
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
     from ssm_metarl_ray.runtime.errors import RayRuntimeError, RuntimeSetupError
     from ssm_metarl_ray.utils.checkpoint import CheckpointError
 
     parser = build_parser()
     try:
-        args = parse_with_preset(parser, argv)
+        args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
             return 0

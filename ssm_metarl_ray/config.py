@@ -8,7 +8,11 @@ checkpoints all go through it (:meth:`ExperimentConfig.validate`, :meth:`Experim
 
 from __future__ import annotations
 
+import inspect
+import io
 import math
+import re
+import tokenize
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -52,7 +56,7 @@ UNIT = {"adapt.experience_weight", "meta.gae_lambda"}  # [0, 1]
 HALF_OPEN_UNIT = {"meta.gamma", "meta.clip_eps", "adapt.clip_eps", "meta.trpo_ls_ratio"}  # (0, 1]
 
 
-def _choices(name: str) -> tuple[str, ...] | None:
+def field_choices(name: str) -> tuple[str, ...] | None:
     if name == "env":
         from ssm_metarl_ray.envs import env_names  # registry only: no MuJoCo import
 
@@ -84,7 +88,7 @@ def check_field(name: str, v: Any) -> Any:
             raise ConfigError(f"{name} must be true or false, got {v!r}", name)
         return v
     if typ == "str":
-        allowed = _choices(name)
+        allowed = field_choices(name)
         if not isinstance(v, str):
             raise ConfigError(f"{name} must be a string, got {v!r}", name)
         if allowed is not None and v not in allowed:
@@ -111,7 +115,7 @@ def check_field(name: str, v: Any) -> Any:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = "ssm"  # one of MODELS
+    kind: str = "ssm"  # policy core
     hidden_size: int = 64  # width H of the core and of the encoder output
     num_layers: int = 2  # stacked layers of the core (SSM layers, RNN layers, Transformer blocks)
     state_size: int = 32  # SSM: complex modes per layer (P); ignored by the other models
@@ -142,7 +146,7 @@ class MetaConfig:
     normalize_rewards: bool = False  # in-context: PPO divides rewards by a running std of the discounted
     #   return (the critic learns values in those units), as CleanRL/SB3 do for MuJoCo (measured worse on
     #   navigation-2d: benchmarks/README.md)
-    inner_lr: float = 0.02  # step size of the inner policy-gradient update (CLI: DEFAULT_INNER_LR per model)
+    inner_lr: float = 0.02  # step size of the inner policy-gradient update
     inner_steps: int = 1  # inner updates per task during meta-training
     first_order: bool = False  # drop second-order terms of the meta-gradient
     outer_lr: float = 3e-3  # Adam step size of the meta-update
@@ -189,8 +193,8 @@ class ExperimentConfig:
     iterations: int = 30  # meta-iterations
     num_train_tasks: int = 100  # size of the seeded training task set
     num_test_tasks: int = 20  # held-out test tasks used by evaluation
-    seed: int = 0
-    output_dir: str = "runs/latest"
+    seed: int = 0  # seeds the task split, the networks and the sampling
+    output_dir: str = "runs/latest"  # where the run writes metrics, plots and checkpoints
     num_threads: int = 0  # torch intra-op threads (0: leave torch's default)
     model: ModelConfig = field(default_factory=ModelConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
@@ -251,6 +255,29 @@ def field_types() -> dict[str, str]:
     return out
 
 
+def field_comments(cls: type) -> dict[str, str]:
+    """Field name -> its comment in the body of dataclass ``cls`` (the ``#`` comment on the field's line
+    and the comment lines continuing it): the help text of its CLI flag. {} when the source is missing."""
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(src).readline) if tok.type == tokenize.COMMENT}
+    names, out, current = {f.name for f in fields(cls)}, {}, None
+    for row, line in enumerate(src.splitlines(), start=1):
+        m = re.match(r"\s+(\w+)\s*:", line)
+        if m and m.group(1) in names:
+            current = m.group(1) if row in comments else None
+            if current:
+                out[current] = comments[row]
+        elif current and line.strip().startswith("#"):
+            out[current] += " " + comments[row]
+        else:
+            current = None
+    return out
+
+
 def flat_items(cfg: ExperimentConfig) -> list[tuple[str, Any]]:
     """``[(dotted field, value)]`` of every leaf field of ``cfg``."""
     out: list[tuple[str, Any]] = []
@@ -265,19 +292,45 @@ def flat_items(cfg: ExperimentConfig) -> list[tuple[str, Any]]:
 
 __all__ = ["ModelConfig", "MetaConfig", "AdaptConfig", "ExperimentConfig", "ConfigError", "MODELS", "ADAPTATION_MODES",
            "BASELINES", "OUTER_OPTIMIZERS", "ACTIVATIONS", "METHODS", "EVAL_MODES", "DEFAULT_INNER_LR",
-           "build_experiment_config", "check_field", "field_types",
-           "flat_items", "replace"]
+           "build_experiment_config", "check_field", "derive", "field_choices", "field_comments", "field_types",
+           "flat_items", "replace", "FOLLOWS", "IN_CONTEXT_DEFAULTS", "IN_CONTEXT_OUTER_LR"]
 
 
-def build_experiment_config(base: dict[str, Any], params: dict[str, Any]) -> ExperimentConfig:
-    """ExperimentConfig from dotted overrides (a sweep trial's base, then its sampled params) over the
-    defaults; unless set, ``adapt.adapt_lr`` follows ``meta.inner_lr`` and ``adapt.episodes_per_step``
-    follows ``meta.episodes_per_task``."""
-    flat = {**base, **params}
-    if "adapt.adapt_lr" not in flat and "meta.inner_lr" in flat:
-        flat["adapt.adapt_lr"] = flat["meta.inner_lr"]
-    if "adapt.episodes_per_step" not in flat and "meta.episodes_per_task" in flat:
-        flat["adapt.episodes_per_step"] = flat["meta.episodes_per_task"]
+# ---- defaults that depend on other fields (applied by derive() to the fields left unset) -------------------
+# fields that take another field's value
+FOLLOWS = {"adapt.adapt_lr": "meta.inner_lr", "adapt.episodes_per_step": "meta.episodes_per_task",
+           "adapt.baseline": "meta.baseline"}
+# meta.method "in-context": recurrent PPO over 2-episode trials (VariBAD-like) ...
+IN_CONTEXT_DEFAULTS = {"meta.outer_lr": 1e-3, "meta.outer_steps": 4, "meta.value_coef": 0.5,
+                       "meta.episodes_per_task": 4, "meta.episodes_per_trial": 2, "meta.gae_lambda": 0.95}
+# ... whose Adam step size depends on the model: the SSM's PPO updates move its policy ~10x more per step
+# (navigation-2d, benchmarks/README.md: 1e-3 -23.1 by episode 2, 1e-4 -16.1 / -17.2 over two seeds)
+IN_CONTEXT_OUTER_LR = {"ssm": 1e-4}
+
+
+def derive(flat: dict[str, Any]) -> dict[str, Any]:
+    """``flat`` (dotted field -> value: the fields set explicitly) plus the defaults that depend on other
+    fields, for the fields it leaves unset: the in-context method's PPO settings
+    (:data:`IN_CONTEXT_DEFAULTS`, outer step size per model), ``meta.inner_lr`` per model
+    (:data:`DEFAULT_INNER_LR`), then the :data:`FOLLOWS` fields (``adapt.adapt_lr`` follows
+    ``meta.inner_lr``, ...). The CLI and the sweeps both build their configs through it."""
+    out = dict(flat)
+    kind = out.get("model.kind", ModelConfig.kind)
+    kind = kind if isinstance(kind, str) else ""  # a bad value is reported by validation, not here
+    if out.get("meta.method") == "in-context":
+        out = {**IN_CONTEXT_DEFAULTS, "meta.outer_lr": IN_CONTEXT_OUTER_LR.get(kind, 1e-3), **out}
+    out.setdefault("meta.inner_lr", DEFAULT_INNER_LR.get(kind, MetaConfig.inner_lr))
+    for name, source in FOLLOWS.items():
+        if name not in out and source in out:
+            out[name] = out[source]
+    return out
+
+
+def build_experiment_config(*layers: dict[str, Any]) -> ExperimentConfig:
+    """ExperimentConfig from dotted overrides (later layers win: a sweep trial's base, then its sampled
+    params; a preset, then the CLI flags given) over the defaults, :func:`derive`d, then validated
+    (``ConfigError``)."""
+    flat = derive({k: v for layer in layers for k, v in layer.items()})
     nested: dict[str, Any] = {}
     for k, v in flat.items():
         top, _, sub = k.partition(".")

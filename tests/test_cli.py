@@ -316,3 +316,49 @@ def test_seed_main_py_runs_train_and_cartpole_v1_runs_cartpole_physics(tmp_path)
     assert cfg["env"] == "cartpole-physics" and cfg["iterations"] == 1 and cfg["adapt"]["buffer_size"] == 5000
     assert cfg["adapt"]["adaptation_mode"] == "hybrid"
     assert r.stderr.count("ssm-metarl: --env CartPole-v1 runs the task family cartpole-physics\n") == 1
+
+
+def _config(*argv):
+    from ssm_metarl_ray.cli import build_parser, config_from_args
+
+    return config_from_args(build_parser().parse_args(["train", *argv]))
+
+
+def test_every_config_field_has_a_train_flag_with_its_comment_as_help():
+    """The train flags are generated from the config dataclasses: each field (but the one --adaptation-mode
+    sets) has one, its help is the field's comment in config.py, and setting it reaches the config."""
+    from ssm_metarl_ray.cli import build_parser, flag_of, train_fields
+    from ssm_metarl_ray.config import ExperimentConfig, flat_items
+
+    fields = dict(flat_items(ExperimentConfig()))
+    assert set(fields) - set(train_fields()) == {"adapt.adaptation_mode"}
+    help_text = " ".join(build_parser().train_parser.format_help().split())
+    assert "width H of the core and of the encoder output; default: 64" in help_text
+    assert "TRPO: conjugate-gradient iterations; default: 10" in help_text
+    changed = {"meta.trpo_cg_iters": ("7", 7), "adapt.clip_eps": ("0.3", 0.3), "meta.gamma": ("0.9", 0.9),
+               "model.init_log_std": ("-0.5", -0.5), "adapt.adapt_lr_decay": ("0.25", 0.25)}
+    cfg = dict(flat_items(_config(*[a for f, (v, _) in changed.items() for a in (flag_of(f), v)])))
+    assert {f: cfg[f] for f in changed} == {f: x for f, (_, x) in changed.items()}
+    assert not _config("--no-critic-detached").model.critic_detached
+
+
+def test_dependent_defaults_and_precedence():
+    """Unset fields take the defaults that depend on others (config.derive); a preset sits under the flags
+    given: navigation-2d's maml2017 preset now also sets its test-time step decay."""
+    assert _config("--model", "mlp").meta.inner_lr == 0.1 and _config("--model", "mlp").adapt.adapt_lr == 0.1
+    assert _config("--inner-lr", "0.3").adapt.adapt_lr == 0.3
+    assert _config("--inner-lr", "0.3", "--adapt-lr", "0.2").adapt.adapt_lr == 0.2
+    assert _config("--baseline", "lagged").adapt.baseline == "lagged"
+    assert _config("--baseline", "lagged", "--adapt-baseline", "fit").adapt.baseline == "fit"
+    ic = _config("--method", "in-context", "--model", "gru", "--gae-lambda", "0.9")
+    assert (ic.meta.value_coef, ic.meta.episodes_per_trial, ic.meta.gae_lambda) == (0.5, 2, 0.9)
+    assert ic.adapt.episodes_per_step == 4  # follows the in-context episodes_per_task
+    p = _config("--preset", "maml2017", "--meta-batch-size", "3")
+    assert (p.meta.meta_batch_size, p.meta.episodes_per_task, p.adapt.adapt_lr_decay) == (3, 20, 0.25)
+
+
+def test_sweeps_build_configs_through_the_same_derive():
+    from ssm_metarl_ray.config import build_experiment_config
+
+    cfg = build_experiment_config({"model.kind": "mlp", "meta.method": "in-context"}, {"seed": 2})
+    assert (cfg.meta.inner_lr, cfg.adapt.adapt_lr, cfg.meta.value_coef, cfg.meta.outer_lr) == (0.1, 0.1, 0.5, 1e-3)

@@ -192,7 +192,7 @@ def test_cli_in_context_run(tmp_path):
 @pytest.mark.parametrize("argv, lr", [(["--model", "ssm"], 1e-4), (["--model", "gru"], 1e-3),
                                       (["--model", "ssm", "--outer-lr", "3e-4"], 3e-4)])
 def test_in_context_outer_lr_default_per_model(argv, lr):
-    from ssm_metarl_ray.cli import build_parser, config_from_args, parse_with_preset
+    from ssm_metarl_ray.cli import build_parser, config_from_args
 
-    args = parse_with_preset(build_parser(), ["train", "--method", "in-context", *argv])
+    args = build_parser().parse_args(["train", "--method", "in-context", *argv])
     assert config_from_args(args).meta.outer_lr == lr
