@@ -35,10 +35,10 @@ def make_block(rows: int, obs: int, act: int, ep_len: int, seed: int = 0) -> dic
     rng = np.random.default_rng(seed)
     step = np.arange(rows) % ep_len
     return {"obs": rng.standard_normal((rows, obs), dtype=np.float32),
-            "action": rng.uniform(-1, 1, (rows, act)).astype(np.float32),
-            "reward": rng.standard_normal(rows, dtype=np.float32), "done": step == 0,
+            "actions": rng.uniform(-1, 1, (rows, act)).astype(np.float32),
+            "rewards": rng.standard_normal(rows, dtype=np.float32), "dones": step == 0,
             "logp": rng.standard_normal(rows, dtype=np.float32),
-            "advantage": rng.standard_normal(rows, dtype=np.float32),
+            "advantages": rng.standard_normal(rows, dtype=np.float32),
             "task_id": np.zeros(rows, np.int64), "episode_id": np.arange(rows) // ep_len,
             "step": step.astype(np.int32)}
 

@@ -27,10 +27,10 @@ def make_block(rows: int, first_episode: int = 0, task: int = 0) -> dict[str, np
     rng = np.random.default_rng(rows)
     step = np.arange(rows) % T
     return {"obs": rng.standard_normal((rows, OBS), dtype=np.float32),
-            "action": rng.uniform(-1, 1, (rows, ACT)).astype(np.float32),
-            "reward": rng.standard_normal(rows, dtype=np.float32), "done": step == 0,
+            "actions": rng.uniform(-1, 1, (rows, ACT)).astype(np.float32),
+            "rewards": rng.standard_normal(rows, dtype=np.float32), "dones": step == 0,
             "logp": rng.standard_normal(rows, dtype=np.float32),
-            "advantage": rng.standard_normal(rows, dtype=np.float32),
+            "advantages": rng.standard_normal(rows, dtype=np.float32),
             "task_id": np.full(rows, task, np.int64), "episode_id": first_episode + np.arange(rows) // T,
             "step": step.astype(np.int32)}
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
             n, end = 0, time.monotonic() + seconds
             while time.monotonic() < end:
                 ray.get(self.buffer.add.remote(self.block))
-                n += len(self.block["reward"])
+                n += len(self.block["rewards"])
             return n
 
         def adds(self, count: int) -> float:

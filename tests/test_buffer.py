@@ -41,11 +41,11 @@ class Source:
         self.next_episode += 1
         return {
             "obs": obs,
-            "action": action,
-            "reward": (c * 0.1).astype(np.float32),
-            "done": done,
+            "actions": action,
+            "rewards": (c * 0.1).astype(np.float32),
+            "dones": done,
             "logp": -np.ones(n, np.float32),
-            "advantage": np.full(n, 0.25, np.float32),
+            "advantages": np.full(n, 0.25, np.float32),
             "task_id": np.full(n, task, np.int64),
             "episode_id": np.full(n, ep, np.int64),
             "step": np.arange(n, dtype=np.int32),
@@ -91,8 +91,8 @@ def test_preallocated_dtypes_and_shapes():
     buf.add(Source().episodes([(3, 5)]))
     out = buf.sample_sequences(2, 4, np.random.default_rng(0))
     want = {
-        "obs": (np.float32, (OBS,)), "action": (np.float32, (ACT,)), "reward": (np.float32, ()),
-        "done": (np.bool_, ()), "logp": (np.float32, ()), "advantage": (np.float32, ()),
+        "obs": (np.float32, (OBS,)), "actions": (np.float32, (ACT,)), "rewards": (np.float32, ()),
+        "dones": (np.bool_, ()), "logp": (np.float32, ()), "advantages": (np.float32, ()),
         "task_id": (np.int64, ()), "episode_id": (np.int64, ()), "step": (np.int32, ()),
         "mask": (np.bool_, ()),
     }
@@ -150,17 +150,17 @@ def _bad_blocks():
 
     return {
         "missing": mod(logp=None),
-        "unknown": {**good, "dones": good["done"]},
-        "length": mod(reward=good["reward"][:3]),
+        "unknown": {**good, "done": good["dones"]},
+        "length": mod(rewards=good["rewards"][:3]),
         "obs_shape": mod(obs=good["obs"][:, :2]),
-        "action_shape": mod(action=good["action"][:, 0]),
-        "reward_2d": mod(reward=good["reward"][:, None]),
+        "action_shape": mod(actions=good["actions"][:, 0]),
+        "reward_2d": mod(rewards=good["rewards"][:, None]),
         "float_task": mod(task_id=good["task_id"].astype(np.float32)),
-        "nan": mod(reward=np.array([0, np.nan, 0, 0], np.float32)),
-        "done_values": mod(done=np.array([2, 0, 0, 0])),
+        "nan": mod(rewards=np.array([0, np.nan, 0, 0], np.float32)),
+        "done_values": mod(dones=np.array([2, 0, 0, 0])),
         "negative_step": mod(step=-good["step"] - 1),
         "strings": mod(obs=np.full((4, OBS), "x")),
-        "scalar": mod(reward=np.float32(1.0)),
+        "scalar": mod(rewards=np.float32(1.0)),
         "not_a_dict": [good],
     }
 
@@ -182,21 +182,21 @@ def test_discrete_actions_stored_as_index():
     block = src.episodes([(0, 6)])
     buf.add(block)
     st = buf.state_dict()
-    assert st["action"].shape == (6, 1) and st["action"].dtype == np.float32
-    np.testing.assert_array_equal(st["action"][:, 0], block["action"])
+    assert st["actions"].shape == (6, 1) and st["actions"].dtype == np.float32
+    np.testing.assert_array_equal(st["actions"][:, 0], block["actions"])
     bad = dict(src.episodes([(0, 2)]))
-    bad["action"] = np.array([0, -1])
-    with pytest.raises(ValueError, match="action"):
+    bad["actions"] = np.array([0, -1])
+    with pytest.raises(ValueError, match="actions"):
         buf.add(bad)
-    bad["action"] = np.array([0.5, 1.0])
-    with pytest.raises(ValueError, match="action"):
+    bad["actions"] = np.array([0.5, 1.0])
+    with pytest.raises(ValueError, match="actions"):
         buf.add(bad)
     buf2 = ExperienceBuffer.from_state_dict(buf.state_dict())
     assert buf2.discrete and buf2.act_dim == 4
     # act_dim=1 for discrete (slot width convention) accepts any action index
     buf3 = ExperienceBuffer(16, OBS, 1, discrete=True)
     buf3.add(block)
-    np.testing.assert_array_equal(buf3.state_dict()["action"], buf.state_dict()["action"])
+    np.testing.assert_array_equal(buf3.state_dict()["actions"], buf.state_dict()["actions"])
 
 
 # ----------------------------------------------------------------------------- sequences
@@ -207,7 +207,7 @@ def _check_contiguous(out: dict[str, np.ndarray], valid: np.ndarray) -> None:
     assert (np.diff(c, axis=1) == 1).all()
     assert np.isin(c, valid).all()
     # episode structure continuity inside chunks
-    d = out["done"][:, 1:]
+    d = out["dones"][:, 1:]
     same_ep = out["episode_id"][:, 1:] == out["episode_id"][:, :-1]
     next_step = out["step"][:, 1:] == out["step"][:, :-1] + 1
     assert (d | (same_ep & next_step)).all()
@@ -267,7 +267,7 @@ def test_per_task_sampling_only_returns_that_task():
     # task 1 has runs of 14 rows (two adjacent episodes): chunks may span them
     out = buf.sample_sequences(200, 14, rng, task_id=1)
     assert (out["task_id"] == 1).all()
-    assert (out["done"][:, 1:].sum(axis=1) == 1).all()
+    assert (out["dones"][:, 1:].sum(axis=1) == 1).all()
     # every row of the task is reachable by single-transition sampling
     single = buf.sample(5000, rng, task_id=2)
     st = buf.state_dict()
@@ -288,12 +288,12 @@ def test_episode_start_chunks_are_one_padded_episode():
     buf, _ = filled(50, spec=spec, rounds=5)
     st = buf.state_dict()
     first_ep = st["episode_id"][0]
-    assert not st["done"][0]  # oldest episode lost its first step to the ring
+    assert not st["dones"][0]  # oldest episode lost its first step to the ring
     lengths = {e: int((st["episode_id"] == e).sum()) for e in np.unique(st["episode_id"])}
     rng = np.random.default_rng(3)
     L = 10
     out = buf.sample_sequences(500, L, rng, episode_start=True)
-    assert out["done"][:, 0].all() and (out["step"][:, 0] == 0).all()
+    assert out["dones"][:, 0].all() and (out["step"][:, 0] == 0).all()
     assert (out["episode_id"][:, 0] != first_ep).all()
     m = out["mask"]
     n_valid = m.sum(axis=1)
@@ -303,11 +303,11 @@ def test_episode_start_chunks_are_one_padded_episode():
     assert (n_valid < L).any() and (n_valid == L).any()
     ep = out["episode_id"]
     assert (ep[m] == np.broadcast_to(ep[:, :1], ep.shape)[m]).all()
-    assert not out["done"][:, 1:][m[:, 1:]].any()
+    assert not out["dones"][:, 1:][m[:, 1:]].any()
     for k in FIELDS:  # padding is zero-filled
         assert not out[k][~m].any(), k
     # all stored episode starts are reachable
-    assert set(np.unique(ep[:, 0])) == set(st["episode_id"][st["done"]])
+    assert set(np.unique(ep[:, 0])) == set(st["episode_id"][st["dones"]])
     # with a task filter
     out = buf.sample_sequences(200, 12, rng, task_id=2, episode_start=True)
     assert (out["task_id"][out["mask"]] == 2).all()
@@ -317,7 +317,7 @@ def test_episode_start_chunks_are_one_padded_episode():
 def test_episode_start_at_newest_edge_and_without_starts():
     buf, src = ExperienceBuffer(20, OBS, ACT), Source()
     block = src.episodes([(0, 10)])
-    block["done"][:] = False  # no stored episode start
+    block["dones"][:] = False  # no stored episode start
     buf.add(block)
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="episode start") as exc:
@@ -410,7 +410,7 @@ def _write_garbage(tmp_path, kind: str):
             np.savez(f, **{**buf.state_dict(), "obs": np.array([object()], dtype=object)})
     elif kind == "missing_field":
         st = buf.state_dict()
-        st.pop("reward")
+        st.pop("rewards")
         with open(p, "wb") as f:
             np.savez(f, **st)
     elif kind == "bad_meta":

@@ -24,9 +24,9 @@ from ssm_metarl_ray.training.meta_train import build_state, meta_train  # noqa: 
 
 
 def _block(episode: int, task: int = 0, n: int = 10) -> dict:
-    return {"obs": np.full((n, 2), episode, np.float32), "action": np.zeros((n, 2), np.float32),
-            "reward": np.ones(n, np.float32), "done": np.arange(n) == 0, "logp": np.zeros(n, np.float32),
-            "advantage": np.zeros(n, np.float32), "task_id": np.full(n, task, np.int64),
+    return {"obs": np.full((n, 2), episode, np.float32), "actions": np.zeros((n, 2), np.float32),
+            "rewards": np.ones(n, np.float32), "dones": np.arange(n) == 0, "logp": np.zeros(n, np.float32),
+            "advantages": np.zeros(n, np.float32), "task_id": np.full(n, task, np.int64),
             "episode_id": np.full(n, episode, np.int64), "step": np.arange(n, dtype=np.int32)}
 
 

@@ -55,7 +55,7 @@ def test_distributed_training_matches_local(local_run, tmp_path):
     assert len(br) == len(bl) > 0
     key = lambda s: np.lexsort((s["step"], s["episode_id"]))  # noqa: E731
     sl, sr = bl.state_dict(), br.state_dict()
-    for f in ("episode_id", "step", "task_id", "reward", "logp"):
+    for f in ("episode_id", "step", "task_id", "rewards", "logp"):
         np.testing.assert_array_equal(sr[f][key(sr)], sl[f][key(sl)])
     assert (out / "checkpoint" / "learner.pt").is_file()
     assert not (out / ".buffer_snapshots").exists()  # the run's snapshot is removed at the end
@@ -76,9 +76,9 @@ def test_learner_actor_path_matches_local(local_run, tmp_path):
 
 
 def _block(episode: int, task: int = 0, n: int = 10) -> dict:
-    return {"obs": np.full((n, 2), episode, np.float32), "action": np.zeros((n, 2), np.float32),
-            "reward": np.ones(n, np.float32), "done": np.arange(n) == 0, "logp": np.zeros(n, np.float32),
-            "advantage": np.zeros(n, np.float32), "task_id": np.full(n, task, np.int64),
+    return {"obs": np.full((n, 2), episode, np.float32), "actions": np.zeros((n, 2), np.float32),
+            "rewards": np.ones(n, np.float32), "dones": np.arange(n) == 0, "logp": np.zeros(n, np.float32),
+            "advantages": np.zeros(n, np.float32), "task_id": np.full(n, task, np.int64),
             "episode_id": np.full(n, episode, np.int64), "step": np.arange(n, dtype=np.int32)}
 
 

@@ -4,21 +4,22 @@ Plain class, no Ray: a Ray actor wraps it later and snapshots it with :meth:`sta
 
 Storage
 -------
-Each field is one preallocated array with leading dimension ``capacity``:
+The fields carry the names of :class:`~ssm_metarl_ray.types.EpisodeBatch` (one vocabulary from the
+sampler through the buffer to the losses), one row per transition. Each field is one preallocated array with leading dimension ``capacity``:
 
 ============  ===================  =========  ==================================================
 field         per-row shape        dtype      meaning
 ============  ===================  =========  ==================================================
 obs           (obs_dim,)           float32    observation
-action        (act_dim,) | (1,)    float32    continuous action; for ``discrete=True`` the action
+actions       (act_dim,) | (1,)    float32    continuous action; for ``discrete=True`` the action
                                               *index* in a (1,) slot whatever ``act_dim`` is
                                               (callers may pass the number of actions or 1;
                                               indices must be non-negative integers, exact in
                                               float32; blocks may pass (N,) or (N, 1))
-reward        ()                   float32    reward
-done          ()                   bool       True on the FIRST step of an episode (Lu et al.)
-logp          ()                   float32    behaviour-policy log-probability of ``action``
-advantage     ()                   float32    advantage estimate computed by the collector
+rewards       ()                   float32    reward
+dones         ()                   bool       True on the FIRST step of an episode (Lu et al.)
+logp          ()                   float32    behaviour-policy log-probability of ``actions``
+advantages    ()                   float32    advantage estimate computed by the collector
 task_id       ()                   int64      task the transition belongs to
 episode_id    ()                   int64      episode the transition belongs to
 step          ()                   int32      step index within the episode (>= 0)
@@ -26,7 +27,7 @@ step          ()                   int32      step index within the episode (>= 
 
 Rows are kept in insertion order; "logical position" ``0`` is the oldest stored row and
 ``len(buf) - 1`` the newest. Sampled sequences are contiguous runs of logical positions, so they
-never cross the oldest/newest seam of the ring; they may cross episode boundaries (``done`` marks
+never cross the oldest/newest seam of the ring; they may cross episode boundaries (``dones`` marks
 the resets, recurrent models reset on it).
 
 Derived structure (task runs, episode starts) is computed on demand with numpy and cached until
@@ -49,24 +50,24 @@ __all__ = ["ExperienceBuffer", "FIELDS"]
 
 FIELDS: tuple[str, ...] = (
     "obs",
-    "action",
-    "reward",
-    "done",
+    "actions",
+    "rewards",
+    "dones",
     "logp",
-    "advantage",
+    "advantages",
     "task_id",
     "episode_id",
     "step",
 )
-_FLOAT_FIELDS = ("obs", "action", "reward", "logp", "advantage")
+_FLOAT_FIELDS = ("obs", "actions", "rewards", "logp", "advantages")
 _INT_FIELDS = ("task_id", "episode_id", "step")
 _DTYPES: dict[str, np.dtype] = {
     "obs": np.dtype(np.float32),
-    "action": np.dtype(np.float32),
-    "reward": np.dtype(np.float32),
-    "done": np.dtype(np.bool_),
+    "actions": np.dtype(np.float32),
+    "rewards": np.dtype(np.float32),
+    "dones": np.dtype(np.bool_),
     "logp": np.dtype(np.float32),
-    "advantage": np.dtype(np.float32),
+    "advantages": np.dtype(np.float32),
     "task_id": np.dtype(np.int64),
     "episode_id": np.dtype(np.int64),
     "step": np.dtype(np.int32),
@@ -101,7 +102,7 @@ class ExperienceBuffer:
         self._discrete = bool(discrete)
         self._shapes: dict[str, tuple[int, ...]] = {
             "obs": (self._obs_dim,),
-            "action": (1,) if self._discrete else (self._act_dim,),
+            "actions": (1,) if self._discrete else (self._act_dim,),
         }
         self._data: dict[str, np.ndarray] = {
             k: np.zeros((self._capacity, *self._shapes.get(k, ())), dtype=_DTYPES[k]) for k in FIELDS
@@ -170,8 +171,8 @@ class ExperienceBuffer:
         lengths = {k: a.shape[0] for k, a in arrs.items()}
         if len(set(lengths.values())) != 1:
             raise ValueError(f"{what} fields have inconsistent lengths {lengths}")
-        if self._discrete and arrs["action"].ndim == 1:
-            arrs["action"] = arrs["action"].reshape(n, 1)
+        if self._discrete and arrs["actions"].ndim == 1:
+            arrs["actions"] = arrs["actions"].reshape(n, 1)
         for k, a in arrs.items():
             want = (n, *self._shapes.get(k, ()))
             if a.shape != want:
@@ -182,9 +183,9 @@ class ExperienceBuffer:
                     raise ValueError(f"{what}[{k!r}] must be numeric, got dtype {a.dtype}")
                 if kind == "f" and n and not np.isfinite(a).all():
                     raise ValueError(f"{what}[{k!r}] contains NaN or inf")
-            elif k == "done":
+            elif k == "dones":
                 if kind != "b" and not (kind in "iu" and np.isin(a, (0, 1)).all()):
-                    raise ValueError(f"{what}['done'] must be bool (or 0/1 ints), got dtype {a.dtype}")
+                    raise ValueError(f"{what}['dones'] must be bool (or 0/1 ints), got dtype {a.dtype}")
             else:  # integer id fields
                 if kind not in "iu":
                     raise ValueError(f"{what}[{k!r}] must be an integer array, got dtype {a.dtype}")
@@ -193,10 +194,10 @@ class ExperienceBuffer:
                 if n and (a.min() < lo or a.max() > info.max):
                     raise ValueError(f"{what}[{k!r}] has values outside [{lo}, {info.max}]")
         if self._discrete and n:
-            act = arrs["action"]
+            act = arrs["actions"]
             if act.min() < 0 or act.max() >= 2**24 or (act != np.round(act)).any():
                 raise ValueError(
-                    f"{what}['action'] must hold non-negative integer action indices (< 2**24) "
+                    f"{what}['actions'] must hold non-negative integer action indices (< 2**24) "
                     "for a discrete buffer"
                 )
         return n, arrs
@@ -259,14 +260,14 @@ class ExperienceBuffer:
         return runs
 
     def _episodes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Stored episode starts (done=True) in logical order: (starts, ends, task).
+        """Stored episode starts (dones=True) in logical order: (starts, ends, task).
 
-        An episode ends (exclusive) at the next ``done=True`` row, the next task change or the
+        An episode ends (exclusive) at the next ``dones=True`` row, the next task change or the
         newest row, whichever comes first.
         """
         eps = self._cache.get("episodes")
         if eps is None:
-            starts = np.flatnonzero(self._logical("done")).astype(np.int64)
+            starts = np.flatnonzero(self._logical("dones")).astype(np.int64)
             run_starts, _, _ = self._task_runs()
             bounds = np.union1d(starts, run_starts[1:])
             bounds = np.append(bounds, self._size).astype(np.int64)
@@ -334,8 +335,8 @@ class ExperienceBuffer:
         * ``task_id``: uniform over start positions whose ``seq_len`` rows ALL belong to that task
           (chunks are never padded; ``ValueError`` if the task has no run that long); ``mask`` is
           all True.
-        * ``episode_start=True``: uniform over stored episode starts (``done=True`` rows, of
-          ``task_id`` if given). Positions past the episode's end (next ``done=True``, task change
+        * ``episode_start=True``: uniform over stored episode starts (``dones=True`` rows, of
+          ``task_id`` if given). Positions past the episode's end (next ``dones=True``, task change
           or newest row) have ``mask=False`` and are zero-filled, so each chunk is exactly one
           episode (its first ``seq_len`` steps) padded; episodes shorter than ``seq_len`` are fine.
 
@@ -357,7 +358,7 @@ class ExperienceBuffer:
             ep_starts, ep_ends = ep_starts[sel], ep_ends[sel]
         if ep_starts.size == 0:
             which = "" if task_id is None else f" for task_id={task_id!r}"
-            raise ValueError(f"cannot sample: no stored episode start (done=True){which}")
+            raise ValueError(f"cannot sample: no stored episode start (dones=True){which}")
         k = rng.integers(0, ep_starts.size, size=b)
         st, en = ep_starts[k, None], ep_ends[k, None]
         pos = st + offs

@@ -14,8 +14,8 @@ def episodes_to_block(batch: EpisodeBatch, first_episode_id: int) -> dict[str, n
     K, T = m.shape
     ep_ids = np.broadcast_to(np.arange(first_episode_id, first_episode_id + K)[:, None], (K, T))
     steps = np.broadcast_to(np.arange(T, dtype=np.int32)[None, :], (K, T))
-    return {"obs": batch.obs[m], "action": batch.actions[m], "reward": batch.rewards[m],
-            "done": batch.dones[m].astype(bool), "logp": batch.logp[m], "advantage": batch.advantages[m],
+    return {"obs": batch.obs[m], "actions": batch.actions[m], "rewards": batch.rewards[m],
+            "dones": batch.dones[m].astype(bool), "logp": batch.logp[m], "advantages": batch.advantages[m],
             "task_id": np.full(int(m.sum()), batch.task_index, np.int64), "episode_id": ep_ids[m].astype(np.int64),
             "step": steps[m]}
 
@@ -42,9 +42,9 @@ def policy_inputs(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, don
 
 def sequences_to_torch(seq: dict[str, np.ndarray], discrete: bool, act_dim: int) -> TorchEpisodes:
     """ExperienceBuffer ``sample_sequences`` output -> tensors for the policy losses."""
-    inputs = policy_inputs(seq["obs"], seq["action"], seq["reward"], seq["done"], discrete, act_dim)
+    inputs = policy_inputs(seq["obs"], seq["actions"], seq["rewards"], seq["dones"], discrete, act_dim)
     mask = seq["mask"].astype(np.float32)
     f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
-    return TorchEpisodes(inputs=f(inputs), actions=f(seq["action"]), logp=f(seq["logp"]),
-                         dones=f(seq["done"]), mask=f(mask), advantages=f(seq["advantage"] * mask),
+    return TorchEpisodes(inputs=f(inputs), actions=f(seq["actions"]), logp=f(seq["logp"]),
+                         dones=f(seq["dones"]), mask=f(mask), advantages=f(seq["advantages"] * mask),
                          returns=torch.zeros_like(f(mask)))

@@ -276,7 +276,7 @@ class ExperienceBufferActor:
             out["gap_rows"] += meta["pos"] - self._buf.num_added  # rows neither base nor log hold (0)
             self._buf.add(block)
             out["log_records"] += 1
-            out["log_rows"] += len(block["reward"])
+            out["log_rows"] += len(block["rewards"])
         out["torn_bytes"] = self._log.open(good)
         return out
 
