@@ -82,14 +82,14 @@ def checkpoint_path(a: argparse.Namespace) -> Path:
 
 
 def run_one(a: argparse.Namespace) -> dict:
-    from ssm_metarl_ray.training.meta_train import LocalSampler, build_state, meta_train
-    from ssm_metarl_ray.training.run import (
-        evaluate_modes,
-        health_line,
+    from ssm_metarl_ray.training.checkpoint import (
         learner_tensors,
         restore_training_state,
         save_training_checkpoint,
     )
+    from ssm_metarl_ray.training.evaluate import evaluate_modes
+    from ssm_metarl_ray.training.meta_train import LocalSampler, build_state, meta_train
+    from ssm_metarl_ray.training.outputs import health_line
 
     cfg = build_config(a)
     t0 = time.perf_counter()
@@ -199,7 +199,7 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
 
     from ssm_metarl_ray.config import ExperimentConfig
     from ssm_metarl_ray.envs import make_env, task_splits
-    from ssm_metarl_ray.training.run import evaluate_modes
+    from ssm_metarl_ray.training.evaluate import evaluate_modes
 
     name = run_name(a.method, a.model, a.seed, a.tag)
     data = json.loads(result_path(a.env, a.method, a.model, a.seed, a.tag).read_text())

@@ -18,16 +18,12 @@ from typing import Any
 
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import make_env, task_splits
-from ssm_metarl_ray.training.evaluate import format_table
+from ssm_metarl_ray.training.checkpoint import save_training_checkpoint
+from ssm_metarl_ray.training.evaluate import evaluate_modes, format_table
 from ssm_metarl_ray.training.experiment import run_experiment
 from ssm_metarl_ray.training.meta_train import TrainState
+from ssm_metarl_ray.training.outputs import health_line, write_outputs
 from ssm_metarl_ray.training.protocols import Backend, Callback, Sampler
-from ssm_metarl_ray.training.run import (
-    evaluate_modes,
-    health_line,
-    save_training_checkpoint,
-    write_outputs,
-)
 from ssm_metarl_ray.training.tracking import PROGRESS, RunTracker
 from ssm_metarl_ray.utils.checkpoint import BUFFER, CheckpointError, load_buffer
 

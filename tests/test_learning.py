@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from ssm_metarl_ray.config import AdaptConfig, ExperimentConfig, MetaConfig, ModelConfig
+from ssm_metarl_ray.training.evaluate import evaluate_modes
 from ssm_metarl_ray.training.meta_train import LocalSampler, build_state, meta_train
-from ssm_metarl_ray.training.run import evaluate_modes
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -90,8 +90,8 @@ def test_failed_trial_is_retried_from_its_checkpoint(tmp_path):
 
     from ssm_metarl_ray.sweeps import parse_sweep
     from ssm_metarl_ray.sweeps.spec import build_experiment_config
+    from ssm_metarl_ray.training.evaluate import evaluate_modes
     from ssm_metarl_ray.training.meta_train import LocalSampler, build_state, meta_train
-    from ssm_metarl_ray.training.run import evaluate_modes
 
     spec = parse_sweep(cfg)
     exp = build_experiment_config(spec.base, {})

@@ -5,7 +5,8 @@ Plain class, no Ray: a Ray actor wraps it later and snapshots it with :meth:`sta
 Storage
 -------
 The fields carry the names of :class:`~ssm_metarl_ray.types.EpisodeBatch` (one vocabulary from the
-sampler through the buffer to the losses), one row per transition. Each field is one preallocated array with leading dimension ``capacity``:
+sampler through the buffer to the losses), one row per transition. Each field is one preallocated
+array with leading dimension ``capacity``:
 
 ============  ===================  =========  ==================================================
 field         per-row shape        dtype      meaning

@@ -61,7 +61,7 @@ class EvaluatorActor:
 def evaluate_parallel(cfg: ExperimentConfig, weights: dict[str, np.ndarray], version: int, tasks: list[Task],
                       modes: list[str], rt: RuntimeConfig, *, num_evaluators: int, run_id: str,
                       buffer_name: str | None = None, progress: bool = False) -> dict[str, dict]:
-    """``{mode: summarize(per_task)}`` like ``training.run.evaluate_modes``; one call per (mode, task),
+    """``{mode: summarize(per_task)}`` like ``training.evaluate.evaluate_modes``; one call per (mode, task),
     spread round-robin over the evaluators (an actor runs its calls in order); ``progress``: a bar / ETA
     lines on stderr as tasks finish. From ``rt``: namespace, CPUs per evaluator, startup / call timeouts
     and the whole evaluation's limit (``long_call_timeout_s``)."""

@@ -48,10 +48,10 @@ from ssm_metarl_ray.runtime.backend import RayBackend
 from ssm_metarl_ray.runtime.cluster import connect
 from ssm_metarl_ray.runtime.config import RuntimeConfig, trial_bundles
 from ssm_metarl_ray.runtime.errors import SweepSetupError
+from ssm_metarl_ray.training.checkpoint import save_training_checkpoint
 from ssm_metarl_ray.training.experiment import run_experiment
 from ssm_metarl_ray.training.meta_train import TrainState
 from ssm_metarl_ray.training.protocols import Backend, Callback
-from ssm_metarl_ray.training.run import save_training_checkpoint
 
 
 # ---- the driver: Tuner, scheduler, callbacks, results -------------------------------------------------

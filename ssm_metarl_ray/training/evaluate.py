@@ -15,6 +15,7 @@ from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import Task
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer
 from ssm_metarl_ray.rollout.worker import RolloutWorker
+from ssm_metarl_ray.utils.progress import Progress
 from ssm_metarl_ray.utils.stats import mean_sem
 
 
@@ -126,3 +127,14 @@ def _plot_references(ax, env: str | None) -> int:
         ax.plot(x, ref[method], ":", color=gray, lw=1.2, label=f"{LABEL}: {name}")
     ax.axhline(ref["oracle"], color="0.3", lw=1, label=f"{LABEL}: oracle")
     return len(x)
+
+
+def evaluate_modes(cfg: ExperimentConfig, weights: dict, test_tasks, buffer: ExperienceBuffer | None,
+                   modes: list[str], version: int = 0, progress: bool = False) -> dict[str, dict]:
+    """``{mode: summarize(per-task returns)}`` in this process; ``progress``: a bar / ETA lines on stderr."""
+    evaluator = Evaluator(cfg, seed=cfg.seed + 1)
+    evaluator.set_weights({k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in weights.items()},
+                          version)
+    with Progress(len(modes) * len(test_tasks), "held-out evaluation (tasks x modes)", enabled=progress) as bar:
+        return {mode: summarize(evaluator.evaluate(test_tasks, mode, buffer, on_task=bar.update))
+                for mode in modes}

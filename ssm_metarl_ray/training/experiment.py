@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ssm_metarl_ray.config import ExperimentConfig
+from ssm_metarl_ray.training.checkpoint import restore_training_state
+from ssm_metarl_ray.training.evaluate import evaluate_modes
 from ssm_metarl_ray.training.meta_train import LocalSampler, TrainState, add_to_buffer, build_state, meta_train
 from ssm_metarl_ray.training.protocols import Backend, Buffer, Callback, Sampler
-from ssm_metarl_ray.training.run import evaluate_modes, restore_training_state
 from ssm_metarl_ray.types import TaskBatch
 from ssm_metarl_ray.utils.checkpoint import BUFFER, load_buffer
 
