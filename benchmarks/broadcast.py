@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> dict:
     from ssm_metarl_ray.runtime.workers import RaySampler
     from ssm_metarl_ray.training.meta_train import build_state
 
-    widths = [(16, 1, 8), (64, 2, 32)]  # (hidden, layers, SSM modes)
+    widths = [(16, 1, 8)]  # (hidden, layers, SSM modes)
     if not args.smoke:
-        widths += [(256, 2, 64), (512, 4, 64), (1024, 4, 128)]
+        widths += [(64, 2, 32), (256, 2, 64), (512, 4, 64), (1024, 4, 128)]
     reps = 3 if args.smoke else 20
     workers = 2
     owns = start_ray(args)

@@ -32,12 +32,12 @@ def test_sampling_throughput_smoke():
 def test_buffer_throughput_smoke():
     out = _run("buffer_throughput")
     assert out["summary"]["best_add_transitions_per_s"] > 0
-    assert "4_readers_1_writer" in out["sample_sequences"]
+    assert "1_readers_1_writer" in out["sample_sequences"]
 
 
 def test_broadcast_smoke():
     out = _run("broadcast")
-    assert [r["hidden_size"] for r in out["results"]] == [16, 64]
+    assert [r["hidden_size"] for r in out["results"]] == [16]
     assert all(r["put_plus_broadcast_ms_median"] > 0 for r in out["results"])
 
 

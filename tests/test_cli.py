@@ -49,7 +49,8 @@ def test_train_then_evaluate(tmp_path):
 
 def test_original_flag_spellings(tmp_path):
     r = cli("train", "--env_name", "navigation-2d", "--adaptation_mode", "hybrid", "--num_epochs", "1",
-            "--buffer_size", "5000", "--experience_weight", "0.2", *SMALL[2:], "--output-dir", str(tmp_path / "o"))
+            "--buffer_size", "5000", "--experience_weight", "0.2", *SMALL[2:], "--output-dir", str(tmp_path / "o"),
+            "--num-workers", "0")  # the flags are the point here; test_train_then_evaluate runs on Ray
     assert r.returncode == 0, r.stderr
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert list(metrics["evaluation"]) == ["hybrid"]
