@@ -107,3 +107,8 @@ def test_learning_benchmark_resumes_from_its_checkpoint(tmp_path):
     full = mod.main([*args, "--checkpoint-dir", str(tmp_path / "other"), "--out", str(tmp_path / "full.json")])
     # resuming reproduces the uninterrupted run (same task draws and sampling seeds)
     assert [h["meta/post_return"] for h in full["history"]] == [h["meta/post_return"] for h in run["history"]]
+
+
+def test_grouped_rollouts_smoke():
+    out = _run("grouped_rollouts")
+    assert all(r["grouped_steps_per_s"] > 0 and r["speedup"] > 0 for r in out["results"])

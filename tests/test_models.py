@@ -416,3 +416,31 @@ def test_observation_only_policy_ignores_reward_and_action_inputs(kind):
         out, state = pol.step(x[:, t], state, dones[:, t])
         steps.append(out.dist_params)
     torch.testing.assert_close(torch.stack(steps, 1), seq.dist_params)
+
+
+@pytest.mark.parametrize("kind, discrete, head_hidden, obs_only", [
+    ("ssm", False, 0, False), ("ssm", True, 8, False), ("mlp", False, 8, False), ("mlp", True, 0, True),
+    ("ssm", False, 0, True), ("gru", False, 0, False)])
+def test_grouped_step_equals_a_step_per_parameter_set(kind, discrete, head_hidden, obs_only):
+    """GroupedPolicy's batched step (G parameter sets, one call per op) gives what G calls of Policy.step
+    with each set give (the reference loop, which cores without a batched step use), resets included."""
+    from ssm_metarl_ray.models.grouped_step import GroupedPolicy
+    from ssm_metarl_ray.models.policy import Policy
+
+    torch.manual_seed(3)
+    cfg = ModelConfig(kind=kind, hidden_size=16, num_layers=2, state_size=8, head_hidden=head_hidden,
+                      observation_only=obs_only)
+    policy = Policy(5, 3, discrete, cfg).double()
+    G, k, T = 3, 4, 12
+    sets = [{n: p.detach() + 0.1 * g * torch.randn_like(p) for n, p in policy.named_parameters()} for g in range(G)]
+    x = torch.randn(T, G * k, policy.input_dim, dtype=torch.float64)
+    dones = (torch.rand(T, G * k) < 0.15).double()
+    dones[0] = 1.0
+    grouped, reference = GroupedPolicy(policy, sets), GroupedPolicy(policy, sets, batched=False)
+    assert grouped.batched == (kind in ("ssm", "mlp"))
+    s_fast, s_ref = grouped.initial_state(G * k), reference.initial_state(G * k)
+    for t in range(T):
+        out, s_fast = grouped.step(x[t], s_fast, dones[t])
+        ref, s_ref = reference.step(x[t], s_ref, dones[t])
+        torch.testing.assert_close(out.dist_params, ref.dist_params, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(out.value, ref.value, rtol=1e-10, atol=1e-10)

@@ -2,7 +2,8 @@
 
 ``sample(task, n, params)`` collects ``n`` episodes of one task, padded to the horizon, and fills in
 advantages; ``sample_task(task)`` collects what MetaMAML needs for one task: pre-adaptation episodes,
-a local (first-order, no graph) inner update per inner step, and post-adaptation episodes.
+a local (first-order, no graph) inner update per inner step, and post-adaptation episodes; the adapted
+policies of all tasks of a call step together (``models/grouped_step.GroupedPolicy``).
 The Ray runtime wraps this class as an actor without changing it.
 """
 
@@ -23,6 +24,7 @@ from ssm_metarl_ray.algorithms.returns import (
 from ssm_metarl_ray.config import MetaConfig, ModelConfig
 from ssm_metarl_ray.envs import Task, make_env
 from ssm_metarl_ray.models.base import make_policy_inputs
+from ssm_metarl_ray.models.grouped_step import GroupedPolicy
 from ssm_metarl_ray.models.policy import Policy, log_prob
 from ssm_metarl_ray.types import EnvSpec, EpisodeBatch, TaskBatch
 
@@ -88,7 +90,16 @@ class RolloutWorker:
     @torch.no_grad()
     def sample_many(self, tasks: list[Task], num_episodes: int, params: Params | None = None) -> list[EpisodeBatch]:
         """``num_episodes`` episodes of every task in ONE batched rollout (same parameters for all rows)."""
-        policy = self._policy_with(params)
+        return self._sample_rows(self._policy_with(params), tasks, num_episodes)
+
+    @torch.no_grad()
+    def sample_adapted(self, tasks: list[Task], num_episodes: int, params: list[Params]) -> list[EpisodeBatch]:
+        """``num_episodes`` episodes of every task in ONE batched rollout, task i's rows with ``params[i]``
+        (its adapted policy): one policy call per env step for all tasks (``GroupedPolicy``)."""
+        return self._sample_rows(GroupedPolicy(self.policy, params), tasks, num_episodes)
+
+    def _sample_rows(self, policy: Policy | GroupedPolicy, tasks: list[Task], num_episodes: int
+                     ) -> list[EpisodeBatch]:
         rows = [t for t in tasks for _ in range(num_episodes)]
         while len(self.envs) < len(rows):
             self.envs.append(make_env(self.env_name))
@@ -128,7 +139,8 @@ class RolloutWorker:
             p.copy_(params[name].detach())
         return self._scratch
 
-    def _rollout(self, policy: Policy, row_tasks: list[Task], episodes_per_row: int = 1) -> dict[str, np.ndarray]:
+    def _rollout(self, policy: Policy | GroupedPolicy, row_tasks: list[Task],
+                 episodes_per_row: int = 1) -> dict[str, np.ndarray]:
         """Step len(row_tasks) envs in lockstep (row i runs row_tasks[i]) until every row has finished
         ``episodes_per_row`` episodes (a finished episode's env is reset at once, same task, and the next
         step is marked done; the recurrent state restarts only at t = 0)."""
@@ -200,26 +212,36 @@ class RolloutWorker:
             return [TaskBatch(t.index, [], b) for t, b in zip(tasks, trials)]
         if cfg.inner_steps == 0:  # multi-task pretraining: no adaptation, one batch per task
             return [TaskBatch(t.index, [], ep) for t, ep in zip(tasks, self.sample_many(tasks, cfg.episodes_per_task))]
-        firsts = self.sample_many(tasks, cfg.episodes_per_task)
-        return [self._adapt_and_sample(t, ep) for t, ep in zip(tasks, firsts)]
+        return self._adapt_and_sample(tasks, self.sample_many(tasks, cfg.episodes_per_task))
 
-    def _adapt_and_sample(self, task: Task, first: EpisodeBatch) -> TaskBatch:
+    def _adapt_and_sample(self, tasks: list[Task], firsts: list[EpisodeBatch]) -> list[TaskBatch]:
+        """Per task: inner update(s) from its batch, then the next batch with the adapted parameters; the
+        batches after an update are sampled for all tasks in one rollout (``sample_adapted``)."""
         cfg = self.meta_cfg
-        params = {k: v.detach() for k, v in policy_params(self.policy).items()}
-        pre, ep, coef = [], first, None
+        meta = {k: v.detach() for k, v in policy_params(self.policy).items()}
+        params: list[Params] = [meta] * len(tasks)
+        pre: list[list[EpisodeBatch]] = [[] for _ in tasks]
+        coefs: list[np.ndarray | None] = [None] * len(tasks)
+        batches = firsts
         for i in range(cfg.inner_steps):
             if i > 0:
-                ep = self.sample(task, cfg.episodes_per_task, params)
-            if cfg.baseline == "lagged":
-                coef = lagged_advantages(ep, coef, cfg.gamma, cfg.gae_lambda)
-            pre.append(ep)
-            params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-            params = inner_update(self.policy, params, ep.to_torch(), cfg.inner_lr, create_graph=False)
-            params = {k: v.detach() for k, v in params.items()}
-        post = self.sample(task, cfg.episodes_per_task, params)
+                batches = self.sample_adapted(tasks, cfg.episodes_per_task, params)
+            for j, ep in enumerate(batches):
+                if cfg.baseline == "lagged":
+                    coefs[j] = lagged_advantages(ep, coefs[j], cfg.gamma, cfg.gae_lambda)
+                pre[j].append(ep)
+                params[j] = self._inner_step(params[j], ep)
+        posts = self.sample_adapted(tasks, cfg.episodes_per_task, params)
         if cfg.baseline == "lagged":
-            lagged_advantages(post, coef, cfg.gamma, cfg.gae_lambda)
-        return TaskBatch(task.index, pre, post)
+            for post, coef in zip(posts, coefs):
+                lagged_advantages(post, coef, cfg.gamma, cfg.gae_lambda)
+        return [TaskBatch(t.index, p, post) for t, p, post in zip(tasks, pre, posts)]
+
+    def _inner_step(self, params: Params, ep: EpisodeBatch) -> Params:
+        """One local inner update (first-order, no graph kept)."""
+        params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        params = inner_update(self.policy, params, ep.to_torch(), self.meta_cfg.inner_lr, create_graph=False)
+        return {k: v.detach() for k, v in params.items()}
 
     def sample_task(self, task: Task) -> TaskBatch:
         """Pre-adaptation data, local inner update(s), post-adaptation data for one task."""
