@@ -103,8 +103,9 @@ def test_learning_benchmark_resumes_from_its_checkpoint(tmp_path):
     assert (ckpt / "weights.pt").is_file() and not (ckpt / "buffer.npz").exists()
     run = mod.main([*args, "--resume"])
     assert [h["iteration"] for h in run["history"]] == [1, 2, 3]
-    assert run["train_env_steps"] == 3 * 2 * 2 * 2 * 100
+    assert 0.9 * 3 * 2 * 2 * 2 * 100 <= run["train_env_steps"] <= 3 * 2 * 2 * 2 * 100  # episodes end at the goal
     full = mod.main([*args, "--checkpoint-dir", str(tmp_path / "other"), "--out", str(tmp_path / "full.json")])
+    assert full["train_env_steps"] == run["train_env_steps"]  # the step counter resumes exactly
     # resuming reproduces the uninterrupted run (same task draws and sampling seeds)
     assert [h["meta/post_return"] for h in full["history"]] == [h["meta/post_return"] for h in run["history"]]
 
