@@ -444,3 +444,33 @@ def test_grouped_step_equals_a_step_per_parameter_set(kind, discrete, head_hidde
         ref, s_ref = reference.step(x[t], s_ref, dones[t])
         torch.testing.assert_close(out.dist_params, ref.dist_params, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(out.value, ref.value, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", MODELS)
+@pytest.mark.parametrize("discrete, head_hidden, obs_only", [(False, 0, False), (True, 8, False), (False, 8, True)])
+def test_packed_step_equals_policy_step(kind, discrete, head_hidden, obs_only):
+    """PackedStep (weights packed once; heads in one addmm; the SSM in real form) gives what Policy.step
+    gives, outputs and states, over a sequence with episode resets."""
+    from ssm_metarl_ray.models.packed_step import PackedStep
+    from ssm_metarl_ray.models.policy import Policy
+
+    torch.manual_seed(5)
+    cfg = ModelConfig(kind=kind, hidden_size=16, num_layers=2, state_size=8, num_heads=2, context_len=6,
+                      head_hidden=head_hidden, observation_only=obs_only)
+    policy = Policy(5, 3, discrete, cfg).double()
+    if not discrete:
+        with torch.no_grad():
+            policy.log_std.add_(0.3)  # a log-std that is not the default
+    B, T = 4, 14
+    x = torch.randn(T, B, policy.input_dim, dtype=torch.float64)
+    dones = (torch.rand(T, B) < 0.15).double()
+    dones[0] = 1.0
+    packed = PackedStep(policy)
+    s_fast, s_ref = packed.initial_state(B), policy.initial_state(B)
+    with torch.no_grad():
+        for t in range(T):
+            out, s_fast = packed.step(x[t], s_fast, dones[t])
+            ref, s_ref = policy.step(x[t], s_ref, dones[t])
+            torch.testing.assert_close(out.dist_params, ref.dist_params, rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(out.value, ref.value, rtol=1e-10, atol=1e-10)
+            _assert_states_equal(packed.policy_state(s_fast), s_ref, rtol=1e-10, atol=1e-10)

@@ -124,3 +124,17 @@ def test_every_family_runs_a_meta_iteration_and_hybrid_adaptation(env):
                                                            experience_batch_size=2), buf, w.spec.horizon)
     res = adapter.adapt(w, test[0])
     assert len(res.returns) == 2 and all(np.isfinite(res.returns))
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_sampled_log_probs_equal_the_policy_log_prob(discrete):
+    """The rollout's sampler writes log p(a) from its noise draw; it must equal policy.log_prob of the action."""
+    from ssm_metarl_ray.models.policy import log_prob
+    from ssm_metarl_ray.rollout.worker import sample_action
+
+    torch.manual_seed(0)
+    dist_params = torch.randn(64, 4 if discrete else 6)
+    a, logp = sample_action(dist_params, discrete)
+    a_t = torch.from_numpy(np.asarray(a, np.float32)).reshape(64, -1)
+    assert logp.shape == (64,) and (a.shape == (64,) if discrete else a.shape == (64, 3))
+    np.testing.assert_allclose(logp, log_prob(dist_params, a_t, discrete).numpy(), rtol=1e-5, atol=1e-5)

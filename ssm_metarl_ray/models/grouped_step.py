@@ -4,7 +4,9 @@ its own k rows, with one call per op (batched matmuls over the group axis) inste
 
 :class:`GroupedPolicy` has the rollout side of the recurrent contract (``initial_state(G * k)``,
 ``step(inputs (G*k, D), state, done (G*k,))`` -> ``(PolicyOutput (G*k, ...), state)``, rows ordered
-group by group). For SSM and MLP cores it runs the batched step below; for the other cores, and as the
+group by group). For SSM and MLP cores it runs the batched step below, on weights packed once per
+rollout by ``models/packed_step.py`` (heads in one ``baddbmm``; the SSM in its real form, state (G, k, 2P));
+for the other cores, and as the
 reference the batched step is tested against (``tests/test_models.py``), it loops over G copies of the
 policy holding the groups' parameters. Rollouts only: no autograd.
 """
@@ -12,14 +14,14 @@ policy holding the groups' parameters. Rollouts only: no autograd.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ssm_metarl_ray.models.packed_step import any_done, pack_heads, pack_ssm_layer
 from ssm_metarl_ray.models.policy import Policy, PolicyOutput
-from ssm_metarl_ray.models.ssm import _complex_dtype
 
 Params = dict[str, Tensor]
 
@@ -36,34 +38,26 @@ def group_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
-def group_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
-    """LayerNorm over the last axis with per-group affine: x (G, k, H), weight/bias (G, H)."""
-    return torch.addcmul(bias.unsqueeze(1), torch.layer_norm(x, x.shape[-1:], None, None, eps), weight.unsqueeze(1))
+def _grouped(weights: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Packed weights with a leading group axis, vectors (G, n) made (G, 1, n) to broadcast over rows."""
+    return tuple(w.unsqueeze(1) if w.dim() == 2 else w for w in weights)
 
 
-def _ssm_core_step(core: Any, p: Params, pre: str, x_t: Tensor, state: tuple[Tensor, ...],
-                   keep: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """``SSMCore.step`` for G parameter sets: x_t (G, k, D), state: per layer (G, k, P) complex,
-    keep (G, k, 1) or None (no row done) -> (y (G, k, H), state)."""
-    G = x_t.shape[0]
-    x = group_linear(x_t, p[pre + "encoder.weight"], p[pre + "encoder.bias"])
+def _ssm_core_step(packed: dict[str, Any], x_t: Tensor, state: tuple[Tensor, ...], keep: Tensor | None,
+                   eps: float) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """``SSMCore.step`` for G packed parameter sets (``packed_step.pack_ssm_layer``, real-form state):
+    x_t (G, k, D), state: per layer h (G, k, 2P), keep (G, k, 1) or None (no row done) -> (y (G, k, H), state)."""
+    x = torch.baddbmm(packed["enc_b"], x_t, packed["enc_wT"])
+    H = x.shape[-1]
     new_state = []
-    for i, (layer, h) in enumerate(zip(core.layers, state)):
-        q = f"{pre}layers.{i}."
-        P = layer.state_size
-        lam = torch.exp(torch.complex(-torch.exp(p[q + "nu_log"]), torch.exp(p[q + "theta_log"])))  # (G, P)
-        Bg = (p[q + "B"].view(G, P, 2, -1) * torch.exp(p[q + "gamma_log"]).view(G, P, 1, 1)).view(G, 2 * P, -1)
-        u = group_layer_norm(x, p[q + "norm.weight"], p[q + "norm.bias"], layer.norm.eps)
-        bu = torch.view_as_complex(torch.bmm(u, Bg.transpose(1, 2)).view(G, -1, P, 2))  # (G, k, P)
-        decay = lam.unsqueeze(1) if keep is None else lam.unsqueeze(1) * keep
-        h = torch.addcmul(bu, decay, h)
-        y = torch.addcmul(torch.bmm(torch.view_as_real(h).view(G, -1, 2 * P), p[q + "C"].transpose(1, 2)),
-                          p[q + "D"].unsqueeze(1), u)
-        z = group_linear(F.gelu(y, approximate="tanh"), p[q + "glu.weight"], p[q + "glu.bias"])
-        x = x + F.glu(z, dim=-1)
+    for (nw, nb, BgT, LamT, CT, D, gb, gwT), h in zip(packed["layers"], state):
+        u = torch.addcmul(nb, torch.layer_norm(x, (H,), None, None, eps), nw)
+        h = torch.baddbmm(torch.bmm(u, BgT), h if keep is None else h * keep, LamT)
+        y = torch.addcmul(torch.bmm(h, CT), D, u)
+        x = x + F.glu(torch.baddbmm(gb, F.gelu(y, approximate="tanh"), gwT), dim=-1)
         new_state.append(h)
-    n = core.out_norm
-    return group_layer_norm(x, p[pre + "out_norm.weight"], p[pre + "out_norm.bias"], n.eps), tuple(new_state)
+    w, b = packed["out_norm"]
+    return torch.addcmul(b, torch.layer_norm(x, (H,), None, None, eps), w), tuple(new_state)
 
 
 def _mlp_core_step(core: Any, p: Params, pre: str, x_t: Tensor) -> Tensor:
@@ -72,13 +66,6 @@ def _mlp_core_step(core: Any, p: Params, pre: str, x_t: Tensor) -> Tensor:
         q = f"{pre}net.{2 * i}."
         x = core._act(group_linear(x, p[q + "weight"], p[q + "bias"]))
     return x
-
-
-def _head(p: Params, name: str, y: Tensor, hidden: int) -> Tensor:
-    if hidden == 0:
-        return group_linear(y, p[name + ".weight"], p[name + ".bias"])
-    z = torch.tanh(group_linear(y, p[name + ".0.weight"], p[name + ".0.bias"]))
-    return group_linear(z, p[name + ".2.weight"], p[name + ".2.bias"])
 
 
 class GroupedPolicy:
@@ -90,7 +77,16 @@ class GroupedPolicy:
         self.policy, self.groups = policy, len(params)
         self.batched = policy.cfg.kind in self.BATCHED if batched is None else batched
         if self.batched:
-            self.params = stack_params(params)
+            self.params = p = stack_params(params)
+            chain, self.value_col = pack_heads(p, policy.discrete, policy.cfg.head_hidden)
+            self.heads = [_grouped(link) for link in chain]
+            if policy.cfg.kind == "ssm":
+                core: Any = policy.core
+                self.packed = {"enc_b": p["core.encoder.bias"].unsqueeze(1),
+                               "enc_wT": p["core.encoder.weight"].transpose(1, 2).contiguous(),
+                               "layers": [_grouped(pack_ssm_layer(p, f"core.layers.{i}.", core.state_size))
+                                          for i in range(len(core.layers))],
+                               "out_norm": _grouped((p["core.out_norm.weight"], p["core.out_norm.bias"]))}
         else:  # the reference: G copies of the policy, each holding one parameter set
             self.copies = []
             for group in params:
@@ -107,8 +103,8 @@ class GroupedPolicy:
         if self.policy.cfg.kind == "mlp":
             return ()
         core: Any = self.policy.core  # an SSMCore here
-        dtype = _complex_dtype(self.params["core.encoder.weight"].dtype)
-        return tuple(torch.zeros(self.groups, k, core.state_size, dtype=dtype) for _ in core.layers)
+        dtype = self.params["core.encoder.weight"].dtype
+        return tuple(torch.zeros(self.groups, k, 2 * core.state_size, dtype=dtype) for _ in core.layers)
 
     @torch.no_grad()
     def step(self, inputs_t: Tensor, state: Any, done_t: Tensor) -> tuple[PolicyOutput, Any]:
@@ -121,19 +117,18 @@ class GroupedPolicy:
                 outs.append(out_g)
                 states.append(st)
             return PolicyOutput(torch.cat([o.dist_params for o in outs]), torch.cat([o.value for o in outs])), states
-        pol, p, G = self.policy, self.params, self.groups
+        pol, G = self.policy, self.groups
         x = inputs_t.view(G, k, -1)[..., :pol.core_input_dim]
         if pol.cfg.kind == "mlp":
-            y = _mlp_core_step(pol.core, p, "core.", x)
+            y = _mlp_core_step(pol.core, self.params, "core.", x)
         else:
-            keep = (1.0 - done_t.to(x.dtype)).view(G, k, 1) if bool(done_t.any()) else None
-            y, state = _ssm_core_step(pol.core, p, "core.", x, state, keep)
-        hidden = pol.cfg.head_hidden
-        out = _head(p, "actor", y, hidden)
-        if not pol.discrete:
-            out = torch.cat([out, p["log_std"].unsqueeze(1).expand_as(out)], dim=-1)
-        value = _head(p, "critic", y, hidden).squeeze(-1)
-        return PolicyOutput(out.reshape(G * k, -1), value.reshape(G * k)), state
+            keep = (1.0 - done_t.to(x.dtype)).view(G, k, 1) if any_done(done_t) else None
+            y, state = _ssm_core_step(self.packed, x, state, keep, cast(Any, pol.core).out_norm.eps)
+        *hidden, last = self.heads
+        for b, wT in hidden:
+            y = torch.tanh(torch.baddbmm(b, y, wT))
+        out = torch.baddbmm(last[0], y, last[1]).view(G * k, -1)  # (G*k, [actor, log_std, value])
+        return PolicyOutput(out[:, :self.value_col], out[:, self.value_col]), state
 
     def _rows_per_group(self, rows: int) -> int:
         if rows % self.groups:

@@ -9,6 +9,8 @@ The Ray runtime wraps this class as an actor without changing it.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -25,7 +27,8 @@ from ssm_metarl_ray.config import MetaConfig, ModelConfig
 from ssm_metarl_ray.envs import Task, make_env
 from ssm_metarl_ray.models.base import make_policy_inputs
 from ssm_metarl_ray.models.grouped_step import GroupedPolicy
-from ssm_metarl_ray.models.policy import Policy, log_prob
+from ssm_metarl_ray.models.packed_step import PackedStep
+from ssm_metarl_ray.models.policy import Policy
 from ssm_metarl_ray.types import EnvSpec, EpisodeBatch, TaskBatch
 
 
@@ -49,15 +52,21 @@ def lagged_advantages(batch: EpisodeBatch, coef: np.ndarray | None, gamma: float
     return fit_linear_baseline(batch.obs, batch.returns, batch.mask)
 
 
-def sample_action(dist_params: torch.Tensor, discrete: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample actions and their log-probs without building Distribution objects (rollout hot path)."""
+def sample_action(dist_params: torch.Tensor, discrete: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Sample actions (k, act_dim) [discrete: (k,) indices] and their log-probs (k,) as numpy arrays,
+    without Distribution objects (rollout hot path). Gaussian: ``a = mean + std * eps`` with ``eps`` from
+    torch's generator, and ``log p(a) = sum(-eps^2 / 2 - log_std) - act_dim log(2 pi) / 2``, which is
+    ``policy.log_prob(dist_params, a)`` with ``(a - mean) / std`` written as ``eps``."""
     if discrete:
         logits = torch.log_softmax(dist_params, dim=-1)  # (k, n)
         a = torch.multinomial(logits.exp(), 1)[:, 0]
-        return a, logits.gather(-1, a[:, None])[:, 0]
-    mean, log_std = dist_params.chunk(2, dim=-1)
-    a = mean + log_std.exp() * torch.randn_like(mean)
-    return a, log_prob(dist_params, a, False)
+        return a.numpy(), logits.gather(-1, a[:, None])[:, 0].numpy()
+    dp = dist_params.numpy()
+    A = dp.shape[-1] // 2
+    mean, log_std = dp[:, :A], dp[:, A:]
+    eps = torch.randn(mean.shape).numpy()  # the draws of torch.randn_like(mean)
+    a = mean + np.exp(log_std) * eps
+    return a, (-0.5 * eps * eps - log_std).sum(-1) - np.float32(0.5 * A * math.log(2 * math.pi))
 
 
 class RolloutWorker:
@@ -165,20 +174,21 @@ class RolloutWorker:
         done = torch.ones(k)
         alive = np.ones(k, bool)
         left = np.full(k, n - 1)  # episodes still to start after the current one
-        state = policy.initial_state(k)
+        # one rollout, fixed weights: pack them once (models/packed_step.py)
+        stepper = PackedStep(policy) if isinstance(policy, Policy) else policy
+        state = stepper.initial_state(k)
         for t in range(L):
             inp = make_policy_inputs(torch.from_numpy(obs), prev_a, prev_r, done)  # (k, D)
-            out, state = policy.step(inp, state, done if t == 0 or n == 1 else torch.zeros(k))
-            a, logp = sample_action(out.dist_params, spec.discrete)
-            a_np = a.numpy()
-            buf["inputs"][:, t], buf["obs"][:, t], buf["logp"][:, t] = inp.numpy(), obs, logp.numpy()
+            out, state = stepper.step(inp, state, done if t == 0 or n == 1 else torch.zeros(k))
+            a_np, logp = sample_action(out.dist_params, spec.discrete)
+            buf["inputs"][:, t], buf["obs"][:, t], buf["logp"][:, t] = inp.numpy(), obs, logp
             buf["actions"][:, t] = a_np[:, None] if spec.discrete else a_np
             buf["dones"][:, t] = done.numpy()
             buf["mask"][:, t] = alive
             rew = np.zeros(k, np.float32)
             if spec.discrete:
                 env_a = a_np
-                prev_a = torch.nn.functional.one_hot(a, spec.act_dim).float()
+                prev_a = torch.nn.functional.one_hot(torch.from_numpy(a_np), spec.act_dim).float()
             else:
                 clipped = np.clip(a_np, -1.0, 1.0)
                 env_a = spec.action_center + spec.action_scale * clipped

@@ -1,0 +1,159 @@
+"""Rollout step with the policy's weights packed once per rollout (no autograd), beside ``Policy.step``.
+
+``Policy.step`` (the reference, differentiable) runs each module as written. A rollout calls it hundreds
+of times with the same weights, so :class:`PackedStep` packs them once, at the start of the rollout:
+
+* heads: actor, log-std and critic in ONE ``addmm`` -- the packed weight is ``[W_actor; 0; W_critic]`` and
+  its bias ``[b_actor; log_std; b_critic]``, so the output row is ``[mean, log_std, value]``; with hidden
+  head layers the first layers are stacked and the second ones block-diagonal;
+* SSM layers in a real-valued form: the state is ``view_as_real(h)`` flattened, (B, 2P) with interleaved
+  ``[Re h_0, Im h_0, Re h_1, ...]``, and ``h_t = lambda * h_{t-1} + gamma B u_t`` becomes
+  ``h_t = h_{t-1} @ Lambda^T + u_t @ (gamma B)^T`` with ``Lambda`` the (2P, 2P) block-diagonal matrix of
+  the 2x2 rotation-scalings ``[[Re l, -Im l], [Im l, Re l]]``: two GEMMs and no complex views;
+* every weight pre-transposed, so each linear map is one ``mm``/``addmm`` call.
+
+Other cores step with their own ``step`` (their fast paths) under the packed heads. The state of a packed
+SSM step is real; :meth:`PackedStep.policy_state` converts it back to ``Policy.step``'s complex tuple.
+The packing functions take parameter dicts whose tensors may carry leading group axes, so
+``models/grouped_step.py`` packs G parameter sets with them. ``tests/test_models.py::
+test_packed_step_equals_policy_step`` checks outputs and states against ``Policy.step`` for every model,
+with episode resets. Rebuild the ``PackedStep`` after the weights change.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ssm_metarl_ray.models.base import State
+from ssm_metarl_ray.models.policy import Policy, PolicyOutput
+from ssm_metarl_ray.models.ssm import SSMCore, _complex_dtype
+
+Params = dict[str, Tensor]
+
+
+def rotation_matrix(lam: Tensor) -> Tensor:
+    """lambda (..., P) complex -> Lambda^T (..., 2P, 2P) real, with ``view_as_real(lambda * h)`` flattened
+    equal to ``h_r @ Lambda^T`` for the interleaved real form ``h_r`` (.., 2P) of ``h`` (.., P)."""
+    lr, li = lam.real, lam.imag
+    zero = torch.zeros_like(li)
+    diag = torch.stack([lr, lr], -1).flatten(-2)  # (..., 2P): [2p, 2p] and [2p+1, 2p+1] = Re l_p
+    above = torch.stack([li, zero], -1).flatten(-2)[..., :-1]  # [2p, 2p+1] = Im l_p
+    below = torch.stack([-li, zero], -1).flatten(-2)[..., :-1]  # [2p+1, 2p] = -Im l_p
+    return torch.diag_embed(diag) + torch.diag_embed(above, 1) + torch.diag_embed(below, -1)
+
+
+def _t(w: Tensor) -> Tensor:
+    return w.transpose(-1, -2).contiguous()
+
+
+def pack_heads(p: Params, discrete: bool, head_hidden: int) -> tuple[list[tuple[Tensor, Tensor]], int]:
+    """Actor, log-std and critic as a chain of (bias (..., out), weight^T (..., in, out)) links for
+    ``addmm`` (tanh between two links); output columns ``[actor, log_std (continuous only), value]``.
+    Returns (chain, index of the value column)."""
+    def w(name: str) -> Tensor:
+        return p[name + ".weight"]
+
+    def b(name: str) -> Tensor:
+        return p[name + ".bias"]
+
+    if head_hidden:  # stacked first layers, then block-diagonal second layers
+        chain = [(torch.cat([b("actor.0"), b("critic.0")], -1), _t(torch.cat([w("actor.0"), w("critic.0")], -2)))]
+        wa = F.pad(w("actor.2"), (0, head_hidden))  # reads the actor's hidden units only
+        wc = F.pad(w("critic.2"), (head_hidden, 0))  # reads the critic's
+        ba, bc = b("actor.2"), b("critic.2")
+    else:
+        chain, wa, wc, ba, bc = [], w("actor"), w("critic"), b("actor"), b("critic")
+    rows_w, rows_b = [wa], [ba]
+    if not discrete:
+        log_std = p["log_std"]
+        rows_w.append(torch.zeros(log_std.shape + wa.shape[-1:], dtype=wa.dtype, device=wa.device))
+        rows_b.append(log_std)
+    rows_w.append(wc)
+    rows_b.append(bc)
+    chain.append((torch.cat(rows_b, -1), _t(torch.cat(rows_w, -2))))
+    return chain, chain[-1][0].shape[-1] - 1
+
+
+def pack_ssm_layer(p: Params, q: str, state_size: int) -> tuple[Tensor, ...]:
+    """The ``LRULayer`` under prefix ``q`` for :func:`ssm_layer_step`: (LayerNorm weight, bias,
+    (gamma B)^T (..., H, 2P), Lambda^T (..., 2P, 2P), C^T (..., 2P, H), D, GLU bias, GLU weight^T (..., H, 2H))."""
+    P = state_size
+    lam = torch.exp(torch.complex(-torch.exp(p[q + "nu_log"]), torch.exp(p[q + "theta_log"])))  # (..., P)
+    B = p[q + "B"]  # (..., 2P, H), rows interleaved Re/Im per mode
+    Bg = (B.unflatten(-2, (P, 2)) * torch.exp(p[q + "gamma_log"])[..., None, None]).flatten(-3, -2)
+    return (p[q + "norm.weight"], p[q + "norm.bias"], _t(Bg), rotation_matrix(lam), _t(p[q + "C"]), p[q + "D"],
+            p[q + "glu.bias"], _t(p[q + "glu.weight"]))
+
+
+class PackedStep:
+    """``Policy.step`` for rollouts, with the weights of ``policy`` as they are now packed once."""
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+        self.core_in = policy.core_input_dim
+        self.slice_inputs = policy.cfg.observation_only
+        p = {k: v.detach() for k, v in policy.named_parameters()}
+        self.heads, self.value_col = pack_heads(p, policy.discrete, policy.cfg.head_hidden)
+        core: Any = policy.core
+        self.ssm = isinstance(core, SSMCore)
+        if self.ssm:
+            self.H, self.P, self.eps = core.hidden_size, core.state_size, core.out_norm.eps
+            self.enc_b, self.enc_wT = p["core.encoder.bias"], _t(p["core.encoder.weight"])
+            self.layers = [pack_ssm_layer(p, f"core.layers.{i}.", self.P) for i in range(len(core.layers))]
+            self.out_norm = (p["core.out_norm.weight"], p["core.out_norm.bias"])
+
+    def initial_state(self, batch_size: int) -> State:
+        if not self.ssm:
+            return self.policy.initial_state(batch_size)
+        w = self.enc_wT
+        return tuple(torch.zeros(batch_size, 2 * self.P, dtype=w.dtype, device=w.device) for _ in self.layers)
+
+    def policy_state(self, state: State) -> State:
+        """This step's state in ``Policy.step``'s form (the SSM's complex tuple)."""
+        if not self.ssm:
+            return state
+        cdtype = _complex_dtype(self.enc_wT.dtype)
+        return tuple(torch.view_as_complex(h.reshape(h.shape[0], self.P, 2).contiguous()).to(cdtype)
+                     for h in cast("tuple[Tensor, ...]", state))
+
+    def step(self, inputs_t: Tensor, state: State, done_t: Tensor) -> tuple[PolicyOutput, State]:
+        """inputs_t (B, D), done_t (B,) -> (PolicyOutput (B, ...), state), as ``Policy.step``."""
+        x = inputs_t[..., :self.core_in] if self.slice_inputs else inputs_t
+        if self.ssm:
+            y, state = self._ssm_core(x, state, done_t)
+        elif torch.is_grad_enabled():
+            with torch.no_grad():
+                y, state = self.policy.core.step(x, state, done_t)
+        else:  # rollouts run under no_grad: the cores' own fast step paths
+            y, state = self.policy.core.step(x, state, done_t)
+        *hidden, last = self.heads
+        for b, wT in hidden:
+            y = torch.tanh(torch.addmm(b, y, wT))
+        out = torch.addmm(last[0], y, last[1])  # (B, [actor, log_std, value])
+        return PolicyOutput(out[:, :self.value_col], out[:, self.value_col]), state
+
+    def _ssm_core(self, x_t: Tensor, state: Any, done_t: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """SSMCore.step on packed weights: x_t (B, D_in), state per layer h (B, 2P) real -> (y (B, H), state)."""
+        H, eps = self.H, self.eps
+        x = torch.addmm(self.enc_b, x_t, self.enc_wT)
+        if any_done(done_t):
+            keep = (1.0 - done_t.to(x.dtype)).unsqueeze(-1)
+            state = tuple(h * keep for h in state)
+        new_state = []
+        for (nw, nb, BgT, LamT, CT, D, gb, gwT), h in zip(self.layers, state):
+            u = torch.layer_norm(x, (H,), nw, nb, eps)
+            h = torch.addmm(torch.mm(u, BgT), h, LamT)  # h_t = lambda h_{t-1} + gamma B u_t, real form
+            y = torch.addcmul(torch.mm(h, CT), D, u)  # Re(C h_t) + D u_t
+            x = x + F.glu(torch.addmm(gb, F.gelu(y, approximate="tanh"), gwT), dim=-1)
+            new_state.append(h)
+        w, b = self.out_norm
+        return torch.layer_norm(x, (H,), w, b, eps), tuple(new_state)
+
+
+def any_done(done_t: Tensor) -> bool:
+    """``bool(done_t.any())``, through numpy for CPU tensors (one torch call less per step)."""
+    return bool(done_t.numpy().any()) if done_t.device.type == "cpu" else bool(done_t.any())
