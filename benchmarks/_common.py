@@ -46,6 +46,25 @@ def write(name: str, args: argparse.Namespace, command: str, data: dict) -> Path
     return path
 
 
+def raw_env_rate(env_name: str, steps: int) -> float:
+    """Env steps/s with random actions and no policy (one env of the family's first training task, this
+    process): the ceiling for one core."""
+    import numpy as np
+
+    from ssm_metarl_ray.envs import make_env, task_splits
+
+    env = make_env(env_name)
+    env.set_task(task_splits(env, 2, 1, 0)[0][0])
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    lo, hi = env.action_space.low, env.action_space.high
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        if any(env.step(rng.uniform(lo, hi).astype(np.float32))[2:4]):
+            env.reset()
+    return steps / (time.perf_counter() - t0)
+
+
 def start_ray(args: argparse.Namespace) -> bool:
     from ssm_metarl_ray.runtime.cluster import init_ray
 

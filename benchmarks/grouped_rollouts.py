@@ -15,26 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import parser, write  # noqa: E402
-
-
-def _raw_rate(env_name: str, steps: int) -> float:
-    """Env steps/s with random actions and no policy (one env, this process)."""
-    from ssm_metarl_ray.envs import make_env, task_splits
-
-    env = make_env(env_name)
-    env.set_task(task_splits(env, 2, 1, 0)[0][0])
-    env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    lo, hi = env.action_space.low, env.action_space.high
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        if any(env.step(rng.uniform(lo, hi).astype(np.float32))[2:4]):
-            env.reset()
-    return steps / (time.perf_counter() - t0)
+from _common import parser, raw_env_rate, write  # noqa: E402
 
 
 def measure(env_name: str, kind: str, tasks_n: int, episodes: int, reps: int) -> dict:
@@ -76,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     envs = ["navigation-2d"] if args.smoke else ["navigation-2d", "halfcheetah-vel"]
     rows = []
     for env_name in envs:
-        raw = _raw_rate(env_name, 200 if args.smoke else 5_000)
+        raw = raw_env_rate(env_name, 200 if args.smoke else 5_000)
         for kind in ("ssm", "mlp", "gru"):
             rows.append({**measure(env_name, kind, tasks_n, episodes, reps), "raw_env_steps_per_s": raw})
             r = rows[-1]

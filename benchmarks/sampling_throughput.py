@@ -20,29 +20,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import parser, start_ray, write  # noqa: E402
+from _common import parser, raw_env_rate, start_ray, write  # noqa: E402
 
 from ssm_metarl_ray.config import ExperimentConfig, MetaConfig  # noqa: E402
 
 ENV = "halfcheetah-vel"
-
-
-def raw_env_rate(steps: int) -> float:
-    """Single process, random actions, no policy: the ceiling for one core."""
-    from ssm_metarl_ray.envs import make_env, task_splits
-
-    env = make_env(ENV)
-    tasks, _ = task_splits(env, 4, 1, 0)
-    env.set_task(tasks[0])
-    rng = np.random.default_rng(0)
-    env.reset(seed=0)
-    lo, hi = env.action_space.low, env.action_space.high
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        _, _, term, trunc, _ = env.step(rng.uniform(lo, hi).astype(np.float32))
-        if term or trunc:
-            env.reset()
-    return steps / (time.perf_counter() - t0)
 
 
 _VERSION = iter(range(1 << 30))  # weight versions must increase on every call
@@ -89,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     seconds: dict[str, list[float]] = {k: [] for k in samplers}
     try:
         for r in range(rounds + 1):  # round 0 warms up; configurations interleave, so load drift hits all
-            raw = raw_env_rate(raw_steps)
+            raw = raw_env_rate(ENV, raw_steps)
             for name, sampler in samplers.items():
                 steps, dt = one_iteration(sampler, state, rng)
                 if r:

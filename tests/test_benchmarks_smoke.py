@@ -113,3 +113,10 @@ def test_learning_benchmark_resumes_from_its_checkpoint(tmp_path):
 def test_grouped_rollouts_smoke():
     out = _run("grouped_rollouts")
     assert all(r["grouped_steps_per_s"] > 0 and r["speedup"] > 0 for r in out["results"])
+
+
+def test_inference_share_smoke():
+    out = _run("inference_share")
+    fr = out["results"][0]["median_fractions"]
+    assert {"policy_step", "action_sampling", "env_step", "inner_update", "advantages", "other"} <= set(fr)
+    assert all(0.0 <= v <= 1.0 for k, v in fr.items() if k != "other") and abs(sum(fr.values()) - 1.0) < 1e-9
