@@ -211,8 +211,8 @@ class MetaLearner:
 
     def _clipped_update(self, tasks: list[TorchTaskBatch]) -> dict[str, float]:
         params = policy_params(self.policy)
-        logs: dict[str, list[float]] = {"surrogate": [], "value_loss": [], "kl": [], "grad_norm": [],
-                                        "clipped": []}
+        # detached tensors, read back once at the end (one host sync per update on a GPU learner)
+        logs: dict[str, list[Tensor]] = {"surrogate": [], "value_loss": [], "kl": [], "grad_norm": []}
         health, grads = [], []
         for step in range(self.cfg.outer_steps):
             self.optimizer.zero_grad(set_to_none=True)
@@ -222,14 +222,15 @@ class MetaLearner:
                     health.append(self._health(params, task, info["adapted"]))
                 (loss / len(tasks)).backward()
                 for k in ("surrogate", "value_loss", "kl"):
-                    logs[k].append(float(info[k]))
+                    logs[k].append(info[k])
             grads.append(group_norms({n: p.grad for n, p in self.policy.named_parameters()}))
             gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
-            logs["grad_norm"].append(float(gn))
-            logs["clipped"].append(float(float(gn) > self.cfg.max_grad_norm))
+            logs["grad_norm"].append(gn.detach())
             self.optimizer.step()
-        out = {f"meta/{k}": float(np.mean(v)) for k, v in logs.items() if k != "clipped"}
-        out["health/clipped_frac"] = float(np.mean(logs["clipped"]))
+        means = torch.stack([torch.stack(v).float().mean() for v in logs.values()]).tolist()
+        out = {f"meta/{k}": m for k, m in zip(logs, means)}
+        out["health/clipped_frac"] = float(np.mean([g > self.cfg.max_grad_norm for g in
+                                                    torch.stack(logs["grad_norm"]).tolist()]))
         return {**out, **_mean_dicts(health, "health/"), **_mean_dicts(grads, "grad/")}
 
     def _trpo_update(self, tasks: list[TorchTaskBatch]) -> dict[str, float]:
