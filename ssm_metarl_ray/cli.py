@@ -325,11 +325,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def eval_modes(flag: str | None, cfg: ExperimentConfig) -> list[str]:
-    """Held-out evaluation modes: the one asked for, else standard + hybrid (maml) or in-context +
-    standard (in-context method)."""
+    """Held-out evaluation modes: the one asked for, else standard + hybrid (maml), in-context + standard
+    (in-context method) or all three (in-context-maml)."""
     if flag:
         return [flag]
-    return ["in-context", "standard"] if cfg.meta.method == "in-context" else list(ADAPTATION_MODES)
+    return {"in-context": ["in-context", "standard"],
+            "in-context-maml": ["in-context", *ADAPTATION_MODES]}.get(cfg.meta.method, list(ADAPTATION_MODES))
 
 
 def _ray_available() -> bool:

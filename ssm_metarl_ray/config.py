@@ -27,7 +27,7 @@ DEFAULT_INNER_LR = {"ssm": 0.02, "mlp": 0.1, "gru": 0.02, "lstm": 0.02, "transfo
 ADAPTATION_MODES = ("standard", "hybrid")
 BASELINES = ("fit", "lagged")
 ACTIVATIONS = ("tanh", "relu")
-METHODS = ("maml", "in-context")  # meta.method
+METHODS = ("maml", "in-context", "in-context-maml")  # meta.method
 EVAL_MODES = (*ADAPTATION_MODES, "in-context")  # held-out evaluation: gradient adaptation or trials
 
 
@@ -137,11 +137,13 @@ class ModelConfig:
 class MetaConfig:
     method: str = "maml"  # "maml": MetaMAML (inner PG step, meta-gradient); "in-context": recurrent PPO over
     #   trials (the policy adapts in its state; outer_lr / outer_steps / clip_eps / gae_lambda /
-    #   value_coef / entropy_coef / max_grad_norm are PPO's)
+    #   value_coef / entropy_coef / max_grad_norm are PPO's); "in-context-maml": MetaMAML whose
+    #   trajectories are trials (the state carries across their episodes, so the policy adapts in
+    #   context within a trial and by the inner gradient step across trials)
     meta_batch_size: int = 10  # tasks per meta-iteration
     episodes_per_task: int = 10  # K trajectories per task for the inner update and for the outer loss
     #   (in-context: trials per task)
-    episodes_per_trial: int = 1  # in-context: episodes per trial (the state carries across them)
+    episodes_per_trial: int = 1  # in-context(-maml): episodes per trial (the state carries across them)
     ppo_minibatches: int = 4  # in-context: minibatches of trials per PPO epoch (outer_steps epochs)
     normalize_rewards: bool = False  # in-context: PPO divides rewards by a running std of the discounted
     #   return (the critic learns values in those units), as CleanRL/SB3 do for MuJoCo (measured worse on
@@ -169,6 +171,11 @@ class MetaConfig:
     #   taken as the identity. Either way the gradient is exact and the line search checks the exact KL.
     trpo_ls_steps: int = 15  # TRPO: backtracking line-search steps (each shrinks the step by trpo_ls_ratio)
     trpo_ls_ratio: float = 0.8  # TRPO: backtracking ratio of the line search
+
+    @property
+    def episodes_per_row(self) -> int:
+        """Episodes in one row of a MetaMAML batch: a trial for ``in-context-maml``, else one episode."""
+        return self.episodes_per_trial if self.method == "in-context-maml" else 1
 
 
 @dataclass(frozen=True)
@@ -319,6 +326,8 @@ def derive(flat: dict[str, Any]) -> dict[str, Any]:
     kind = kind if isinstance(kind, str) else ""  # a bad value is reported by validation, not here
     if out.get("meta.method") == "in-context":
         out = {**IN_CONTEXT_DEFAULTS, "meta.outer_lr": IN_CONTEXT_OUTER_LR.get(kind, 1e-3), **out}
+    elif out.get("meta.method") == "in-context-maml":  # MetaMAML's settings, on trials of two episodes
+        out = {"meta.episodes_per_trial": IN_CONTEXT_DEFAULTS["meta.episodes_per_trial"], **out}
     out.setdefault("meta.inner_lr", DEFAULT_INNER_LR.get(kind, MetaConfig.inner_lr))
     for name, source in FOLLOWS.items():
         if name not in out and source in out:

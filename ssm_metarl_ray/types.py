@@ -48,6 +48,12 @@ class EpisodeBatch:
         return (self.rewards * self.mask).sum(axis=1)
 
     @property
+    def mean_episode_return(self) -> float:
+        """Undiscounted return per episode over the batch: total reward / number of episodes (rows may
+        hold trials of several episodes; ``dones`` marks each episode's first step)."""
+        return float((self.rewards * self.mask).sum() / max((self.dones * self.mask).sum(), 1.0))
+
+    @property
     def num_steps(self) -> int:
         return int(self.mask.sum())
 

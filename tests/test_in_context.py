@@ -196,3 +196,81 @@ def test_in_context_outer_lr_default_per_model(argv, lr):
 
     args = build_parser().parse_args(["train", "--method", "in-context", *argv])
     assert config_from_args(args).meta.outer_lr == lr
+
+
+# ---- in-context-maml: MetaMAML whose trajectories are trials ---------------------------------------
+ICM = replace(MetaConfig(), method="in-context-maml", episodes_per_task=3, episodes_per_trial=2, outer_steps=1)
+
+
+def test_in_context_maml_samples_trials_before_and_after_the_inner_step():
+    """Pre- and post-adaptation batches are trials (state reset at the row's start only, ``dones`` at each
+    episode start, two horizons long); the post rows use each task's adapted parameters; the MetaMAML
+    update runs on them and reports per-episode returns."""
+    from ssm_metarl_ray.algorithms.maml import MetaLearner
+    from ssm_metarl_ray.envs import make_env, task_splits
+
+    w = RolloutWorker("navigation-2d", small_model("ssm"), ICM, num_envs=6, seed=0)
+    tasks = task_splits(make_env("navigation-2d"), 2, 1, 0)[0]
+    batches = w.sample_tasks(tasks)
+    H = w.spec.horizon
+    for b in batches:
+        for ep in [*b.pre, b.post]:
+            assert ep.inputs.shape[:2] == (3, 2 * H) and ep.resets is not None
+            assert (ep.resets[:, 0] == 1).all() and ep.resets[:, 1:].sum() == 0
+            assert ((ep.dones * ep.mask).sum(1) == 2).all()  # two episodes in every trial
+            assert np.isfinite(ep.advantages).all() and abs(ep.mean_episode_return) > 0
+        assert ep.mean_episode_return == pytest.approx((ep.rewards * ep.mask).sum() / 6)
+    learner = MetaLearner(w.spec.make_policy(small_model("ssm")), ICM)
+    logs = learner.update(batches)
+    assert np.isfinite(logs["meta/surrogate"]) and logs["health/action_change"] > 0
+
+
+def test_replayed_trials_reset_the_state_only_at_their_start():
+    """ExperienceBuffer.sample_sequences(trial_start=True) returns whole trials as collected; their replay
+    (sequences_to_torch(trials=True)) gives the log-probs the policy had when it collected them."""
+    from ssm_metarl_ray.replay.buffer import ExperienceBuffer
+    from ssm_metarl_ray.replay.convert import episodes_to_block, sequences_to_torch
+
+    w = RolloutWorker("navigation-2d", small_model("gru"), ICM, num_envs=3, seed=1)
+    task = w.envs[0].sample_tasks(1, np.random.default_rng(0))[0]
+    batch = w.sample(task, 3)
+    buf = ExperienceBuffer(10_000, w.spec.obs_dim, w.spec.act_dim, False)
+    buf.add(episodes_to_block(batch, 0))
+    L = 2 * w.spec.horizon
+    seq = buf.sample_sequences(4, L, np.random.default_rng(0), trial_start=True)
+    assert (seq["step"][:, 0] == 0).all() and (seq["dones"][:, 1:] * seq["mask"][:, 1:]).sum(1).min() == 1
+    ep = sequences_to_torch(seq, False, w.spec.act_dim, trials=True)
+    assert ep.core_resets[:, 0].eq(1).all() and ep.core_resets[:, 1:].eq(0).all()
+    with torch.no_grad():
+        out = run_policy(w.policy, policy_params(w.policy), ep)
+        logp = log_prob(out.dist_params, ep.actions, False)
+    m = ep.mask.bool()
+    torch.testing.assert_close(logp[m], ep.logp[m], rtol=1e-4, atol=1e-4)
+    # the episode-level replay resets inside the trial: different log-probs at the second episode
+    ep1 = sequences_to_torch(seq, False, w.spec.act_dim, trials=False)
+    with torch.no_grad():
+        logp1 = log_prob(run_policy(w.policy, policy_params(w.policy), ep1).dist_params, ep1.actions, False)
+    assert not torch.allclose(logp1[m], ep.logp[m], atol=1e-4)
+
+
+def test_cli_in_context_maml_run(tmp_path):
+    """``train --method in-context-maml`` end to end: trials of two episodes, MetaMAML history, and
+    in-context, standard and hybrid evaluation."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled", "MUJOCO_GL": "disable"}
+    out = tmp_path / "icm"
+    r = subprocess.run([sys.executable, "-m", "ssm_metarl_ray", "train", "--method", "in-context-maml",
+                        "--iterations", "2", "--meta-batch-size", "2", "--episodes-per-task", "2",
+                        "--num-test-tasks", "2", "--hidden-size", "8", "--adapt-steps", "1", "--num-workers", "0",
+                        "--quiet", "--output-dir", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["meta"]["method"] == "in-context-maml" and m["config"]["meta"]["episodes_per_trial"] == 2
+    assert m["config"]["meta"]["value_coef"] == MetaConfig.value_coef  # MetaMAML's settings, not PPO's
+    assert list(m["evaluation"]) == ["in-context", "standard", "hybrid"]
+    assert all(len(m["evaluation"][k]["mean"]) == 2 for k in m["evaluation"])
+    assert {"meta/surrogate", "health/action_change", "meta/pre_return"} <= set(m["history"][0])

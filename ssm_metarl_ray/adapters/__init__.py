@@ -16,9 +16,10 @@ from ssm_metarl_ray.replay.buffer import ExperienceBuffer
 
 
 def make_adapter(mode: str, policy: Policy, cfg: AdaptConfig, buffer: ExperienceBuffer | None = None,
-                 horizon: int = 0, seed: int = 0, episodes_per_trial: int = 1):
+                 horizon: int = 0, seed: int = 0, episodes_per_trial: int = 1, episodes_per_row: int = 1):
     """The adapter of an evaluation mode: standard, hybrid (gradient steps) or in-context (trials of
-    ``episodes_per_trial`` episodes, ``cfg.episodes_per_step`` trials per task)."""
+    ``episodes_per_trial`` episodes, ``cfg.episodes_per_step`` trials per task). ``episodes_per_row`` > 1:
+    the gradient adapters' batches hold trials (method in-context-maml; the sampler collects them)."""
     if mode == "in-context":
         from ssm_metarl_ray.adapters.in_context import InContextAdapter
 
@@ -28,7 +29,7 @@ def make_adapter(mode: str, policy: Policy, cfg: AdaptConfig, buffer: Experience
     if mode == "hybrid":
         if buffer is None:
             raise ValueError("hybrid adaptation needs an ExperienceBuffer")
-        return HybridAdapter(policy, cfg, buffer, horizon, seed)
+        return HybridAdapter(policy, cfg, buffer, horizon, seed, episodes_per_row=episodes_per_row)
     raise ValueError(f"unknown adaptation mode {mode!r}; allowed: standard, hybrid, in-context")
 
 

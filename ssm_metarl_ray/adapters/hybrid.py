@@ -11,6 +11,8 @@ and clipping the ratio bounds both its variance and how far stale data can pull 
 region). Experience is drawn per task: episodes of the task being adapted when the buffer holds some
 (its own earlier adaptation data, added after every step), otherwise uniformly from the buffer
 (meta-training experience acts as a behaviour prior). Every fresh batch is added to the buffer.
+When the policy's rows are trials (method ``in-context-maml``) the replayed units are whole trials, the
+recurrent state reset at their first step only, as when they were collected.
 """
 
 from __future__ import annotations
@@ -33,29 +35,35 @@ class HybridAdapter(StandardAdapter):
     mode = "hybrid"
 
     def __init__(self, policy: Policy, cfg: AdaptConfig, buffer: ExperienceBuffer, horizon: int,
-                 seed: int = 0, replay_source=None):
+                 seed: int = 0, replay_source=None, episodes_per_row: int = 1):
         super().__init__(policy, cfg)
+        # > 1: the policy's rows are trials (method in-context-maml); replay whole trials, state reset
+        # at their start only (ExperienceBuffer.sample_sequences(trial_start=True))
+        self.trials = episodes_per_row > 1
+        horizon *= episodes_per_row
         self.buffer, self.horizon = buffer, horizon
         self.rng = np.random.default_rng(seed)
-        # replay_source: optional callable (batch_size, seq_len) -> sequences dict of whole episodes
-        # (``episode_start=True``); the Ray runtime serves meta-training experience from the shared
-        # ExperienceBuffer actor this way while ``buffer`` keeps only the adapted task's own data.
+        # replay_source: optional callable (batch_size, seq_len, trials) -> sequences dict of whole
+        # episodes (``episode_start=True``) or trials (``trial_start=True``); the Ray runtime serves
+        # meta-training experience from the shared ExperienceBuffer actor this way while ``buffer``
+        # keeps only the adapted task's own data.
         self.replay_source = replay_source
         self._ids = EpisodeIds.for_adaptation()  # ids far above the training episodes' ids
 
     def replay_batch(self) -> dict[str, np.ndarray] | None:
         """Whole episodes: this task's own stored episodes if any, else meta-training experience."""
         n, L = self.cfg.experience_batch_size, self.horizon
+        unit = {"trial_start": True} if self.trials else {"episode_start": True}
         if len(self.buffer) and self.task.index in set(self.buffer.task_ids().tolist()):
-            return self.buffer.sample_sequences(n, L, self.rng, task_id=self.task.index, episode_start=True)
+            return self.buffer.sample_sequences(n, L, self.rng, task_id=self.task.index, **unit)
         if self.replay_source is not None:  # e.g. the shared ExperienceBuffer actor
-            return self.replay_source(n, L)
+            return self.replay_source(n, L, self.trials)
         if len(self.buffer) == 0:
             return None
-        return self.buffer.sample_sequences(n, L, self.rng, episode_start=True)
+        return self.buffer.sample_sequences(n, L, self.rng, **unit)
 
     def replay_loss(self, params: Params, seq: dict[str, np.ndarray]) -> Tensor:
-        ep = sequences_to_torch(seq, self.policy.discrete, self.policy.act_dim)
+        ep = sequences_to_torch(seq, self.policy.discrete, self.policy.act_dim, self.trials)
         out = run_policy(self.policy, params, ep)
         logp = log_prob(out.dist_params, ep.actions, self.policy.discrete)
         return clipped_surrogate(logp, ep.logp, ep.advantages, ep.mask, self.cfg.clip_eps)

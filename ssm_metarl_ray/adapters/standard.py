@@ -55,7 +55,7 @@ class StandardAdapter:
             batch = sampler.sample(task, self.cfg.episodes_per_step, params)
             if self.cfg.baseline == "lagged":  # rllab: predict with the previous step's fit, then refit
                 coef = lagged_advantages(batch, coef, sampler.meta_cfg.gamma, sampler.meta_cfg.gae_lambda)
-            returns.append(float(batch.episode_returns.mean()))
+            returns.append(batch.mean_episode_return)  # per episode, also when rows are trials
             steps += batch.num_steps
             if s < self.cfg.adapt_steps:
                 params = self.step(params, batch, self.cfg.adapt_lr * self.cfg.adapt_lr_decay**s)

@@ -197,8 +197,8 @@ class MetaLearner:
         else:
             logs = self._clipped_update(tasks)
         self.version += 1
-        pre = np.mean([(b.pre[0] if b.pre else b.post).episode_returns.mean() for b in batches])
-        post = np.mean([b.post.episode_returns.mean() for b in batches])
+        pre = np.mean([(b.pre[0] if b.pre else b.post).mean_episode_return for b in batches])
+        post = np.mean([b.post.mean_episode_return for b in batches])
         return {"meta/pre_return": float(pre), "meta/post_return": float(post), **logs}
 
     def _health(self, params: Params, task: TorchTaskBatch, adapted: Params) -> dict[str, float]:

@@ -260,21 +260,25 @@ class ExperienceBuffer:
             runs = self._cache["runs"] = (starts, ends, t[starts])
         return runs
 
-    def _episodes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Stored episode starts (dones=True) in logical order: (starts, ends, task).
+    def _episodes(self, trials: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stored episode starts (dones=True) in logical order: (starts, ends, task); with ``trials``
+        the starts of collected rows instead (``step == 0``: a trial's first step, or an episode's when
+        a row holds one episode).
 
-        An episode ends (exclusive) at the next ``dones=True`` row, the next task change or the
-        newest row, whichever comes first.
+        A unit ends (exclusive) at the next start, the next task change or the newest row, whichever
+        comes first.
         """
-        eps = self._cache.get("episodes")
+        key = "trials" if trials else "episodes"
+        eps = self._cache.get(key)
         if eps is None:
-            starts = np.flatnonzero(self._logical("dones")).astype(np.int64)
+            first = self._logical("step") == 0 if trials else self._logical("dones")
+            starts = np.flatnonzero(first).astype(np.int64)
             run_starts, _, _ = self._task_runs()
             bounds = np.union1d(starts, run_starts[1:])
             bounds = np.append(bounds, self._size).astype(np.int64)
             ends = bounds[np.searchsorted(bounds, starts, side="right")]
             task = self._logical("task_id")[starts]
-            eps = self._cache["episodes"] = (starts, ends, task)
+            eps = self._cache[key] = (starts, ends, task)
         return eps
 
     # ------------------------------------------------------------------ sampling
@@ -325,6 +329,7 @@ class ExperienceBuffer:
         rng: np.random.Generator,
         task_id: int | None = None,
         episode_start: bool = False,
+        trial_start: bool = False,
     ) -> dict[str, np.ndarray]:
         """Sample ``batch_size`` contiguous chunks of ``seq_len`` transitions (with replacement).
 
@@ -340,20 +345,23 @@ class ExperienceBuffer:
           ``task_id`` if given). Positions past the episode's end (next ``dones=True``, task change
           or newest row) have ``mask=False`` and are zero-filled, so each chunk is exactly one
           episode (its first ``seq_len`` steps) padded; episodes shorter than ``seq_len`` are fine.
+        * ``trial_start=True``: the same over the starts of collected rows (``step == 0``): each chunk is
+          one trial (several episodes, ``dones`` inside it) as the sampler collected it; for rows of one
+          episode, the same as ``episode_start``.
 
         ``ValueError`` (one line) if no valid chunk exists (empty buffer, ``seq_len`` > size,
         unknown task, no stored episode start, ...).
         """
         b, s = self._check_sample_args(batch_size, seq_len, rng)
         offs = np.arange(s, dtype=np.int64)
-        if not episode_start:
+        if not (episode_start or trial_start):
             starts = self._sample_run_starts(b, s, rng, task_id)
             out = self._gather(starts[:, None] + offs)
             out["mask"] = np.ones((b, s), dtype=bool)
             return out
         if self._size == 0:
             raise ValueError("cannot sample: the buffer is empty")
-        ep_starts, ep_ends, ep_task = self._episodes()
+        ep_starts, ep_ends, ep_task = self._episodes(trials=trial_start)
         if task_id is not None:
             sel = ep_task == task_id
             ep_starts, ep_ends = ep_starts[sel], ep_ends[sel]

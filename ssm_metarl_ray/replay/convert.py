@@ -40,11 +40,18 @@ def policy_inputs(obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, don
                           axis=-1).astype(np.float32)
 
 
-def sequences_to_torch(seq: dict[str, np.ndarray], discrete: bool, act_dim: int) -> TorchEpisodes:
-    """ExperienceBuffer ``sample_sequences`` output -> tensors for the policy losses."""
+def sequences_to_torch(seq: dict[str, np.ndarray], discrete: bool, act_dim: int,
+                       trials: bool = False) -> TorchEpisodes:
+    """ExperienceBuffer ``sample_sequences`` output -> tensors for the policy losses. ``trials``: the
+    chunks are whole trials (``trial_start=True``): the recurrent state restarts only at a chunk's first
+    step, the ``dones`` inside it stay policy inputs (as when the trial was collected)."""
     inputs = policy_inputs(seq["obs"], seq["actions"], seq["rewards"], seq["dones"], discrete, act_dim)
     mask = seq["mask"].astype(np.float32)
     f = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
+    resets = None
+    if trials:
+        resets = np.zeros_like(mask)
+        resets[:, 0] = 1.0
     return TorchEpisodes(inputs=f(inputs), actions=f(seq["actions"]), logp=f(seq["logp"]),
                          dones=f(seq["dones"]), mask=f(mask), advantages=f(seq["advantages"] * mask),
-                         returns=torch.zeros_like(f(mask)))
+                         returns=torch.zeros_like(f(mask)), resets=None if resets is None else f(resets))

@@ -112,7 +112,7 @@ class RolloutWorker:
         rows = [t for t in tasks for _ in range(num_episodes)]
         while len(self.envs) < len(rows):
             self.envs.append(make_env(self.env_name))
-        buf = self._rollout(policy, rows)
+        buf = self._rollout(policy, rows, self.meta_cfg.episodes_per_row)  # in-context-maml: rows are trials
         out = []
         for i, task in enumerate(tasks):
             part = {k: v[i * num_episodes:(i + 1) * num_episodes] for k, v in buf.items()}

@@ -92,8 +92,9 @@ def evaluate_here(state: TrainState, weights: dict, version: int, modes: list[st
     def replay_source(task: Task):
         rng = np.random.default_rng([seed, task.index, 1])
 
-        def source(n: int, seq_len: int):
-            ref = handle.sample_sequences.remote(n, seq_len, int(rng.integers(2**63)), episode_start=True)
+        def source(n: int, seq_len: int, trials: bool = False):
+            ref = handle.sample_sequences.remote(n, seq_len, int(rng.integers(2**63)), episode_start=not trials,
+                                                 trial_start=trials)
             seq = get(ref, timeout, "experience buffer sample_sequences")
             return None if seq is None else {k: np.array(v) for k, v in seq.items()}
 

@@ -350,14 +350,14 @@ class ExperienceBufferActor:
     # ---- reads ----------------------------------------------------------------------------------
     @ray.method(concurrency_group="read")
     def sample_sequences(self, batch_size: int, seq_len: int, seed: int, task_id: int | None = None,
-                         episode_start: bool = False) -> dict[str, np.ndarray] | None:
+                         episode_start: bool = False, trial_start: bool = False) -> dict[str, np.ndarray] | None:
         """``ExperienceBuffer.sample_sequences`` with an RNG seeded per call; None while empty."""
         rng = np.random.default_rng(seed)
         with self._lock:
             if len(self._buf) == 0:
                 return None
             return self._buf.sample_sequences(batch_size, seq_len, rng, task_id=task_id,
-                                              episode_start=episode_start)
+                                              episode_start=episode_start, trial_start=trial_start)
 
     @ray.method(concurrency_group="read")
     def state_dict(self) -> dict[str, np.ndarray]:

@@ -49,9 +49,10 @@ class EvaluatorActor:
         buffer = self.buffer
         assert buffer is not None  # evaluate() checks
 
-        def source(n: int, seq_len: int):  # whole episodes of meta-training experience (None while empty)
-            seed = int(rng.integers(2**63))
-            ref: ray.ObjectRef = buffer.sample_sequences.remote(n, seq_len, seed, episode_start=True)
+        def source(n: int, seq_len: int, trials: bool = False):  # whole episodes (trials) of meta-training
+            seed = int(rng.integers(2**63))                           # experience (None while empty)
+            ref: ray.ObjectRef = buffer.sample_sequences.remote(n, seq_len, seed, episode_start=not trials,
+                                                                trial_start=trials)
             seq = get(ref, self.timeout, f"{self.name}: experience buffer sample_sequences")
             return None if seq is None else {k: np.array(v) for k, v in seq.items()}  # writable for torch
 

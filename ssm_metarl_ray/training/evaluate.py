@@ -36,7 +36,8 @@ class Evaluator:
         if mode == "hybrid":  # adapt against a private copy (repeatable runs) or a fresh local buffer
             buffer = copy_buffer(buffer) if buffer is not None else self.empty_buffer()
         adapter = make_adapter(mode, policy, self.cfg.adapt, buffer, self.worker.spec.horizon, self.seed,
-                               episodes_per_trial=self.cfg.meta.episodes_per_trial)
+                               episodes_per_trial=self.cfg.meta.episodes_per_trial,
+                               episodes_per_row=self.cfg.meta.episodes_per_row)
         if replay_source is not None:
             adapter.replay_source = replay_source
         out = []

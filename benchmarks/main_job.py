@@ -1,0 +1,59 @@
+"""The README's main job, ``ssm-metarl train`` with its defaults (local Ray, default task family), timed end
+to end: wall time of the command, and per meta-iteration the sampling time against the learner's update
+time (``time/sample_s``, ``time/update_s`` in the run's ``metrics.json``).
+
+    python benchmarks/main_job.py            # -> benchmarks/results/main_job.json
+    python benchmarks/main_job.py --smoke    # 2 iterations; writes nothing
+
+The command runs in a fresh process as a user runs it (``python -m ssm_metarl_ray train --output-dir ...``),
+so the wall time includes Python start-up, Ray start-up and shutdown, training and the held-out evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import parser, write  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    extra = ["--num_epochs", "2"] if args.smoke else []
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "ssm_metarl_ray", "train", "--output-dir", tmp, *extra]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"ssm-metarl train failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        metrics = json.loads((Path(tmp) / "metrics.json").read_text())
+    hist = metrics["history"]
+    sample = [h["time/sample_s"] for h in hist]
+    update = [h["time/update_s"] for h in hist]
+    cfg = metrics["config"]
+    data = {"setup": {"command": "ssm-metarl train" + (" --num_epochs 2" if args.smoke else ""),
+                      "env": cfg["env"], "model": cfg["model"]["kind"],
+                      "meta_batch_size": cfg["meta"]["meta_batch_size"], "iterations": len(hist),
+                      "note": "wall = the whole command in a fresh process (start-up, Ray, training, evaluation)"},
+            "results": {"wall_s": wall, "train_env_steps": hist[-1].get("env_steps"),
+                        "sample_s_per_iteration_median": float(np.median(sample)),
+                        "update_s_per_iteration_median": float(np.median(update)),
+                        "update_over_sample_median": float(np.median(np.array(update) / np.array(sample))),
+                        "sample_s_total": float(np.sum(sample)), "update_s_total": float(np.sum(update)),
+                        "per_iteration": [{"sample_s": s, "update_s": u} for s, u in zip(sample, update)]}}
+    write("main_job", args, "python benchmarks/main_job.py", data)
+    return data
+
+
+if __name__ == "__main__":
+    main()
