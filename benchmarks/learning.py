@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE))
 import _common  # noqa: E402
 
 OUT_ROOT = _common.RESULTS / "learning"
-METHODS = ("maml", "multitask", "random", "in-context")
+METHODS = ("maml", "multitask", "random", "in-context", "in-context-maml")
 # step size of the inner/adaptation PG step per model (the MAML 2017 mlp setting uses 0.1; the recurrent
 # policies' gradients are larger and 0.02 keeps their adapted returns stable, as in the default config)
 LR = {"mlp": 0.1, "ssm": 0.02, "gru": 0.02, "lstm": 0.02, "transformer": 0.02}
@@ -58,7 +58,8 @@ def build_config(a: argparse.Namespace):
     iters = a.iterations if a.iterations is not None else (cfg.iterations if a.preset else 40)
     meta_batch = a.meta_batch or (cfg.meta.meta_batch_size if a.preset else 10)
     episodes = a.episodes or (cfg.meta.episodes_per_task if a.preset else (4 if in_context else 20))
-    iterations = {"maml": iters, "multitask": 2 * iters, "random": 0, "in-context": iters}[a.method]
+    iterations = {"maml": iters, "multitask": 2 * iters, "random": 0, "in-context": iters,
+                  "in-context-maml": iters}[a.method]
     return replace(
         cfg, iterations=iterations, num_train_tasks=a.train_tasks or cfg.num_train_tasks,
         num_test_tasks=a.test_tasks,
@@ -71,7 +72,10 @@ def build_config(a: argparse.Namespace):
                      trpo_max_kl=a.max_kl or cfg.meta.trpo_max_kl,
                      **(dict(method="in-context", episodes_per_trial=a.episodes_per_trial, value_coef=0.5,
                              gae_lambda=0.95, normalize_rewards=a.normalize_rewards,
-                             ppo_minibatches=a.ppo_minibatches) if in_context else {})),
+                             ppo_minibatches=a.ppo_minibatches) if in_context else {}),
+                     # MetaMAML on trials (the state carries across a trial's episodes)
+                     **(dict(method="in-context-maml", episodes_per_trial=a.episodes_per_trial)
+                        if a.method == "in-context-maml" else {})),
         adapt=replace(cfg.adapt, adapt_lr=lr, adapt_steps=a.adapt_steps, baseline=a.baseline,
                       episodes_per_step=a.episodes or (cfg.adapt.episodes_per_step if a.preset else episodes)))
 
