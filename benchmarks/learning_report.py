@@ -28,7 +28,7 @@ ANCHORS = [HERE / "anchors" / "maml2017_fig5.csv", HERE / "anchors" / "maml2017_
 ANCHOR_TASK = {"halfcheetah-dir": "HalfCheetahDir (fwd/back)", "halfcheetah-vel": "HalfCheetahVel (goal vel U[0,2])",
                "navigation-2d": "2D navigation (point robot)"}
 MAML_STEPS = {"halfcheetah-dir": 3.2e7, "halfcheetah-vel": 7.6e7, "navigation-2d": 8e6}  # to MAML's checkpoints
-METHOD_ORDER = {"maml": 0, "multitask": 1, "random": 2}
+METHOD_ORDER = {"maml": 0, "multitask": 1, "random": 2, "in-context": 3, "in-context-maml": 4}
 MODEL_ORDER = {"ssm": 0, "gru": 1, "lstm": 2, "transformer": 3, "mlp": 4}
 
 
@@ -102,9 +102,16 @@ def paired(d: dict) -> tuple[tuple[float, float], tuple[float, float] | None]:
     return ms(std[:, -1] - std[:, 0]), (None if hyb is None else ms(hyb[:, -1] - std[:, -1]))
 
 
+def _steps(runs: list[dict]) -> int:
+    """Columns of the tables: the longest evaluation (adaptation steps 0..S; in-context rows put episode
+    k+1 of a trial in column k)."""
+    return max((len(r["mean"]) for d in runs for r in d["evaluation"].values()), default=4)
+
+
 def env_table(env: str, runs: list[dict]) -> str:
     anchors = load_anchors(env)
-    steps = len(runs[0]["evaluation"]["standard"]["mean"]) if runs else 4
+    steps = _steps(runs)
+    graded = [d for d in runs if "standard" in d["evaluation"]]  # runs with gradient adaptation
     head = ("| method | policy | seed | adaptation | " + " | ".join(f"{s} steps" for s in range(steps))
             + " | traj/step | env steps | wall-clock (train + eval) |")
     lines = [f"### {env}", "",
@@ -120,17 +127,19 @@ def env_table(env: str, runs: list[dict]) -> str:
                          f"{budget} | |")
     for d in runs:
         for mode, r in d["evaluation"].items():
-            cells = " | ".join(_cell(m, s) for m, s in zip(r["mean"], r["sem"]))
+            cells = " | ".join([_cell(m, s) for m, s in zip(r["mean"], r["sem"])] + [""] * (steps - len(r["mean"])))
             wall = f"{d['train_wall_s'] / 60:.0f} + {d['eval_wall_s'] / 60:.0f} min"
             lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | {mode} | {cells} | "
                          f"{d['config']['adapt']['episodes_per_step']} | {d['train_env_steps']:.1e} | {wall} |")
     if "oracle" in anchors:
         lines.append(f"\nMAML 2017 oracle (goal in the observation): {_cell(*anchors['oracle'][0])}.")
+    if any("in-context" in d["evaluation"] for d in runs):
+        lines.append("\nIn-context rows: column k is episode k+1 of a trial (no gradient step).")
     lines += ["", "Paired over the test tasks (mean ± s.e.m. of per-task differences), after the last step; "
               "training CPU time:", "",
               "| method | policy | seed | standard gain (last - 0 steps) | hybrid - standard | train CPU s |",
               "|---|---|---|---|---|---|"]
-    for d in runs:
+    for d in graded:
         gain, diff = paired(d)
         lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | {_cell(*gain)} | "
                      f"{'not evaluated' if diff is None else _cell(*diff)} | "
@@ -138,9 +147,9 @@ def env_table(env: str, runs: list[dict]) -> str:
     lines += ["", "Median over the test tasks (standard adaptation; a few diverging tasks move the mean):", "",
               "| method | policy | seed | " + " | ".join(f"{s} steps" for s in range(steps)) + " |",
               "|" + "---|" * (3 + steps)]
-    for d in runs:
+    for d in graded:
         med = np.median(np.asarray(d["evaluation"]["standard"]["per_task"]), axis=0)
-        cells = " | ".join(f"{m:.1f}" for m in med)
+        cells = " | ".join([f"{m:.1f}" for m in med] + [""] * (steps - len(med)))
         lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | {cells} |")
     agg = seed_aggregates(runs)
     if agg:
@@ -188,7 +197,7 @@ def plot_env(env: str, runs: list[dict], out: Path) -> list[Path]:
             ax.errorbar(range(len(r["mean"])), r["mean"], yerr=r["sem"], marker="o", ms=3, capsize=2,
                         color=colors[i % len(colors)], ls="-" if mode == "standard" else ":",
                         label=f"{d['method']}-{policy_label(d)}-s{d['seed']} {mode}")
-    ax.set_xticks(range(len(runs[0]["evaluation"]["standard"]["mean"])))
+    ax.set_xticks(range(_steps(runs)))
     ax.set_xlabel("adaptation steps")
     ax.set_ylabel(f"held-out return ({runs[0]['config']['num_test_tasks']} tasks)")
     ax.set_title(f"{env}: return vs adaptation steps", fontsize=10)
