@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ssm_metarl_ray.models.packed_step import any_done, pack_heads, pack_ssm_layer
+from ssm_metarl_ray.models.packed_step import _glu, any_done, pack_heads, pack_ssm_layer
 from ssm_metarl_ray.models.policy import Policy, PolicyOutput
 
 Params = dict[str, Tensor]
@@ -54,7 +54,7 @@ def _ssm_core_step(packed: dict[str, Any], x_t: Tensor, state: tuple[Tensor, ...
         u = torch.addcmul(nb, torch.layer_norm(x, (H,), None, None, eps), nw)
         h = torch.baddbmm(torch.bmm(u, BgT), h if keep is None else h * keep, LamT)
         y = torch.addcmul(torch.bmm(h, CT), D, u)
-        x = x + F.glu(torch.baddbmm(gb, F.gelu(y, approximate="tanh"), gwT), dim=-1)
+        x = x + _glu(torch.baddbmm(gb, F.gelu(y, approximate="tanh"), gwT), -1)
         new_state.append(h)
     w, b = packed["out_norm"]
     return torch.addcmul(b, torch.layer_norm(x, (H,), None, None, eps), w), tuple(new_state)
