@@ -33,7 +33,7 @@ from ssm_metarl_ray.models.policy import Policy, PolicyOutput
 from ssm_metarl_ray.models.ssm import SSMCore, _complex_dtype
 
 Params = dict[str, Tensor]
-# F.glu without its Python wrapper (argument checks): one call less per SSM layer on the rollout hot path
+# F.glu without its Python wrapper and argument checks (the same kernel), on the rollout hot path
 _glu = torch._C._nn.glu
 
 
