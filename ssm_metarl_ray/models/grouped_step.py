@@ -31,10 +31,8 @@ def stack_params(params: list[Params]) -> Params:
     return {name: torch.stack([p[name].detach() for p in params]) for name in params[0]}
 
 
-def group_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+def group_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """x (G, k, in), weight (G, out, in), bias (G, out) -> (G, k, out)."""
-    if bias is None:
-        return torch.bmm(x, weight.transpose(1, 2))
     return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
 
