@@ -49,6 +49,8 @@ def build_config(a: argparse.Namespace):
 
     in_context = a.method == "in-context"  # recurrent PPO over trials (algorithms/ppo.py)
     model = ModelConfig(kind=a.model, activation=a.activation, hidden_size=a.hidden_size or 64,
+                        num_layers=a.num_layers or 2, state_size=a.state_size or 32,
+                        ssm_r_min=a.ssm_r_min,
                         observation_only=a.observation_only, critic_detached=not a.shared_critic,
                         head_hidden=a.head_hidden)
     cfg = ExperimentConfig(env=a.env, num_threads=1, seed=a.seed, model=model)
@@ -72,7 +74,9 @@ def build_config(a: argparse.Namespace):
                      trpo_max_kl=a.max_kl or cfg.meta.trpo_max_kl,
                      **(dict(method="in-context", episodes_per_trial=a.episodes_per_trial, value_coef=0.5,
                              gae_lambda=0.95, normalize_rewards=a.normalize_rewards,
-                             ppo_minibatches=a.ppo_minibatches) if in_context else {}),
+                             ppo_minibatches=a.ppo_minibatches, recurrent_lr_scale=a.recurrent_lr_scale,
+                             anneal_lr=a.anneal_lr)
+                        if in_context else {}),
                      # MetaMAML on trials (the state carries across a trial's episodes)
                      **(dict(method="in-context-maml", episodes_per_trial=a.episodes_per_trial)
                         if a.method == "in-context-maml" else {})),
@@ -272,10 +276,18 @@ def main(argv: list[str] | None = None) -> dict | None:
     r.add_argument("--train-tasks", type=int, default=None, help="training task set (default 100)")
     r.add_argument("--activation", choices=["tanh", "relu"], default="tanh", help="mlp hidden activation")
     r.add_argument("--hidden-size", type=int, default=None, help="core width (default 64)")
+    r.add_argument("--num-layers", type=int, default=None, help="core layers (default 2)")
+    r.add_argument("--state-size", type=int, default=None, help="SSM: complex modes per layer (default 32)")
+    r.add_argument("--ssm-r-min", type=float, default=0.9,
+                   help="SSM: smallest initial eigenvalue magnitude (default 0.9, the LRU's)")
     r.add_argument("--head-hidden", type=int, default=0,
                    help="hidden width of MLP actor/critic heads (default 0: linear heads)")
     r.add_argument("--normalize-rewards", action="store_true",
                    help="in-context: PPO divides rewards by the running std of the return (MuJoCo)")
+    r.add_argument("--anneal-lr", action="store_true",
+                   help="in-context: Adam step size decays linearly to 0 over the run (CleanRL's PPO)")
+    r.add_argument("--recurrent-lr-scale", type=float, default=1.0,
+                   help="in-context: Adam step of the SSM's recurrence parameters relative to --outer-lr")
     r.add_argument("--ppo-minibatches", type=int, default=4, help="in-context: minibatches per PPO epoch")
     r.add_argument("--observation-only", action="store_true",
                    help="the policy sees the observation only (MAML 2017), not previous action/reward/done")

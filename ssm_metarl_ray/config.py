@@ -50,9 +50,10 @@ NONNEG_INT = {"meta.inner_steps", "adapt.adapt_steps", "model.head_hidden"}
 INT_RANGE = {"seed": (0, 2**63 - 1),  # numpy and torch seeds are non-negative
              "num_threads": (0, 1024)}  # torch aborts on absurd thread counts
 POS_FLOAT = {"meta.inner_lr", "meta.outer_lr", "meta.max_grad_norm", "meta.trpo_max_kl", "adapt.adapt_lr",
-             "adapt.grad_clip", "adapt.adapt_lr_decay", "model.head_init_gain"}
+             "adapt.grad_clip", "adapt.adapt_lr_decay", "model.head_init_gain",
+             "meta.recurrent_lr_scale"}
 NONNEG_FLOAT = {"meta.value_coef", "meta.entropy_coef", "meta.trpo_cg_damping"}
-UNIT = {"adapt.experience_weight", "meta.gae_lambda"}  # [0, 1]
+UNIT = {"adapt.experience_weight", "meta.gae_lambda", "model.ssm_r_min"}  # [0, 1]
 HALF_OPEN_UNIT = {"meta.gamma", "meta.clip_eps", "adapt.clip_eps", "meta.trpo_ls_ratio"}  # (0, 1]
 
 
@@ -113,12 +114,17 @@ def check_field(name: str, v: Any) -> Any:
     return v
 
 
+SSM_R_MAX = 0.999  # largest initial eigenvalue magnitude of the SSM (models/ssm.py)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     kind: str = "ssm"  # policy core
     hidden_size: int = 64  # width H of the core and of the encoder output
     num_layers: int = 2  # stacked layers of the core (SSM layers, RNN layers, Transformer blocks)
     state_size: int = 32  # SSM: complex modes per layer (P); ignored by the other models
+    ssm_r_min: float = 0.9  # SSM: eigenvalue magnitudes start uniform on the ring [ssm_r_min, 0.999] (the
+    #   LRU's init; smaller values add fast-decaying modes, memory of the last few steps)
     num_heads: int = 2  # Transformer: attention heads
     context_len: int = 64  # Transformer: attention window (steps within the current episode)
     observation_only: bool = False  # feed the core the observation only, not the previous action, reward
@@ -145,6 +151,10 @@ class MetaConfig:
     #   (in-context: trials per task)
     episodes_per_trial: int = 1  # in-context(-maml): episodes per trial (the state carries across them)
     ppo_minibatches: int = 4  # in-context: minibatches of trials per PPO epoch (outer_steps epochs)
+    anneal_lr: bool = False  # in-context: the Adam step size decays linearly from outer_lr to 0 over the
+    #   run's iterations (CleanRL's PPO default)
+    recurrent_lr_scale: float = 1.0  # in-context: Adam step size of the SSM's recurrence parameters (lambda's
+    #   nu/theta, gamma, B) relative to outer_lr (S5 and the LRU train them slower than the rest)
     normalize_rewards: bool = False  # in-context: PPO divides rewards by a running std of the discounted
     #   return (the critic learns values in those units), as CleanRL/SB3 do for MuJoCo (measured worse on
     #   navigation-2d: benchmarks/README.md)
@@ -219,6 +229,9 @@ class ExperimentConfig:
         if self.meta.method == "in-context" and self.meta.value_coef <= 0:
             raise ConfigError("meta.value_coef must be > 0 for meta.method in-context (PPO's advantages come "
                               f"from the critic), got {self.meta.value_coef}", "meta.value_coef")
+        if m.ssm_r_min >= SSM_R_MAX:
+            raise ConfigError(f"model.ssm_r_min must be below the largest eigenvalue magnitude {SSM_R_MAX}, got "
+                              f"{m.ssm_r_min}", "model.ssm_r_min")
         if m.kind == "transformer" and m.hidden_size % m.num_heads:
             raise ConfigError(f"model.hidden_size must be a multiple of model.num_heads ({m.num_heads}) for "
                               f"the transformer, got {m.hidden_size}", "model.hidden_size")
@@ -299,8 +312,8 @@ def flat_items(cfg: ExperimentConfig) -> list[tuple[str, Any]]:
 
 __all__ = ["ModelConfig", "MetaConfig", "AdaptConfig", "ExperimentConfig", "ConfigError", "MODELS", "ADAPTATION_MODES",
            "BASELINES", "OUTER_OPTIMIZERS", "ACTIVATIONS", "METHODS", "EVAL_MODES", "DEFAULT_INNER_LR",
-           "build_experiment_config", "check_field", "derive", "field_choices", "field_comments", "field_types",
-           "flat_items", "replace", "FOLLOWS", "IN_CONTEXT_DEFAULTS", "IN_CONTEXT_OUTER_LR"]
+           "SSM_R_MAX", "build_experiment_config", "check_field", "derive", "field_choices", "field_comments",
+           "field_types", "flat_items", "replace", "FOLLOWS", "IN_CONTEXT_DEFAULTS", "IN_CONTEXT_OUTER_LR"]
 
 
 # ---- defaults that depend on other fields (applied by derive() to the fields left unset) -------------------

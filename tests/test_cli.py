@@ -89,6 +89,9 @@ def test_original_flag_spellings(tmp_path):
     (["train", "--sample-timeout", "inf"], "--sample-timeout must be a finite number > 0, got inf"),
     (["train", "--learner-gpus", "nan"], "--learner-gpus must be a finite number >= 0, got nan"),
     (["train", "--checkpoint-every", "-1"], "--checkpoint-every"),
+    (["train", "--ssm-r-min", "0.9995"], "--ssm-r-min must be below"),
+    (["train", "--ssm-r-min", "-0.1"], "--ssm-r-min must be in [0, 1]"),
+    (["train", "--recurrent-lr-scale", "0"], "--recurrent-lr-scale"),
     (["evaluate", "--checkpoint", "/nonexistent/ckpt", "--num-test-tasks", "-2"], "--num-test-tasks"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, capsys, args, needle):

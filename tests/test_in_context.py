@@ -113,6 +113,27 @@ def test_ppo_resume_is_exact():
         torch.testing.assert_close(v, b.policy.state_dict()[k])
 
 
+def test_ppo_lr_schedule_and_recurrence_group():
+    """anneal_lr: update k runs at outer_lr * (1 - k / total) (logged, resumable); recurrent_lr_scale puts
+    exactly the SSM's recurrence parameters in a slower Adam group; anneal_lr without a total is refused."""
+    w, batches = _trials(seed=5)
+    cfg = replace(IC, anneal_lr=True, recurrent_lr_scale=0.25)
+    learner = PPOLearner(w.policy, cfg, seed=0, total_updates=4)
+    fast, slow = learner.optimizer.param_groups  # the rest, then the recurrence
+    names = {id(p): n for n, p in w.policy.named_parameters()}
+    assert {names[id(p)].rsplit(".", 1)[-1] for p in slow["params"]} == {"nu_log", "theta_log", "gamma_log", "B"}
+    assert all("layers" in names[id(p)] for p in slow["params"]) and len(fast["params"]) > len(slow["params"])
+    lrs = [learner.update(batches)["meta/lr"] for _ in range(2)]
+    assert lrs == pytest.approx([1e-3, 0.75e-3])
+    assert slow["lr"] == pytest.approx(0.25 * 0.75e-3) and fast["lr"] == pytest.approx(0.75e-3)
+    resumed = PPOLearner(w.policy, cfg, seed=0, total_updates=4)
+    resumed.load_state_dict(copy.deepcopy(learner.state_dict()))
+    assert resumed.update(batches)["meta/lr"] == pytest.approx(0.5e-3)
+    assert len(PPOLearner(w.policy, IC).optimizer.param_groups) == 1  # one group unless scaled
+    with pytest.raises(ValueError, match="total_updates"):
+        PPOLearner(w.policy, cfg)
+
+
 def test_ppo_reward_scale_is_the_running_return_std_and_critic_clipped_alone():
     """Rewards are divided by the running std of the discounted return (state in the checkpoint); with a
     detached critic a huge value error cannot shrink the policy's clipped step."""

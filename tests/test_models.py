@@ -194,6 +194,16 @@ def test_gradgradcheck_inputs(kind):
     assert torch.autograd.gradgradcheck(f, (x,))
 
 
+def test_ssm_eigenvalue_ring_follows_the_config():
+    """model.ssm_r_min sets the inner radius of the LRU's initial eigenvalue ring (outer radius 0.999)."""
+    torch.manual_seed(0)
+    for r_min in (0.0, 0.5, 0.9):
+        core = make_core(ModelConfig(kind="ssm", hidden_size=16, num_layers=2, state_size=256, ssm_r_min=r_min), 5)
+        mags = torch.cat([layer.eigenvalues().abs() for layer in core.layers])
+        assert mags.min() >= r_min - 1e-6 and mags.max() <= 0.999 + 1e-6
+        assert mags.min() < r_min + 0.1  # the ring is filled from its inner edge
+
+
 def test_unknown_kind_raises():
     with pytest.raises(ValueError) as err:
         make_core(ModelConfig(kind="tcn"), D_IN)

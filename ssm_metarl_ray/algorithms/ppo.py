@@ -47,6 +47,17 @@ def stack_trials(batches: list[TaskBatch]) -> EpisodeBatch:
     return out
 
 
+RECURRENCE_PARAMS = ("nu_log", "theta_log", "gamma_log", "B")  # an LRU layer's lambda, gamma and B
+
+
+def param_groups(policy: Policy, lr: float, recurrent_scale: float) -> list[dict[str, Any]]:
+    """Adam groups: the SSM's recurrence parameters at ``lr * recurrent_scale``, the rest at ``lr``."""
+    groups: dict[bool, list[torch.nn.Parameter]] = {False: [], True: []}
+    for n, p in policy.named_parameters():
+        groups[recurrent_scale != 1.0 and n.rsplit(".", 1)[-1] in RECURRENCE_PARAMS].append(p)
+    return [{"params": ps, "lr": lr * (recurrent_scale if slow else 1.0)} for slow, ps in groups.items() if ps]
+
+
 def trial_advantages(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float,
                      lam: float) -> tuple[np.ndarray, np.ndarray]:
     """GAE over whole trials and the value targets: rewards, values, mask (K, L) -> (advantages, returns)."""
@@ -57,9 +68,12 @@ def trial_advantages(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, 
 class PPOLearner:
     """``update(task_batches) -> metrics`` for ``meta.method == "in-context"``; owns policy and Adam."""
 
-    def __init__(self, policy: Policy, cfg: MetaConfig, seed: int = 0):
-        self.policy, self.cfg = policy, cfg
-        self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.outer_lr)
+    def __init__(self, policy: Policy, cfg: MetaConfig, seed: int = 0, total_updates: int | None = None):
+        if cfg.anneal_lr and not total_updates:
+            raise ValueError(f"anneal_lr needs the run's number of updates, got total_updates={total_updates!r}")
+        self.policy, self.cfg, self.total_updates = policy, cfg, total_updates
+        self.optimizer = torch.optim.Adam(param_groups(policy, cfg.outer_lr, cfg.recurrent_lr_scale))
+        self._base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         # gradient clipping groups: the critic alone when it cannot move the core, everything else together
         apart: dict[bool, list[torch.nn.Parameter]] = {False: [], True: []}
         for n, p in policy.named_parameters():
@@ -68,7 +82,17 @@ class PPOLearner:
         self.version, self.seed = 0, seed
         self.return_moments = (0.0, 0.0, 1.0)  # running (count, mean, var) of the discounted return
 
+    def lr_fraction(self) -> float:
+        """Step size of this update relative to ``outer_lr``: 1, or with ``anneal_lr`` 1 - version / total
+        (CleanRL's linear schedule; a function of the version, so a resumed run continues it exactly)."""
+        if not self.cfg.anneal_lr or not self.total_updates:
+            return 1.0
+        return max(0.0, 1.0 - self.version / self.total_updates)
+
     def update(self, batches: list[TaskBatch]) -> dict[str, float]:
+        frac = self.lr_fraction()
+        for group, base in zip(self.optimizer.param_groups, self._base_lrs):
+            group["lr"] = base * frac
         data = stack_trials(batches)
         ep = self._prepare(data)
         logs: dict[str, list[float]] = {"surrogate": [], "value_loss": [], "entropy": [], "kl": [],
@@ -85,7 +109,8 @@ class PPOLearner:
         self.version += 1
         per_episode = trial_episode_returns(data.rewards, data.dones, data.mask, self.cfg.episodes_per_trial)
         out = {f"meta/{key}": float(np.mean(v)) for key, v in logs.items()}
-        out.update({"meta/pre_return": float(np.nanmean(per_episode[:, 0])),  # episode 1 of each trial
+        out.update({"meta/lr": self.cfg.outer_lr * frac,
+                    "meta/pre_return": float(np.nanmean(per_episode[:, 0])),  # episode 1 of each trial
                     "meta/post_return": float(np.nanmean(per_episode[:, -1])),  # episode N
                     **{f"grad/{key}": float(np.mean([g[key] for g in grads if key in g]))
                        for key in sorted({key for g in grads for key in g})}})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ssm_metarl_ray.config import MODELS, ModelConfig
+from ssm_metarl_ray.config import MODELS, SSM_R_MAX, ModelConfig
 
 
 def make_core(cfg: ModelConfig, input_dim: int) -> nn.Module:
@@ -14,7 +14,7 @@ def make_core(cfg: ModelConfig, input_dim: int) -> nn.Module:
     if kind == "ssm":
         from ssm_metarl_ray.models.ssm import SSMCore
 
-        return SSMCore(input_dim, cfg.hidden_size, cfg.num_layers, cfg.state_size)
+        return SSMCore(input_dim, cfg.hidden_size, cfg.num_layers, cfg.state_size, r_min=cfg.ssm_r_min, r_max=SSM_R_MAX)
     if kind in ("lstm", "gru"):
         from ssm_metarl_ray.models.rnn import GRUCore, LSTMCore
 

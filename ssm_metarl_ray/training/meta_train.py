@@ -101,7 +101,7 @@ def make_learner(policy, cfg: ExperimentConfig) -> Learner:
     if cfg.meta.method == "in-context":
         from ssm_metarl_ray.algorithms.ppo import PPOLearner
 
-        return PPOLearner(policy, cfg.meta, cfg.seed)
+        return PPOLearner(policy, cfg.meta, cfg.seed, total_updates=cfg.iterations)
     return MetaLearner(policy, cfg.meta)
 
 
