@@ -50,7 +50,7 @@ def build_config(a: argparse.Namespace):
     in_context = a.method == "in-context"  # recurrent PPO over trials (algorithms/ppo.py)
     model = ModelConfig(kind=a.model, activation=a.activation, hidden_size=a.hidden_size or 64,
                         num_layers=a.num_layers or 2, state_size=a.state_size or 32,
-                        ssm_r_min=a.ssm_r_min,
+                        ssm_r_min=a.ssm_r_min, head_init_gain=a.head_init_gain,
                         observation_only=a.observation_only, critic_detached=not a.shared_critic,
                         head_hidden=a.head_hidden)
     cfg = ExperimentConfig(env=a.env, num_threads=1, seed=a.seed, model=model)
@@ -278,6 +278,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     r.add_argument("--hidden-size", type=int, default=None, help="core width (default 64)")
     r.add_argument("--num-layers", type=int, default=None, help="core layers (default 2)")
     r.add_argument("--state-size", type=int, default=None, help="SSM: complex modes per layer (default 32)")
+    r.add_argument("--head-init-gain", type=float, default=1.0,
+                   help="orthogonal-init gain of the actor's output layer (default 1; CleanRL's PPO: 0.01)")
     r.add_argument("--ssm-r-min", type=float, default=0.9,
                    help="SSM: smallest initial eigenvalue magnitude (default 0.9, the LRU's)")
     r.add_argument("--head-hidden", type=int, default=0,

@@ -41,7 +41,11 @@ def one_iteration(sampler, state, rng) -> tuple[int, float]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--meta-batch", type=int, default=4,
+                   help="tasks per sample_tasks call (default 4, the committed runs; `ssm-metarl train`: 10)")
+    p.add_argument("--rounds", type=int, default=3, help="measured rounds (after one warm-up round)")
+    args = p.parse_args(argv)
     import ray
     import torch
 
@@ -51,10 +55,10 @@ def main(argv: list[str] | None = None) -> dict:
     from ssm_metarl_ray.training.meta_train import LocalSampler, build_state
 
     torch.set_num_threads(1)  # like a 1-CPU worker actor
-    meta = replace(MetaConfig(), meta_batch_size=2 if args.smoke else 4,
+    meta = replace(MetaConfig(), meta_batch_size=2 if args.smoke else args.meta_batch,
                    episodes_per_task=1 if args.smoke else 10)
     cfg = ExperimentConfig(env=ENV, meta=meta)  # default SSM policy (hidden 64, 2 layers, 32 modes)
-    rounds = 1 if args.smoke else 3
+    rounds = 1 if args.smoke else args.rounds
     raw_steps = 400 if args.smoke else 5_000
     state = build_state(cfg)
     owns = start_ray(args)
