@@ -69,6 +69,7 @@ def build_config(a: argparse.Namespace):
         # same env-step budget as maml
         meta=replace(cfg.meta, meta_batch_size=meta_batch, episodes_per_task=episodes, inner_lr=lr,
                      inner_steps=0 if a.method == "multitask" else a.inner_steps, outer_steps=a.outer_steps,
+                     inner_lr_decay=a.inner_lr_decay, multi_step_loss=a.multi_step_loss,
                      outer_lr=a.outer_lr or (1e-3 if in_context else cfg.meta.outer_lr),
                      outer_optimizer=a.outer_optimizer or cfg.meta.outer_optimizer, baseline=a.baseline,
                      trpo_max_kl=a.max_kl or cfg.meta.trpo_max_kl,
@@ -297,6 +298,10 @@ def main(argv: list[str] | None = None) -> dict | None:
                    help="advantages of inner and adaptation steps: baseline fitted on the same batch, or "
                         "rllab's lagged one (fitted on the task's previous batch, 0 for the first)")
     r.add_argument("--inner-steps", type=int, default=1, help="inner PG steps in meta-training (MAML: 1)")
+    r.add_argument("--inner-lr-decay", type=float, default=1.0,
+                   help="inner step s uses --lr x decay^s in meta-training (default 1)")
+    r.add_argument("--multi-step-loss", action="store_true",
+                   help="with --inner-steps > 1: outer loss after every inner step, not only the last")
     r.add_argument("--outer-optimizer", choices=["clipped", "trpo"], default=None)
     r.add_argument("--outer-lr", type=float, default=None)
     r.add_argument("--shared-critic", action="store_true",

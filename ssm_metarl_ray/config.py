@@ -51,7 +51,7 @@ INT_RANGE = {"seed": (0, 2**63 - 1),  # numpy and torch seeds are non-negative
              "num_threads": (0, 1024)}  # torch aborts on absurd thread counts
 POS_FLOAT = {"meta.inner_lr", "meta.outer_lr", "meta.max_grad_norm", "meta.trpo_max_kl", "adapt.adapt_lr",
              "adapt.grad_clip", "adapt.adapt_lr_decay", "model.head_init_gain",
-             "meta.recurrent_lr_scale"}
+             "meta.recurrent_lr_scale", "meta.inner_lr_decay"}
 NONNEG_FLOAT = {"meta.value_coef", "meta.entropy_coef", "meta.trpo_cg_damping"}
 UNIT = {"adapt.experience_weight", "meta.gae_lambda", "model.ssm_r_min"}  # [0, 1]
 HALF_OPEN_UNIT = {"meta.gamma", "meta.clip_eps", "adapt.clip_eps", "meta.trpo_ls_ratio"}  # (0, 1]
@@ -160,6 +160,11 @@ class MetaConfig:
     #   navigation-2d: benchmarks/README.md)
     inner_lr: float = 0.02  # step size of the inner policy-gradient update
     inner_steps: int = 1  # inner updates per task during meta-training
+    inner_lr_decay: float = 1.0  # inner step s (0-based) uses inner_lr * inner_lr_decay**s (as adapt_lr_decay
+    #   at test time; 1: every step the same)
+    multi_step_loss: bool = False  # with inner_steps > 1: the outer loss averages the clipped surrogate after
+    #   EVERY inner step (on the batch sampled after step s, at the parameters after s steps; Antoniou et al.
+    #   2019's multi-step loss), not only after the last, so the meta-policy is trained for each step
     first_order: bool = False  # drop second-order terms of the meta-gradient
     outer_lr: float = 3e-3  # Adam step size of the meta-update
     outer_steps: int = 2  # clipped-surrogate optimisation steps per meta-iteration (ProMP style)

@@ -9,10 +9,12 @@ from ssm_metarl_ray.algorithms.maml import (
     MetaLearner,
     TorchTaskBatch,
     adapt,
+    adapt_steps,
     outer_loss,
     policy_params,
     run_policy,
 )
+from ssm_metarl_ray.algorithms.losses import clipped_surrogate
 from ssm_metarl_ray.config import MetaConfig, ModelConfig
 from ssm_metarl_ray.envs import make_env, task_splits
 from ssm_metarl_ray.models.policy import log_prob
@@ -72,6 +74,51 @@ def test_first_order_differs_from_second_order_and_two_inner_steps_work():
     diff = sum(float((a - b).abs().sum()) for a, b in zip(g1, g2))
     total = sum(float(a.abs().sum()) for a in g2)
     assert 0 < diff < total  # the second-order term is present but does not dominate
+
+
+def test_decayed_inner_steps_match_the_workers_sampling_policies():
+    """inner_lr_decay: the learner's theta_1, theta_2 (steps at lr, lr * decay) are the policies the worker
+    sampled pre[1] and post with (their log-probabilities reproduce the recorded ones)."""
+    torch.manual_seed(0)
+    model = ModelConfig(kind="mlp", hidden_size=8, num_layers=1)
+    meta = MetaConfig(episodes_per_task=3, inner_steps=2, inner_lr=0.5, inner_lr_decay=0.25)
+    worker = RolloutWorker("navigation-2d", model, meta, num_envs=3, seed=0)
+    tb = worker.sample_task(task_splits(make_env("navigation-2d"), 4, 1, seed=0)[0][0])
+    task = TorchTaskBatch(tb)
+    thetas = adapt_steps(worker.policy, policy_params(worker.policy), task.pre, 0.5, False, 0.25)
+    for theta, ep in zip(thetas[1:], [task.pre[1], task.post]):
+        with torch.no_grad():
+            logp = log_prob(run_policy(worker.policy, theta, ep).dist_params, ep.actions, False)
+        torch.testing.assert_close(logp * ep.mask, ep.logp * ep.mask, atol=2e-4, rtol=0)
+    undecayed = adapt(worker.policy, policy_params(worker.policy), task.pre, 0.5, False)
+    assert any(not torch.allclose(undecayed[k], thetas[2][k]) for k in undecayed)
+
+
+def test_multi_step_loss_averages_the_surrogate_after_every_step():
+    """multi_step_loss: the outer loss is the mean of the clipped surrogates of pre[1] at theta_1 and post
+    at theta_2 (entropy bonus off), and its second-order meta-gradient matches finite differences."""
+    policy, task, meta = _tiny("mlp", inner_steps=2)
+    meta = MetaConfig(**{**meta.__dict__, "multi_step_loss": True, "inner_lr_decay": 0.5, "entropy_coef": 0.0})
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in policy_params(policy).items()}
+    loss, _ = outer_loss(policy, params, task, meta)
+    thetas = adapt_steps(policy, params, task.pre, meta.inner_lr, True, 0.5)
+
+    def surrogate(theta, ep):
+        logp = log_prob(run_policy(policy, theta, ep).dist_params, ep.actions, policy.discrete)
+        return clipped_surrogate(logp, ep.logp, ep.advantages, ep.mask, meta.clip_eps)
+
+    expected = 0.5 * (surrogate(thetas[1], task.pre[1]) + surrogate(thetas[2], task.post))
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+    single, _ = outer_loss(policy, params, task, MetaConfig(**{**meta.__dict__, "multi_step_loss": False}))
+    assert not torch.isclose(single, loss)
+    grads = torch.autograd.grad(loss, list(params.values()))
+    d = {k: torch.as_tensor(np.random.default_rng(1).normal(size=v.shape)) for k, v in params.items()}
+    eps = 1e-5
+    shifted = [{k: (v + sign * eps * d[k]).detach().requires_grad_(True) for k, v in params.items()}
+               for sign in (1, -1)]
+    fd = (outer_loss(policy, shifted[0], task, meta)[0] - outer_loss(policy, shifted[1], task, meta)[0]) / (2 * eps)
+    an = sum((g * d[k]).sum() for g, k in zip(grads, params))
+    assert torch.isclose(an, fd, rtol=1e-4, atol=1e-7), (float(an), float(fd))
 
 
 def test_detached_critic_value_loss_moves_only_the_critic():

@@ -69,11 +69,19 @@ def inner_update(policy: Policy, params: Params, ep: TorchEpisodes, lr: float, c
 
 
 def adapt(policy: Policy, params: Params, episodes: Iterable[TorchEpisodes], lr: float,
-          create_graph: bool) -> Params:
-    """Apply one inner step per batch in ``episodes`` (MAML with several inner steps)."""
-    for ep in episodes:
-        params = inner_update(policy, params, ep, lr, create_graph)
-    return params
+          create_graph: bool, lr_decay: float = 1.0) -> Params:
+    """Apply one inner step per batch in ``episodes`` (MAML with several inner steps; step s uses
+    ``lr * lr_decay**s``)."""
+    return adapt_steps(policy, params, episodes, lr, create_graph, lr_decay)[-1]
+
+
+def adapt_steps(policy: Policy, params: Params, episodes: Iterable[TorchEpisodes], lr: float,
+                create_graph: bool, lr_decay: float = 1.0) -> list[Params]:
+    """The parameters before and after each inner step: ``[params, theta_1, ..., theta_S]``."""
+    out = [params]
+    for s, ep in enumerate(episodes):
+        out.append(inner_update(policy, out[-1], ep, lr * lr_decay**s, create_graph))
+    return out
 
 
 def outer_loss(policy: Policy, params: Params, task: TorchTaskBatch, cfg: MetaConfig) -> tuple[Tensor, dict]:
@@ -81,11 +89,16 @@ def outer_loss(policy: Policy, params: Params, task: TorchTaskBatch, cfg: MetaCo
 
     ``info["adapted"]`` holds the adapted parameters (still in the graph) for health metrics.
     """
-    adapted = adapt(policy, params, task.pre, cfg.inner_lr, create_graph=not cfg.first_order)
-    post = task.post
+    thetas = adapt_steps(policy, params, task.pre, cfg.inner_lr, not cfg.first_order, cfg.inner_lr_decay)
+    adapted, post = thetas[-1], task.post
     out = run_policy(policy, adapted, post)
     logp = log_prob(out.dist_params, post.actions, policy.discrete)
     surr = clipped_surrogate(logp, post.logp, post.advantages, post.mask, cfg.clip_eps)
+    if cfg.multi_step_loss and len(task.pre) > 1:  # task.pre[s] was sampled at theta_s: its surrogate too
+        mid = [clipped_surrogate(log_prob(run_policy(policy, thetas[s], ep).dist_params, ep.actions,
+                                          policy.discrete), ep.logp, ep.advantages, ep.mask, cfg.clip_eps)
+               for s, ep in enumerate(task.pre) if s > 0]
+        surr = torch.stack([*mid, surr]).mean()
     v_loss = value_loss(out.value, post.returns, post.mask)
     ent = (entropy(out.dist_params, policy.discrete) * post.mask).sum() / post.mask.sum()
     loss = surr + cfg.value_coef * v_loss - cfg.entropy_coef * ent
@@ -103,7 +116,7 @@ def trpo_objective(policy: Policy, params: Params, tasks: list[TorchTaskBatch], 
     """
     losses, kls, dists = [], [], []
     for i, task in enumerate(tasks):
-        adapted = adapt(policy, params, task.pre, cfg.inner_lr, create_graph=create_graph)
+        adapted = adapt(policy, params, task.pre, cfg.inner_lr, create_graph, cfg.inner_lr_decay)
         post = task.post
         dist = run_policy(policy, adapted, post).dist_params
         ref = dist.detach() if old is None else old[i]
@@ -252,7 +265,7 @@ class MetaLearner:
         s = conjugate_gradient(fvp, -g.detach(), cfg.trpo_cg_iters)
         shs = 0.5 * torch.dot(s, fvp(s)).detach()
         step = s * torch.sqrt(2 * cfg.trpo_max_kl / shs.clamp_min(1e-20)) if shs > 0 else torch.zeros_like(s)
-        health = [self._health(params, t, adapt(policy, params, t.pre, cfg.inner_lr, create_graph=False))
+        health = [self._health(params, t, adapt(policy, params, t.pre, cfg.inner_lr, False, cfg.inner_lr_decay))
                   for t in tasks]
         grads = group_norms(dict(zip(names, unflat(g.detach(), plist))))
         loss0 = float(loss.detach())  # the surrogate at theta (the same value however it was built)
