@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from ssm_metarl_ray.algorithms.losses import clipped_surrogate
 from ssm_metarl_ray.algorithms.maml import (
     MetaLearner,
     TorchTaskBatch,
@@ -14,7 +15,6 @@ from ssm_metarl_ray.algorithms.maml import (
     policy_params,
     run_policy,
 )
-from ssm_metarl_ray.algorithms.losses import clipped_surrogate
 from ssm_metarl_ray.config import MetaConfig, ModelConfig
 from ssm_metarl_ray.envs import make_env, task_splits
 from ssm_metarl_ray.models.policy import log_prob
