@@ -49,6 +49,10 @@ def test_shipped_configs_validate():
     assert len(ew) >= 3 and 0.0 in ew
     assert hyb.cpus_per_trial <= 2 and set(hyb.eval_modes) == {"standard", "hybrid"}
 
+    hc = load_sweep(CONFIGS / "hybrid_sweep_halfcheetah.yaml")
+    assert hc.base["env"] == "halfcheetah-dir" and set(hc.eval_modes) == {"standard", "hybrid"}
+    assert hc.num_grid_trials == 12 and hc.cpus_per_trial <= 2
+
     lr = load_sweep(CONFIGS / "lr_search.yaml")
     assert lr.scheduler["type"] == "asha" and lr.scheduler["max_t"] == lr.max_reports
     assert {"meta.inner_lr", "meta.outer_lr"} <= set(lr.search)
