@@ -109,7 +109,15 @@ def main(argv: list[str] | None = None) -> dict:
                      "steps/s = (pre + post "
                      "episodes) x real steps / wall time of sample_tasks (inference, inner update, transfer, "
                      "buffer writes); medians over rounds"}
-    data = {"setup": setup, "results": rows, "ratios": {k: round(v, 3) for k, v in ratios.items()}}
+    # paired per round (adjacent in time): robust to this VM's speed drifting between rounds
+    pr = {k: np.asarray(v) for k, v in per_round.items()}
+    paired = {"in_process_vs_raw_env": pr["in_process"] / pr["raw_env"],
+              "ray_1_worker_vs_raw_env": pr["ray_1_worker"] / pr["raw_env"],
+              "ray_2_workers_vs_1_worker": pr["ray_2_workers"] / pr["ray_1_worker"]}
+    data = {"setup": setup, "results": rows, "ratios": {k: round(v, 3) for k, v in ratios.items()},
+            "ratios_paired_per_round": {k: {"median": round(float(np.median(v)), 3),
+                                            "per_round": [round(float(x), 3) for x in v]}
+                                        for k, v in paired.items()}}
     write("sampling_throughput", args, "python benchmarks/sampling_throughput.py", data)
     return data
 
