@@ -85,7 +85,7 @@ def test_decayed_inner_steps_match_the_workers_sampling_policies():
     worker = RolloutWorker("navigation-2d", model, meta, num_envs=3, seed=0)
     tb = worker.sample_task(task_splits(make_env("navigation-2d"), 4, 1, seed=0)[0][0])
     task = TorchTaskBatch(tb)
-    thetas = adapt_steps(worker.policy, policy_params(worker.policy), task.pre, 0.5, False, 0.25)
+    thetas, _ = adapt_steps(worker.policy, policy_params(worker.policy), task.pre, 0.5, False, 0.25)
     for theta, ep in zip(thetas[1:], [task.pre[1], task.post]):
         with torch.no_grad():
             logp = log_prob(run_policy(worker.policy, theta, ep).dist_params, ep.actions, False)
@@ -101,7 +101,7 @@ def test_multi_step_loss_averages_the_surrogate_after_every_step():
     meta = MetaConfig(**{**meta.__dict__, "multi_step_loss": True, "inner_lr_decay": 0.5, "entropy_coef": 0.0})
     params = {k: v.detach().clone().requires_grad_(True) for k, v in policy_params(policy).items()}
     loss, _ = outer_loss(policy, params, task, meta)
-    thetas = adapt_steps(policy, params, task.pre, meta.inner_lr, True, 0.5)
+    thetas, _ = adapt_steps(policy, params, task.pre, meta.inner_lr, True, 0.5)
 
     def surrogate(theta, ep):
         logp = log_prob(run_policy(policy, theta, ep).dist_params, ep.actions, policy.discrete)

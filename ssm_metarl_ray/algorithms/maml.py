@@ -40,10 +40,13 @@ def run_policy(policy: Policy, params: Params, ep: TorchEpisodes) -> PolicyOutpu
     return out
 
 
+def action_log_prob(policy: Policy, params: Params, ep: TorchEpisodes) -> Tensor:
+    """log pi_params(a_t | history) of the batch's actions, (K, T)."""
+    return log_prob(run_policy(policy, params, ep).dist_params, ep.actions, policy.discrete)
+
+
 def inner_loss(policy: Policy, params: Params, ep: TorchEpisodes) -> Tensor:
-    out = run_policy(policy, params, ep)
-    logp = log_prob(out.dist_params, ep.actions, policy.discrete)  # (K, T)
-    return pg_loss(logp, ep.logp, ep.advantages, ep.mask)
+    return pg_loss(action_log_prob(policy, params, ep), ep.logp, ep.advantages, ep.mask)
 
 
 def sgd_step(params: Params, loss: Tensor, lr: float, create_graph: bool,
@@ -72,16 +75,20 @@ def adapt(policy: Policy, params: Params, episodes: Iterable[TorchEpisodes], lr:
           create_graph: bool, lr_decay: float = 1.0) -> Params:
     """Apply one inner step per batch in ``episodes`` (MAML with several inner steps; step s uses
     ``lr * lr_decay**s``)."""
-    return adapt_steps(policy, params, episodes, lr, create_graph, lr_decay)[-1]
+    return adapt_steps(policy, params, episodes, lr, create_graph, lr_decay)[0][-1]
 
 
 def adapt_steps(policy: Policy, params: Params, episodes: Iterable[TorchEpisodes], lr: float,
-                create_graph: bool, lr_decay: float = 1.0) -> list[Params]:
-    """The parameters before and after each inner step: ``[params, theta_1, ..., theta_S]``."""
-    out = [params]
+                create_graph: bool, lr_decay: float = 1.0) -> tuple[list[Params], list[Tensor]]:
+    """The parameters before and after each inner step, ``[params, theta_1, ..., theta_S]``, and each
+    batch's action log-probs under the parameters it was stepped from (``logps[s]`` at ``theta_s``, (K, T))."""
+    thetas: list[Params] = [params]
+    logps: list[Tensor] = []
     for s, ep in enumerate(episodes):
-        out.append(inner_update(policy, out[-1], ep, lr * lr_decay**s, create_graph))
-    return out
+        logps.append(action_log_prob(policy, thetas[-1], ep))
+        loss = pg_loss(logps[-1], ep.logp, ep.advantages, ep.mask)
+        thetas.append(sgd_step(thetas[-1], loss, lr * lr_decay**s, create_graph))
+    return thetas, logps
 
 
 def outer_loss(policy: Policy, params: Params, task: TorchTaskBatch, cfg: MetaConfig) -> tuple[Tensor, dict]:
@@ -89,15 +96,14 @@ def outer_loss(policy: Policy, params: Params, task: TorchTaskBatch, cfg: MetaCo
 
     ``info["adapted"]`` holds the adapted parameters (still in the graph) for health metrics.
     """
-    thetas = adapt_steps(policy, params, task.pre, cfg.inner_lr, not cfg.first_order, cfg.inner_lr_decay)
+    thetas, logps = adapt_steps(policy, params, task.pre, cfg.inner_lr, not cfg.first_order, cfg.inner_lr_decay)
     adapted, post = thetas[-1], task.post
     out = run_policy(policy, adapted, post)
     logp = log_prob(out.dist_params, post.actions, policy.discrete)
     surr = clipped_surrogate(logp, post.logp, post.advantages, post.mask, cfg.clip_eps)
-    if cfg.multi_step_loss and len(task.pre) > 1:  # task.pre[s] was sampled at theta_s: its surrogate too
-        mid = [clipped_surrogate(log_prob(run_policy(policy, thetas[s], ep).dist_params, ep.actions,
-                                          policy.discrete), ep.logp, ep.advantages, ep.mask, cfg.clip_eps)
-               for s, ep in enumerate(task.pre) if s > 0]
+    if cfg.multi_step_loss and len(task.pre) > 1:  # task.pre[s] was sampled at theta_s: its surrogate too,
+        mid = [clipped_surrogate(logps[s], ep.logp, ep.advantages, ep.mask, cfg.clip_eps)  # from the inner
+               for s, ep in enumerate(task.pre) if s > 0]                                   # step's forward
         surr = torch.stack([*mid, surr]).mean()
     v_loss = value_loss(out.value, post.returns, post.mask)
     ent = (entropy(out.dist_params, policy.discrete) * post.mask).sum() / post.mask.sum()
