@@ -50,7 +50,8 @@ def build_config(a: argparse.Namespace):
     in_context = a.method == "in-context"  # recurrent PPO over trials (algorithms/ppo.py)
     model = ModelConfig(kind=a.model, activation=a.activation, hidden_size=a.hidden_size or 64,
                         num_layers=a.num_layers or 2, state_size=a.state_size or 32,
-                        ssm_r_min=a.ssm_r_min, head_init_gain=a.head_init_gain,
+                        ssm_r_min=a.ssm_r_min, ssm_input_hidden=a.ssm_input_hidden,
+                        head_init_gain=a.head_init_gain,
                         observation_only=a.observation_only, critic_detached=not a.shared_critic,
                         head_hidden=a.head_hidden)
     cfg = ExperimentConfig(env=a.env, num_threads=1, seed=a.seed, model=model)
@@ -283,6 +284,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                    help="orthogonal-init gain of the actor's output layer (default 1; CleanRL's PPO: 0.01)")
     r.add_argument("--ssm-r-min", type=float, default=0.9,
                    help="SSM: smallest initial eigenvalue magnitude (default 0.9, the LRU's)")
+    r.add_argument("--ssm-input-hidden", type=int, default=0,
+                   help="SSM: width of a tanh layer before the input projection (default 0: linear)")
     r.add_argument("--head-hidden", type=int, default=0,
                    help="hidden width of MLP actor/critic heads (default 0: linear heads)")
     r.add_argument("--normalize-rewards", action="store_true",

@@ -46,7 +46,7 @@ POS_INT = {"iterations", "num_train_tasks", "num_test_tasks", "model.hidden_size
            "meta.episodes_per_task", "meta.outer_steps", "meta.trpo_cg_iters", "meta.trpo_ls_steps",
            "meta.episodes_per_trial", "meta.ppo_minibatches",
            "adapt.episodes_per_step", "adapt.buffer_size", "adapt.experience_batch_size"}
-NONNEG_INT = {"meta.inner_steps", "adapt.adapt_steps", "model.head_hidden"}
+NONNEG_INT = {"meta.inner_steps", "adapt.adapt_steps", "model.head_hidden", "model.ssm_input_hidden"}
 INT_RANGE = {"seed": (0, 2**63 - 1),  # numpy and torch seeds are non-negative
              "num_threads": (0, 1024)}  # torch aborts on absurd thread counts
 POS_FLOAT = {"meta.inner_lr", "meta.outer_lr", "meta.max_grad_norm", "meta.trpo_max_kl", "adapt.adapt_lr",
@@ -125,6 +125,9 @@ class ModelConfig:
     state_size: int = 32  # SSM: complex modes per layer (P); ignored by the other models
     ssm_r_min: float = 0.9  # SSM: eigenvalue magnitudes start uniform on the ring [ssm_r_min, 0.999] (the
     #   LRU's init; smaller values add fast-decaying modes, memory of the last few steps)
+    ssm_input_hidden: int = 0  # SSM: width of a tanh layer before the input projection (0: the projection
+    #   is linear). The recurrence is linear in its input, so it can only sum what the input layer offers:
+    #   with a nonlinear layer it can accumulate products such as reward x position
     num_heads: int = 2  # Transformer: attention heads
     context_len: int = 64  # Transformer: attention window (steps within the current episode)
     observation_only: bool = False  # feed the core the observation only, not the previous action, reward

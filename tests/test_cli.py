@@ -91,6 +91,7 @@ def test_original_flag_spellings(tmp_path):
     (["train", "--checkpoint-every", "-1"], "--checkpoint-every"),
     (["train", "--ssm-r-min", "0.9995"], "--ssm-r-min must be below"),
     (["train", "--ssm-r-min", "-0.1"], "--ssm-r-min must be in [0, 1]"),
+    (["train", "--ssm-input-hidden", "-3"], "--ssm-input-hidden must be an integer >= 0, got -3"),
     (["train", "--recurrent-lr-scale", "0"], "--recurrent-lr-scale"),
     (["evaluate", "--checkpoint", "/nonexistent/ckpt", "--num-test-tasks", "-2"], "--num-test-tasks"),
 ])

@@ -204,6 +204,44 @@ def test_ssm_eigenvalue_ring_follows_the_config():
         assert mags.min() < r_min + 0.1  # the ring is filled from its inner edge
 
 
+def test_ssm_input_layer_all_step_paths_agree():
+    """model.ssm_input_hidden puts a tanh layer before the SSM's input projection; the sequence forward, the
+    autograd step, the no-grad fast step, PackedStep and the grouped step all apply it (float64, resets)."""
+    from ssm_metarl_ray.models.grouped_step import GroupedPolicy
+    from ssm_metarl_ray.models.packed_step import PackedStep
+    from ssm_metarl_ray.models.policy import Policy
+
+    torch.manual_seed(11)
+    plain = Policy(5, 3, False, ModelConfig(kind="ssm", hidden_size=16, state_size=8))
+    assert plain.core.input_mlp is None
+    policy = Policy(5, 3, False, ModelConfig(kind="ssm", hidden_size=16, state_size=8, ssm_input_hidden=24)).double()
+    assert policy.core.input_mlp.weight.shape == (24, policy.input_dim)
+    assert policy.core.encoder.weight.shape == (16, 24)
+    B, T = 4, 12
+    x = torch.randn(B, T, policy.input_dim, dtype=torch.float64)
+    dones = (torch.rand(B, T) < 0.2).double()
+    dones[:, 0] = 1.0
+    seq, _ = policy.forward_sequence(x, policy.initial_state(B), dones)
+    packed = PackedStep(policy)
+    s_auto, s_fast, s_packed = policy.initial_state(B), policy.initial_state(B), packed.initial_state(B)
+    for t in range(T):
+        auto, s_auto = policy.step(x[:, t], s_auto, dones[:, t])
+        with torch.no_grad():
+            fast, s_fast = policy.step(x[:, t], s_fast, dones[:, t])
+            pk, s_packed = packed.step(x[:, t], s_packed, dones[:, t])
+        for out in (auto, fast, pk):
+            torch.testing.assert_close(out.dist_params, seq.dist_params[:, t], rtol=1e-10, atol=1e-10)
+            torch.testing.assert_close(out.value, seq.value[:, t], rtol=1e-10, atol=1e-10)
+    sets = [{n: p.detach() + 0.1 * g * torch.randn_like(p) for n, p in policy.named_parameters()} for g in range(3)]
+    grouped, reference = GroupedPolicy(policy, sets), GroupedPolicy(policy, sets, batched=False)
+    s_g, s_r = grouped.initial_state(6), reference.initial_state(6)
+    for t in range(T):
+        xt, dt = x[:, t].repeat(2, 1)[:6], dones[:, t].repeat(2)[:6]
+        out, s_g = grouped.step(xt, s_g, dt)
+        ref, s_r = reference.step(xt, s_r, dt)
+        torch.testing.assert_close(out.dist_params, ref.dist_params, rtol=1e-10, atol=1e-10)
+
+
 def test_unknown_kind_raises():
     with pytest.raises(ValueError) as err:
         make_core(ModelConfig(kind="tcn"), D_IN)

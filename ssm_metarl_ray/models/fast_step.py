@@ -83,6 +83,9 @@ def ssm_step_fast(core: Any, x_t: Tensor, state: Any,
     dicts; the reset mask is skipped when no row is done (lambda * 1 == lambda)."""
     mods: dict[str, Any] = core._modules  # raw dict: its values are set (not None) here
     enc, norm = mods["encoder"]._parameters, mods["out_norm"]
+    if core.input_mlp is not None:
+        pre = core.input_mlp._parameters
+        x_t = torch.tanh(F.linear(x_t, pre["weight"], pre["bias"]))
     x = F.linear(x_t, enc["weight"], enc["bias"])
     keep = (1.0 - done_t.to(x.dtype)).unsqueeze(-1) if bool(done_t.any()) else None
     new_state = []

@@ -45,6 +45,8 @@ def _ssm_core_step(packed: dict[str, Any], x_t: Tensor, state: tuple[Tensor, ...
                    eps: float) -> tuple[Tensor, tuple[Tensor, ...]]:
     """``SSMCore.step`` for G packed parameter sets (``packed_step.pack_ssm_layer``, real-form state):
     x_t (G, k, D), state: per layer h (G, k, 2P), keep (G, k, 1) or None (no row done) -> (y (G, k, H), state)."""
+    if packed["pre"] is not None:  # the tanh input layer
+        x_t = torch.tanh(torch.baddbmm(packed["pre"][0], x_t, packed["pre"][1]))
     x = torch.baddbmm(packed["enc_b"], x_t, packed["enc_wT"])
     H = x.shape[-1]
     new_state = []
@@ -82,6 +84,9 @@ class GroupedPolicy:
                 core: Any = policy.core
                 self.packed = {"enc_b": p["core.encoder.bias"].unsqueeze(1),
                                "enc_wT": p["core.encoder.weight"].transpose(1, 2).contiguous(),
+                               "pre": ((p["core.input_mlp.bias"].unsqueeze(1),
+                                        p["core.input_mlp.weight"].transpose(1, 2).contiguous())
+                                       if core.input_mlp is not None else None),
                                "layers": [_grouped(pack_ssm_layer(p, f"core.layers.{i}.", core.state_size))
                                           for i in range(len(core.layers))],
                                "out_norm": _grouped((p["core.out_norm.weight"], p["core.out_norm.bias"]))}

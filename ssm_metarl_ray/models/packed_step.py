@@ -105,6 +105,8 @@ class PackedStep:
         if self.ssm:
             self.H, self.P, self.eps = core.hidden_size, core.state_size, core.out_norm.eps
             self.enc_b, self.enc_wT = p["core.encoder.bias"], _t(p["core.encoder.weight"])
+            self.pre = ((p["core.input_mlp.bias"], _t(p["core.input_mlp.weight"])) if core.input_mlp is not None
+                        else None)  # the tanh input layer, if any
             self.layers = [pack_ssm_layer(p, f"core.layers.{i}.", self.P) for i in range(len(core.layers))]
             self.out_norm = (p["core.out_norm.weight"], p["core.out_norm.bias"])
 
@@ -141,6 +143,8 @@ class PackedStep:
     def _ssm_core(self, x_t: Tensor, state: Any, done_t: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
         """SSMCore.step on packed weights: x_t (B, D_in), state per layer h (B, 2P) real -> (y (B, H), state)."""
         H, eps = self.H, self.eps
+        if self.pre is not None:
+            x_t = torch.tanh(torch.addmm(self.pre[0], x_t, self.pre[1]))
         x = torch.addmm(self.enc_b, x_t, self.enc_wT)
         if any_done(done_t):
             keep = (1.0 - done_t.to(x.dtype)).unsqueeze(-1)

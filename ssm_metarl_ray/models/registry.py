@@ -14,7 +14,8 @@ def make_core(cfg: ModelConfig, input_dim: int) -> nn.Module:
     if kind == "ssm":
         from ssm_metarl_ray.models.ssm import SSMCore
 
-        return SSMCore(input_dim, cfg.hidden_size, cfg.num_layers, cfg.state_size, r_min=cfg.ssm_r_min, r_max=SSM_R_MAX)
+        return SSMCore(input_dim, cfg.hidden_size, cfg.num_layers, cfg.state_size, r_min=cfg.ssm_r_min, r_max=SSM_R_MAX,
+                       input_hidden=cfg.ssm_input_hidden)
     if kind in ("lstm", "gru"):
         from ssm_metarl_ray.models.rnn import GRUCore, LSTMCore
 

@@ -120,15 +120,19 @@ class LRULayer(nn.Module):
 class SSMCore(nn.Module):
     """Input projection -> ``num_layers`` LRU blocks -> LayerNorm. ``output_dim = hidden_size``.
 
+    ``input_hidden > 0`` puts a tanh layer (``input_mlp``, D_in -> input_hidden) before the projection.
+
     State: tuple of ``num_layers`` complex tensors (B, state_size).
     """
 
     def __init__(self, input_dim: int, hidden_size: int = 64, num_layers: int = 2, state_size: int = 32,
-                 r_min: float = 0.9, r_max: float = 0.999, max_phase: float = math.pi / 4):
+                 r_min: float = 0.9, r_max: float = 0.999, max_phase: float = math.pi / 4,
+                 input_hidden: int = 0):
         super().__init__()
         self.input_dim, self.hidden_size, self.state_size = input_dim, hidden_size, state_size
         self.output_dim = hidden_size
-        self.encoder = nn.Linear(input_dim, hidden_size)
+        self.input_mlp = nn.Linear(input_dim, input_hidden) if input_hidden else None
+        self.encoder = nn.Linear(input_hidden or input_dim, hidden_size)
         self.layers = nn.ModuleList(
             LRULayer(hidden_size, state_size, r_min, r_max, max_phase) for _ in range(num_layers))
         self.out_norm = nn.LayerNorm(hidden_size)
@@ -142,7 +146,7 @@ class SSMCore(nn.Module):
     def step(self, x_t: Tensor, state: State, done_t: Tensor) -> tuple[Tensor, State]:
         if no_autograd(x_t):
             return ssm_step_fast(self, x_t, state, done_t)
-        x = self.encoder(x_t)
+        x = self._encode(x_t)
         keep = (1.0 - done_t.to(x.dtype)).unsqueeze(-1)  # (B, 1)
         new_state = []
         for layer, h in zip(cast("Iterable[LRULayer]", self.layers), state):
@@ -150,12 +154,18 @@ class SSMCore(nn.Module):
             new_state.append(h)
         return self._final_norm(x), tuple(new_state)
 
+    def _encode(self, x: Tensor) -> Tensor:
+        """(..., D_in) -> (..., H): [tanh layer ->] input projection."""
+        if self.input_mlp is not None:
+            x = torch.tanh(self.input_mlp(x))
+        return self.encoder(x)
+
     def _final_norm(self, x: Tensor) -> Tensor:
         n = self.out_norm
         return torch.layer_norm(x, (self.hidden_size,), n.weight, n.bias, n.eps)
 
     def forward_sequence(self, x: Tensor, state: State, dones: Tensor) -> tuple[Tensor, State]:
-        z = self.encoder(x)
+        z = self._encode(x)
         keep = (1.0 - dones.to(z.dtype)).unsqueeze(-1)  # (B, T, 1)
         new_state = []
         for layer, h0 in zip(cast("Iterable[LRULayer]", self.layers), state):

@@ -58,7 +58,9 @@ def _param_count(cfg: ExperimentConfig, dims: EnvDims) -> int:
     h, n_in = m.hidden_size, dims.obs_dim + dims.act_dim + 2
     per_layer = {"mlp": h * h, "gru": 6 * h * h, "lstm": 8 * h * h, "transformer": 12 * h * h,
                  "ssm": h * h + 6 * m.state_size * h}[m.kind]
-    return n_in * h + m.num_layers * per_layer + h * (2 * dims.act_dim + 2)
+    e = m.ssm_input_hidden if m.kind == "ssm" else 0  # the SSM's optional tanh input layer
+    encoder = n_in * e + e * h if e else n_in * h
+    return encoder + m.num_layers * per_layer + h * (2 * dims.act_dim + 2)
 
 
 def estimate_bytes(cfg: ExperimentConfig, dims: EnvDims) -> dict[str, int]:
@@ -68,7 +70,8 @@ def estimate_bytes(cfg: ExperimentConfig, dims: EnvDims) -> dict[str, int]:
     steps = meta.meta_batch_size * max(meta.episodes_per_task, a.episodes_per_step) * dims.horizon
     passes = meta.inner_steps + 1
     step_floats = dims.obs_dim + 2 * dims.act_dim + 8
-    graph_units = m.hidden_size * m.num_layers + (2 * m.state_size * m.num_layers if m.kind == "ssm" else 0)
+    graph_units = m.hidden_size * m.num_layers + (2 * m.state_size * m.num_layers + m.ssm_input_hidden
+                                                   if m.kind == "ssm" else 0)
     params = _param_count(cfg, dims)
     return {
         "buffer": 2 * a.buffer_size * row,  # the ring buffer + one copy while a snapshot is written
