@@ -44,9 +44,10 @@ class ConfigError(ValueError):
 POS_INT = {"iterations", "num_train_tasks", "num_test_tasks", "model.hidden_size", "model.num_layers",
            "model.state_size", "model.num_heads", "model.context_len", "meta.meta_batch_size",
            "meta.episodes_per_task", "meta.outer_steps", "meta.trpo_cg_iters", "meta.trpo_ls_steps",
-           "meta.episodes_per_trial", "meta.ppo_minibatches",
+           "meta.episodes_per_trial", "meta.ppo_minibatches", "meta.warmup_tasks",
            "adapt.episodes_per_step", "adapt.buffer_size", "adapt.experience_batch_size"}
-NONNEG_INT = {"meta.inner_steps", "adapt.adapt_steps", "model.head_hidden", "model.ssm_input_hidden"}
+NONNEG_INT = {"meta.inner_steps", "adapt.adapt_steps", "model.head_hidden", "model.ssm_input_hidden",
+              "meta.warmup_iterations"}
 INT_RANGE = {"seed": (0, 2**63 - 1),  # numpy and torch seeds are non-negative
              "num_threads": (0, 1024)}  # torch aborts on absurd thread counts
 POS_FLOAT = {"meta.inner_lr", "meta.outer_lr", "meta.max_grad_norm", "meta.trpo_max_kl", "adapt.adapt_lr",
@@ -161,6 +162,9 @@ class MetaConfig:
     normalize_rewards: bool = False  # in-context: PPO divides rewards by a running std of the discounted
     #   return (the critic learns values in those units), as CleanRL/SB3 do for MuJoCo (measured worse on
     #   navigation-2d: benchmarks/README.md)
+    warmup_iterations: int = 0  # a task curriculum: the first warmup_iterations meta-iterations draw their
+    #   tasks from the first warmup_tasks training tasks only, then from all (0: no warm-up)
+    warmup_tasks: int = 1  # training tasks of the warm-up (e.g. 1: one direction of halfcheetah-dir first)
     inner_lr: float = 0.02  # step size of the inner policy-gradient update
     inner_steps: int = 1  # inner updates per task during meta-training
     inner_lr_decay: float = 1.0  # inner step s (0-based) uses inner_lr * inner_lr_decay**s (as adapt_lr_decay
@@ -237,6 +241,9 @@ class ExperimentConfig:
         if self.meta.method == "in-context" and self.meta.value_coef <= 0:
             raise ConfigError("meta.value_coef must be > 0 for meta.method in-context (PPO's advantages come "
                               f"from the critic), got {self.meta.value_coef}", "meta.value_coef")
+        if self.meta.warmup_iterations and self.meta.warmup_tasks > self.num_train_tasks:
+            raise ConfigError(f"meta.warmup_tasks must be at most num_train_tasks ({self.num_train_tasks}), got "
+                              f"{self.meta.warmup_tasks}", "meta.warmup_tasks")
         if m.ssm_r_min >= SSM_R_MAX:
             raise ConfigError(f"model.ssm_r_min must be below the largest eigenvalue magnitude {SSM_R_MAX}, got "
                               f"{m.ssm_r_min}", "model.ssm_r_min")

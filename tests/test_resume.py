@@ -61,3 +61,26 @@ def test_bad_runtime_flags_one_line_exit_2(tmp_path, args, needle):
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and needle in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_task_warmup_draws_from_the_first_tasks_then_from_all():
+    """meta.warmup_iterations / warmup_tasks (a task curriculum): the warm-up iterations draw only the first
+    warmup_tasks training tasks; without a warm-up the stream is the plain rng.choice one (so runs made
+    before the option reproduce), and a resume replays the same stream."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from ssm_metarl_ray.config import ConfigError, ExperimentConfig, MetaConfig
+    from ssm_metarl_ray.training.meta_train import meta_batch_indices
+
+    warm = MetaConfig(meta_batch_size=8, warmup_iterations=3, warmup_tasks=2)
+    rng = np.random.default_rng(0)
+    draws = [meta_batch_indices(rng, 50, warm, i) for i in range(6)]
+    assert all(set(d) <= {0, 1} for d in draws[:3]) and max(np.concatenate(draws[3:])) >= 2
+    plain, ref = np.random.default_rng(1), np.random.default_rng(1)
+    for i in range(4):
+        np.testing.assert_array_equal(meta_batch_indices(plain, 50, MetaConfig(meta_batch_size=8), i),
+                                      ref.choice(50, 8))
+    with pytest.raises(ConfigError, match="meta.warmup_tasks must be at most num_train_tasks"):
+        replace(ExperimentConfig(num_train_tasks=4), meta=replace(warm, warmup_tasks=5)).validate()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ssm_metarl_ray.algorithms.maml import MetaLearner
-from ssm_metarl_ray.config import ExperimentConfig
+from ssm_metarl_ray.config import ExperimentConfig, MetaConfig
 from ssm_metarl_ray.envs import Task, make_env, task_splits
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer
 from ssm_metarl_ray.replay.episode_ids import EpisodeIds, episodes_of
@@ -118,16 +118,23 @@ def count_experience(state: TrainState, batches: list[TaskBatch]) -> None:
     state.episode_counter += sum(ep.rewards.shape[0] for ep in episodes_of(batches))
 
 
+def meta_batch_indices(rng: np.random.Generator, num_tasks: int, meta: MetaConfig, iteration: int) -> np.ndarray:
+    """Training-task indices (meta_batch_size,) of 0-based meta-iteration ``iteration``, drawn with
+    replacement; during the warm-up (``meta.warmup_iterations``) from the first ``meta.warmup_tasks`` only."""
+    pool = meta.warmup_tasks if iteration < meta.warmup_iterations else num_tasks
+    return rng.choice(pool, meta.meta_batch_size)
+
+
 def meta_train(state: TrainState, sampler: Sampler, on_iteration: Callable[[TrainState, dict], None] | None = None,
                add_experience: Callable[[TrainState, list[TaskBatch]], None] = add_to_buffer) -> TrainState:
     """Run meta-iterations from ``state.iteration`` up to ``cfg.iterations``; returns the state."""
     cfg = state.cfg
     rng = np.random.default_rng([cfg.seed, 7])
-    for _ in range(state.iteration):  # resume: replay the task-sampling stream
-        rng.choice(len(state.train_tasks), cfg.meta.meta_batch_size)
+    for i in range(state.iteration):  # resume: replay the task-sampling stream
+        meta_batch_indices(rng, len(state.train_tasks), cfg.meta, i)
     while state.iteration < cfg.iterations:
         t0 = time.perf_counter()
-        idx = rng.choice(len(state.train_tasks), cfg.meta.meta_batch_size)
+        idx = meta_batch_indices(rng, len(state.train_tasks), cfg.meta, state.iteration)
         tasks = [state.train_tasks[i] for i in idx]
         sampler.set_weights(state.learner.get_weights(), state.learner.version)
         batches = sampler.sample_tasks(tasks)  # pre/post-adaptation trajectories per task
