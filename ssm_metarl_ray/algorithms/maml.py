@@ -157,7 +157,6 @@ def group_norms(named: Mapping[str, Tensor | None]) -> dict[str, float]:
 
 
 @torch.no_grad()
-@torch.no_grad()  # diagnostics only: no graph
 def inner_step_health(policy: Policy, params: Params, adapted: Params, pre: TorchEpisodes,
                       lr: float) -> dict[str, float]:
     """How far one inner step moved the policy on the data it was computed from.
