@@ -72,6 +72,7 @@ def build_config(a: argparse.Namespace):
                      inner_steps=0 if a.method == "multitask" else a.inner_steps, outer_steps=a.outer_steps,
                      inner_lr_decay=a.inner_lr_decay, multi_step_loss=a.multi_step_loss,
                      warmup_iterations=a.warmup_iterations, warmup_tasks=a.warmup_tasks,
+                     warmup_schedule=a.warmup_schedule,
                      outer_lr=a.outer_lr or (1e-3 if in_context else cfg.meta.outer_lr),
                      outer_optimizer=a.outer_optimizer or cfg.meta.outer_optimizer, baseline=a.baseline,
                      trpo_max_kl=a.max_kl or cfg.meta.trpo_max_kl,
@@ -292,6 +293,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     r.add_argument("--warmup-iterations", type=int, default=0,
                    help="task curriculum: the first N iterations train on the first --warmup-tasks tasks only")
     r.add_argument("--warmup-tasks", type=int, default=1, help="training tasks of the warm-up (default 1)")
+    r.add_argument("--warmup-schedule", choices=("pool", "in-turn"), default="pool",
+                   help="pool: warm-up iterations draw from the first --warmup-tasks tasks; in-turn: the "
+                        "warm-up splits into --warmup-tasks phases, each on one distinct task in turn")
     r.add_argument("--normalize-rewards", action="store_true",
                    help="in-context: PPO divides rewards by the running std of the return (MuJoCo)")
     r.add_argument("--anneal-lr", action="store_true",

@@ -28,6 +28,7 @@ ADAPTATION_MODES = ("standard", "hybrid")
 BASELINES = ("fit", "lagged")
 ACTIVATIONS = ("tanh", "relu")
 METHODS = ("maml", "in-context", "in-context-maml")  # meta.method
+WARMUP_SCHEDULES = ("pool", "in-turn")  # meta.warmup_schedule
 EVAL_MODES = (*ADAPTATION_MODES, "in-context")  # held-out evaluation: gradient adaptation or trials
 
 
@@ -65,7 +66,8 @@ def field_choices(name: str) -> tuple[str, ...] | None:
         return tuple(env_names())
     return {"model.kind": MODELS, "model.activation": ACTIVATIONS, "adapt.adaptation_mode": ADAPTATION_MODES,
             "meta.baseline": BASELINES, "adapt.baseline": BASELINES,
-            "meta.outer_optimizer": OUTER_OPTIMIZERS, "meta.method": METHODS}.get(name)
+            "meta.outer_optimizer": OUTER_OPTIMIZERS, "meta.method": METHODS,
+            "meta.warmup_schedule": WARMUP_SCHEDULES}.get(name)
 
 
 def _rule(name: str):
@@ -165,6 +167,10 @@ class MetaConfig:
     warmup_iterations: int = 0  # a task curriculum: the first warmup_iterations meta-iterations draw their
     #   tasks from the first warmup_tasks training tasks only, then from all (0: no warm-up)
     warmup_tasks: int = 1  # training tasks of the warm-up (e.g. 1: one direction of halfcheetah-dir first)
+    warmup_schedule: str = "pool"  # "pool": each warm-up iteration draws from the first warmup_tasks tasks;
+    #   "in-turn": the warm-up splits into warmup_tasks equal phases and phase p trains only on distinct
+    #   training task p mod d (d: the number of distinct task parameters; halfcheetah-dir with 2: one
+    #   direction, then the other; with 4: forward, backward, forward, backward)
     inner_lr: float = 0.02  # step size of the inner policy-gradient update
     inner_steps: int = 1  # inner updates per task during meta-training
     inner_lr_decay: float = 1.0  # inner step s (0-based) uses inner_lr * inner_lr_decay**s (as adapt_lr_decay
@@ -244,6 +250,10 @@ class ExperimentConfig:
         if self.meta.warmup_iterations and self.meta.warmup_tasks > self.num_train_tasks:
             raise ConfigError(f"meta.warmup_tasks must be at most num_train_tasks ({self.num_train_tasks}), got "
                               f"{self.meta.warmup_tasks}", "meta.warmup_tasks")
+        if self.meta.warmup_schedule == "in-turn" and self.meta.warmup_iterations % self.meta.warmup_tasks:
+            raise ConfigError(f"meta.warmup_iterations must be a multiple of meta.warmup_tasks "
+                              f"({self.meta.warmup_tasks}) for meta.warmup_schedule in-turn (equal phases), got "
+                              f"{self.meta.warmup_iterations}", "meta.warmup_iterations")
         if m.ssm_r_min >= SSM_R_MAX:
             raise ConfigError(f"model.ssm_r_min must be below the largest eigenvalue magnitude {SSM_R_MAX}, got "
                               f"{m.ssm_r_min}", "model.ssm_r_min")

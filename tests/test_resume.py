@@ -84,3 +84,29 @@ def test_task_warmup_draws_from_the_first_tasks_then_from_all():
                                       ref.choice(50, 8))
     with pytest.raises(ConfigError, match="meta.warmup_tasks must be at most num_train_tasks"):
         replace(ExperimentConfig(num_train_tasks=4), meta=replace(warm, warmup_tasks=5)).validate()
+
+
+def test_in_turn_warmup_trains_on_each_distinct_task_in_turn():
+    """meta.warmup_schedule in-turn: the warm-up's equal phases each train on one distinct task (by
+    parameters, cycling when there are more phases than distinct tasks), then every task; the rng stream
+    after the warm-up is the "pool" schedule's; unequal phases are a ConfigError."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from ssm_metarl_ray.config import ConfigError, ExperimentConfig, MetaConfig
+    from ssm_metarl_ray.envs import Task
+    from ssm_metarl_ray.training.meta_train import distinct_task_indices, meta_batch_indices
+
+    tasks = [Task("halfcheetah-dir", i, {"direction": d}) for i, d in enumerate([1.0, 1.0, -1.0, 1.0, -1.0])]
+    turns = distinct_task_indices(tasks)
+    assert turns == [0, 2]
+    meta = MetaConfig(meta_batch_size=6, warmup_iterations=8, warmup_tasks=4, warmup_schedule="in-turn")
+    rng, ref = np.random.default_rng(3), np.random.default_rng(3)
+    draws = [meta_batch_indices(rng, len(tasks), meta, i, turns) for i in range(10)]
+    pool = replace(meta, warmup_schedule="pool")
+    refs = [meta_batch_indices(ref, len(tasks), pool, i) for i in range(10)]
+    assert [set(d.tolist()) for d in draws[:8]] == [{0}, {0}, {2}, {2}, {0}, {0}, {2}, {2}]
+    np.testing.assert_array_equal(draws[8:], refs[8:])
+    with pytest.raises(ConfigError, match="meta.warmup_iterations must be a multiple of meta.warmup_tasks"):
+        replace(ExperimentConfig(), meta=replace(meta, warmup_iterations=9)).validate()

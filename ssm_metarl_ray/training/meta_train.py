@@ -8,7 +8,7 @@ or the Ray runtime's worker pool. The same function is what the CLI, Ray jobs an
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -118,9 +118,24 @@ def count_experience(state: TrainState, batches: list[TaskBatch]) -> None:
     state.episode_counter += sum(ep.rewards.shape[0] for ep in episodes_of(batches))
 
 
-def meta_batch_indices(rng: np.random.Generator, num_tasks: int, meta: MetaConfig, iteration: int) -> np.ndarray:
+def distinct_task_indices(tasks: Sequence[Task]) -> list[int]:
+    """Index of the first task of each distinct parameter set, in order (halfcheetah-dir: two)."""
+    seen: dict[str, int] = {}
+    for i, t in enumerate(tasks):
+        seen.setdefault(repr(sorted(t.params.items())), i)
+    return list(seen.values())
+
+
+def meta_batch_indices(rng: np.random.Generator, num_tasks: int, meta: MetaConfig, iteration: int,
+                       turns: Sequence[int] = ()) -> np.ndarray:
     """Training-task indices (meta_batch_size,) of 0-based meta-iteration ``iteration``, drawn with
-    replacement; during the warm-up (``meta.warmup_iterations``) from the first ``meta.warmup_tasks`` only."""
+    replacement; during the warm-up (``meta.warmup_iterations``) from the first ``meta.warmup_tasks`` only
+    (schedule "pool"), or (schedule "in-turn") all equal to ``turns[phase % len(turns)]``, ``turns`` being
+    ``distinct_task_indices`` of the training tasks and ``phase`` the warm-up's equal part it is in."""
+    if iteration < meta.warmup_iterations and meta.warmup_schedule == "in-turn":
+        phase = iteration * meta.warmup_tasks // meta.warmup_iterations
+        rng.choice(num_tasks, meta.meta_batch_size)  # the stream stays in step with schedule "pool"'s
+        return np.full(meta.meta_batch_size, turns[phase % len(turns)])
     pool = meta.warmup_tasks if iteration < meta.warmup_iterations else num_tasks
     return rng.choice(pool, meta.meta_batch_size)
 
@@ -130,11 +145,12 @@ def meta_train(state: TrainState, sampler: Sampler, on_iteration: Callable[[Trai
     """Run meta-iterations from ``state.iteration`` up to ``cfg.iterations``; returns the state."""
     cfg = state.cfg
     rng = np.random.default_rng([cfg.seed, 7])
+    turns = distinct_task_indices(state.train_tasks)
     for i in range(state.iteration):  # resume: replay the task-sampling stream
-        meta_batch_indices(rng, len(state.train_tasks), cfg.meta, i)
+        meta_batch_indices(rng, len(state.train_tasks), cfg.meta, i, turns)
     while state.iteration < cfg.iterations:
         t0 = time.perf_counter()
-        idx = meta_batch_indices(rng, len(state.train_tasks), cfg.meta, state.iteration)
+        idx = meta_batch_indices(rng, len(state.train_tasks), cfg.meta, state.iteration, turns)
         tasks = [state.train_tasks[i] for i in idx]
         sampler.set_weights(state.learner.get_weights(), state.learner.version)
         batches = sampler.sample_tasks(tasks)  # pre/post-adaptation trajectories per task
