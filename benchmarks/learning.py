@@ -78,6 +78,7 @@ def build_config(a: argparse.Namespace):
                      trpo_max_kl=a.max_kl or cfg.meta.trpo_max_kl,
                      **(dict(method="in-context", episodes_per_trial=a.episodes_per_trial, value_coef=0.5,
                              gae_lambda=0.95, normalize_rewards=a.normalize_rewards,
+                             task_inference_coef=a.task_inference_coef,
                              ppo_minibatches=a.ppo_minibatches, recurrent_lr_scale=a.recurrent_lr_scale,
                              anneal_lr=a.anneal_lr)
                         if in_context else {}),
@@ -296,6 +297,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     r.add_argument("--warmup-schedule", choices=("pool", "in-turn"), default="pool",
                    help="pool: warm-up iterations draw from the first --warmup-tasks tasks; in-turn: the "
                         "warm-up splits into --warmup-tasks phases, each on one distinct task in turn")
+    r.add_argument("--task-inference-coef", type=float, default=0.0,
+                   help="in-context: weight of the auxiliary loss predicting the task's parameters from the "
+                        "core's output (belief supervision; 0: off)")
     r.add_argument("--normalize-rewards", action="store_true",
                    help="in-context: PPO divides rewards by the running std of the return (MuJoCo)")
     r.add_argument("--anneal-lr", action="store_true",

@@ -54,7 +54,7 @@ INT_RANGE = {"seed": (0, 2**63 - 1),  # numpy and torch seeds are non-negative
 POS_FLOAT = {"meta.inner_lr", "meta.outer_lr", "meta.max_grad_norm", "meta.trpo_max_kl", "adapt.adapt_lr",
              "adapt.grad_clip", "adapt.adapt_lr_decay", "model.head_init_gain",
              "meta.recurrent_lr_scale", "meta.inner_lr_decay"}
-NONNEG_FLOAT = {"meta.value_coef", "meta.entropy_coef", "meta.trpo_cg_damping"}
+NONNEG_FLOAT = {"meta.value_coef", "meta.entropy_coef", "meta.trpo_cg_damping", "meta.task_inference_coef"}
 UNIT = {"adapt.experience_weight", "meta.gae_lambda", "model.ssm_r_min"}  # [0, 1]
 HALF_OPEN_UNIT = {"meta.gamma", "meta.clip_eps", "adapt.clip_eps", "meta.trpo_ls_ratio"}  # (0, 1]
 
@@ -167,6 +167,10 @@ class MetaConfig:
     warmup_iterations: int = 0  # a task curriculum: the first warmup_iterations meta-iterations draw their
     #   tasks from the first warmup_tasks training tasks only, then from all (0: no warm-up)
     warmup_tasks: int = 1  # training tasks of the warm-up (e.g. 1: one direction of halfcheetah-dir first)
+    task_inference_coef: float = 0.0  # in-context: weight of an auxiliary loss in which a linear head on the
+    #   core's output predicts the task's parameters at every step of a trial (squared error; the core is
+    #   trained through it to carry what it has inferred about the task: Humplik et al. 2019's belief
+    #   supervision; training only: the head is not part of the policy, test time uses no task labels)
     warmup_schedule: str = "pool"  # "pool": each warm-up iteration draws from the first warmup_tasks tasks;
     #   "in-turn": the warm-up splits into warmup_tasks equal phases and phase p trains only on distinct
     #   training task p mod d (d: the number of distinct task parameters; halfcheetah-dir with 2: one
@@ -247,6 +251,10 @@ class ExperimentConfig:
         if self.meta.method == "in-context" and self.meta.value_coef <= 0:
             raise ConfigError("meta.value_coef must be > 0 for meta.method in-context (PPO's advantages come "
                               f"from the critic), got {self.meta.value_coef}", "meta.value_coef")
+        if self.meta.task_inference_coef and self.meta.method != "in-context":
+            raise ConfigError("meta.task_inference_coef must be 0 unless meta.method is in-context (the PPO "
+                              f"learner's auxiliary loss), got {self.meta.task_inference_coef}",
+                              "meta.task_inference_coef")
         if self.meta.warmup_iterations and self.meta.warmup_tasks > self.num_train_tasks:
             raise ConfigError(f"meta.warmup_tasks must be at most num_train_tasks ({self.num_train_tasks}), got "
                               f"{self.meta.warmup_tasks}", "meta.warmup_tasks")

@@ -91,6 +91,8 @@ class TaskBatch:
     task_index: int
     pre: list[EpisodeBatch]
     post: EpisodeBatch
+    task_params: tuple[float, ...] = ()  # the task's parameters, sorted by name (``task_vector``): the
+    #   targets of the in-context learner's task-inference loss (``meta.task_inference_coef``)
 
 
 @dataclass(frozen=True)
@@ -103,16 +105,18 @@ class EnvSpec:
     horizon: int
     action_center: np.ndarray | None  # continuous: env action = center + scale * clip(a, -1, 1)
     action_scale: np.ndarray | None
+    task_dim: int = 0  # number of task parameters (``MetaEnv.task_params``)
 
     @classmethod
     def of(cls, env) -> EnvSpec:
         import gymnasium as gym
 
         obs_dim = int(np.prod(env.observation_space.shape))
+        task_dim = len(getattr(env, "task_params", ()))
         if isinstance(env.action_space, gym.spaces.Discrete):
-            return cls(obs_dim, int(env.action_space.n), True, int(env.horizon), None, None)
+            return cls(obs_dim, int(env.action_space.n), True, int(env.horizon), None, None, task_dim)
         lo, hi = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
-        return cls(obs_dim, int(lo.shape[0]), False, int(env.horizon), (hi + lo) / 2, (hi - lo) / 2)
+        return cls(obs_dim, int(lo.shape[0]), False, int(env.horizon), (hi + lo) / 2, (hi - lo) / 2, task_dim)
 
     def make_policy(self, cfg: ModelConfig) -> Policy:
         from ssm_metarl_ray.models.policy import Policy

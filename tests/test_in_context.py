@@ -155,6 +155,50 @@ def test_ppo_reward_scale_is_the_running_return_std_and_critic_clipped_alone():
     assert other.return_moments == learner.return_moments
 
 
+def test_task_inference_loss_trains_the_core_to_carry_the_task():
+    """task_inference_coef: the worker labels each trial with its task's parameters; the learner's linear
+    head predicts them from the core's output (masked squared error == a per-step reference), its gradient
+    reaches the core, repeated updates on the same trials lower it, and the head is in the checkpoint
+    (resume exact). Only the in-context method takes it."""
+    from ssm_metarl_ray.algorithms.ppo import task_inference_loss, task_targets
+
+    w, batches = _trials(seed=6)
+    assert [b.task_params for b in batches] == [(t.params["goal_x"], t.params["goal_y"]) for t in
+                                                w.envs[0].sample_tasks(2, np.random.default_rng(6))]
+    targets = task_targets(batches)
+    assert targets.shape == (stack_trials(batches).rewards.shape[0], 2)
+    pred, tgt = torch.randn(3, 5, 2), torch.randn(3, 2)
+    mask = torch.tensor([[1.0] * 5, [1.0] * 3 + [0.0] * 2, [1.0] * 4 + [0.0]])
+    ref = sum(float(((pred[i, t] - tgt[i]) ** 2).sum()) for i in range(3) for t in range(5) if mask[i, t])
+    assert float(task_inference_loss(pred, tgt, mask)) == pytest.approx(ref / float(mask.sum()), rel=1e-6)
+
+    cfg = replace(IC, task_inference_coef=1.0, outer_lr=3e-3)
+    state0 = copy.deepcopy(w.policy.state_dict())
+    learner = PPOLearner(w.policy, cfg, seed=0, task_dim=2)
+    losses = [learner.update(batches)["meta/task_inference_loss"] for _ in range(8)]
+    assert losses[-1] < 0.5 * losses[0], losses
+    plain_w, _ = _trials(seed=6)  # the same start without the loss: the core moves differently
+    PPOLearner(plain_w.policy, IC, seed=0).update(batches)
+    aux_w, _ = _trials(seed=6)
+    PPOLearner(aux_w.policy, cfg, seed=0, task_dim=2).update(batches)
+    core = [k for k in state0 if k.startswith("core.")]
+    assert any(not torch.allclose(plain_w.policy.state_dict()[k], aux_w.policy.state_dict()[k]) for k in core)
+    saved = copy.deepcopy(learner.state_dict())
+    assert "task_head" in saved
+    learner.update(batches)
+    other_w, _ = _trials(seed=6)
+    other = PPOLearner(other_w.policy, cfg, seed=0, task_dim=2)
+    other.load_state_dict(saved)
+    other.update(batches)
+    for k, v in learner.policy.state_dict().items():
+        torch.testing.assert_close(v, other.policy.state_dict()[k])
+    torch.testing.assert_close(learner.task_head.weight, other.task_head.weight)
+    with pytest.raises(ValueError, match="task parameters"):
+        PPOLearner(w.policy, cfg)
+    with pytest.raises(ConfigError, match="meta.task_inference_coef must be 0 unless"):
+        replace(ExperimentConfig(), meta=replace(MetaConfig(), task_inference_coef=0.5)).validate()
+
+
 def test_mlp_heads_follow_the_recurrent_contract():
     """head_hidden > 0: Linear-tanh-Linear actor and critic heads; trial rollout == sequence replay."""
     torch.manual_seed(0)

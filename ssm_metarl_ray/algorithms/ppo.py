@@ -9,7 +9,10 @@ terminal: the trial is the agent's episode), normalised advantages, ``outer_step
 With ``normalize_rewards`` the rewards are divided by the running std of the discounted return (the critic
 learns values in those units: one learning rate fits navigation's returns of ~-20 and the cheetah's ~300).
 The critic's gradient is clipped on its own when it reads detached features, so a large value error never
-shrinks the policy's step.
+shrinks the policy's step. With ``task_inference_coef`` > 0 a linear head (the learner's, not the policy's)
+predicts the task's parameters from the core's output at every step and its squared error joins the loss
+(belief supervision, Humplik et al. 2019): the core is pushed to carry what the trial so far says about the
+task, so the actor can condition on it; no task label is used at test time.
 
 ``PPOLearner`` has :class:`~ssm_metarl_ray.algorithms.maml.MetaLearner`'s surface (``update``,
 ``get_weights``, ``state_dict``, ``load_state_dict``, ``version``), so the training loop, the Ray runtime
@@ -58,6 +61,18 @@ def param_groups(policy: Policy, lr: float, recurrent_scale: float) -> list[dict
     return [{"params": ps, "lr": lr * (recurrent_scale if slow else 1.0)} for slow, ps in groups.items() if ps]
 
 
+def task_targets(batches: list[TaskBatch]) -> np.ndarray:
+    """Per trial row, its task's parameter vector: (K, task_dim), rows in ``stack_trials`` order."""
+    return np.concatenate([np.tile(np.asarray(b.task_params, np.float32), (b.post.rewards.shape[0], 1))
+                           for b in batches])
+
+
+def task_inference_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Squared error of the per-step task prediction, summed over parameters, masked mean over steps.
+    pred (K, L, D), target (K, D), mask (K, L) -> scalar."""
+    return masked_mean((pred - target[:, None, :]).pow(2).sum(-1), mask)
+
+
 def trial_advantages(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, gamma: float,
                      lam: float) -> tuple[np.ndarray, np.ndarray]:
     """GAE over whole trials and the value targets: rewards, values, mask (K, L) -> (advantages, returns)."""
@@ -68,16 +83,26 @@ def trial_advantages(rewards: np.ndarray, values: np.ndarray, mask: np.ndarray, 
 class PPOLearner:
     """``update(task_batches) -> metrics`` for ``meta.method == "in-context"``; owns policy and Adam."""
 
-    def __init__(self, policy: Policy, cfg: MetaConfig, seed: int = 0, total_updates: int | None = None):
+    def __init__(self, policy: Policy, cfg: MetaConfig, seed: int = 0, total_updates: int | None = None,
+                 task_dim: int = 0):
         if cfg.anneal_lr and not total_updates:
             raise ValueError(f"anneal_lr needs the run's number of updates, got total_updates={total_updates!r}")
+        if cfg.task_inference_coef and task_dim < 1:
+            raise ValueError(f"task_inference_coef needs the family's number of task parameters, got {task_dim}")
         self.policy, self.cfg, self.total_updates = policy, cfg, total_updates
-        self.optimizer = torch.optim.Adam(param_groups(policy, cfg.outer_lr, cfg.recurrent_lr_scale))
+        groups = param_groups(policy, cfg.outer_lr, cfg.recurrent_lr_scale)
+        self.task_head: torch.nn.Linear | None = None
+        if cfg.task_inference_coef:
+            self.task_head = torch.nn.Linear(policy.core.output_dim, task_dim)
+            groups.append({"params": list(self.task_head.parameters()), "lr": cfg.outer_lr})
+        self.optimizer = torch.optim.Adam(groups)
         self._base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         # gradient clipping groups: the critic alone when it cannot move the core, everything else together
         apart: dict[bool, list[torch.nn.Parameter]] = {False: [], True: []}
         for n, p in policy.named_parameters():
             apart[policy.cfg.critic_detached and n.startswith("critic.")].append(p)
+        if self.task_head is not None:
+            apart[False].extend(self.task_head.parameters())
         self._clip_groups = [g for g in apart.values() if g]
         self.version, self.seed = 0, seed
         self.return_moments = (0.0, 0.0, 1.0)  # running (count, mean, var) of the discounted return
@@ -95,14 +120,18 @@ class PPOLearner:
             group["lr"] = base * frac
         data = stack_trials(batches)
         ep = self._prepare(data)
+        targets = torch.as_tensor(task_targets(batches)) if self.task_head is not None else None
         logs: dict[str, list[float]] = {"surrogate": [], "value_loss": [], "entropy": [], "kl": [],
                                         "clip_frac": [], "grad_norm": []}
+        if targets is not None:
+            logs["task_inference_loss"] = []
         grads = []
         k = data.rewards.shape[0]
         rng = np.random.default_rng([self.seed, self.version])  # minibatch order: a function of the version,
         for _ in range(self.cfg.outer_steps):                    # so a resumed run repeats it exactly
             for rows in np.array_split(rng.permutation(k), min(self.cfg.ppo_minibatches, k)):
-                info, g = self._minibatch_step(_rows(ep, torch.as_tensor(rows)))
+                idx = torch.as_tensor(rows)
+                info, g = self._minibatch_step(_rows(ep, idx), None if targets is None else targets[idx])
                 for key, v in info.items():
                     logs[key].append(v)
                 grads.append(g)
@@ -136,14 +165,23 @@ class PPOLearner:
         ep.returns = torch.as_tensor(ret, dtype=torch.float32)
         return ep
 
-    def _minibatch_step(self, ep: TorchEpisodes) -> tuple[dict[str, float], dict[str, float]]:
+    def _minibatch_step(self, ep: TorchEpisodes,
+                        targets: torch.Tensor | None = None) -> tuple[dict[str, float], dict[str, float]]:
+        """One Adam step on a minibatch of trials; ``targets`` (B, task_dim): task parameters of the
+        task-inference loss (with ``task_inference_coef``)."""
         cfg, policy = self.cfg, self.policy
-        out = run_policy(policy, policy_params(policy), ep)
+        out, features, _ = policy.forward_with_features(ep.inputs, policy.initial_state(ep.inputs.shape[0]),
+                                                        ep.core_resets)
         logp = log_prob(out.dist_params, ep.actions, policy.discrete)  # (B, L)
         surrogate = clipped_surrogate(logp, ep.logp, ep.advantages, ep.mask, cfg.clip_eps)
         v_loss = value_loss(out.value, ep.returns, ep.mask)
         ent = masked_mean(entropy(out.dist_params, policy.discrete), ep.mask)
         loss = surrogate + cfg.value_coef * v_loss - cfg.entropy_coef * ent
+        extra: dict[str, float] = {}
+        if self.task_head is not None and targets is not None:
+            t_loss = task_inference_loss(self.task_head(features), targets, ep.mask)
+            loss = loss + cfg.task_inference_coef * t_loss
+            extra["task_inference_loss"] = float(t_loss.detach())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         g = group_norms({n: p.grad for n, p in policy.named_parameters()})
@@ -157,17 +195,22 @@ class PPOLearner:
         surrogate, v_loss, ent = surrogate.detach(), v_loss.detach(), ent.detach()
         return ({"surrogate": float(surrogate), "value_loss": float(v_loss), "entropy": float(ent),
                  "kl": float(approx_kl(logp.detach(), ep.logp, ep.mask)), "clip_frac": float(clipped),
-                 "grad_norm": float(gn)}, g)
+                 "grad_norm": float(gn), **extra}, g)
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return {k: v.detach().cpu().numpy().copy() for k, v in self.policy.state_dict().items()}
 
     def state_dict(self) -> dict:
-        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "version": self.version, "return_moments": list(self.return_moments)}
+        out = {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+               "version": self.version, "return_moments": list(self.return_moments)}
+        if self.task_head is not None:
+            out["task_head"] = self.task_head.state_dict()
+        return out
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
+        if self.task_head is not None:
+            self.task_head.load_state_dict(state["task_head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.version = int(state["version"])
         count, mean, var = (float(x) for x in state.get("return_moments", (0.0, 0.0, 1.0)))

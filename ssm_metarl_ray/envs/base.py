@@ -31,6 +31,11 @@ class Task:
         return hash((self.family, self.index, tuple(sorted(self.params.items()))))
 
 
+def task_vector(task: Task) -> tuple[float, ...]:
+    """The task's parameters as floats, sorted by name (``{"goal_x": .1, "goal_y": -.2}`` -> (.1, -.2))."""
+    return tuple(float(task.params[k]) for k in sorted(task.params))
+
+
 class MetaEnv(gym.Env):
     """Base class of task families (see module docstring)."""
 

@@ -58,10 +58,16 @@ class Policy(nn.Module):
         return self._heads(y), state
 
     def forward_sequence(self, inputs: Tensor, state: State, dones: Tensor) -> tuple[PolicyOutput, State]:
+        out, _, state = self.forward_with_features(inputs, state, dones)
+        return out, state
+
+    def forward_with_features(self, inputs: Tensor, state: State,
+                              dones: Tensor) -> tuple[PolicyOutput, Tensor, State]:
+        """``forward_sequence`` that also returns the core's output (B, T, H), the heads' input."""
         if self.cfg.observation_only:
             inputs = inputs[..., :self.core_input_dim]
         y, state = self.core.forward_sequence(inputs, state, dones)  # (B, T, H)
-        return self._heads(y), state
+        return self._heads(y), y, state
 
     def forward(self, inputs: Tensor, state: State, dones: Tensor) -> tuple[PolicyOutput, State]:
         return self.forward_sequence(inputs, state, dones)

@@ -25,6 +25,7 @@ from ssm_metarl_ray.algorithms.returns import (
 )
 from ssm_metarl_ray.config import MetaConfig, ModelConfig
 from ssm_metarl_ray.envs import Task, make_env
+from ssm_metarl_ray.envs.base import task_vector
 from ssm_metarl_ray.models.base import make_policy_inputs
 from ssm_metarl_ray.models.grouped_step import GroupedPolicy
 from ssm_metarl_ray.models.packed_step import PackedStep
@@ -219,7 +220,7 @@ class RolloutWorker:
         cfg = self.meta_cfg
         if cfg.method == "in-context":  # trials; the learner computes advantages with its critic
             trials = self.sample_trials(tasks, cfg.episodes_per_task, cfg.episodes_per_trial)
-            return [TaskBatch(t.index, [], b) for t, b in zip(tasks, trials)]
+            return [TaskBatch(t.index, [], b, task_vector(t)) for t, b in zip(tasks, trials)]
         if cfg.inner_steps == 0:  # multi-task pretraining: no adaptation, one batch per task
             return [TaskBatch(t.index, [], ep) for t, ep in zip(tasks, self.sample_many(tasks, cfg.episodes_per_task))]
         return self._adapt_and_sample(tasks, self.sample_many(tasks, cfg.episodes_per_task))

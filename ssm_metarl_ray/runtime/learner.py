@@ -51,7 +51,7 @@ class LearnerActor:
         self.device = learner_device(ray.get_gpu_ids(), torch.cuda.is_available())
         if self.device == "cuda":
             torch.set_default_device(self.device)  # batches become device tensors inside MetaLearner.update
-        self.learner = make_learner(spec.make_policy(cfg.model).to(self.device), cfg)
+        self.learner = make_learner(spec.make_policy(cfg.model).to(self.device), cfg, spec.task_dim)
         self.learner.load_state_dict(state)
 
     def info(self) -> dict:

@@ -93,15 +93,16 @@ def build_state(cfg: ExperimentConfig) -> TrainState:
     policy = spec.make_policy(cfg.model)
     buffer = ExperienceBuffer(cfg.adapt.buffer_size, spec.obs_dim, 1 if spec.discrete else spec.act_dim,
                               spec.discrete)
-    return TrainState(cfg, spec, make_learner(policy, cfg), buffer, train_tasks, test_tasks)
+    return TrainState(cfg, spec, make_learner(policy, cfg, spec.task_dim), buffer, train_tasks, test_tasks)
 
 
-def make_learner(policy, cfg: ExperimentConfig) -> Learner:
-    """The central learner of ``cfg.meta.method``: MetaLearner (maml) or PPOLearner (in-context)."""
+def make_learner(policy, cfg: ExperimentConfig, task_dim: int = 0) -> Learner:
+    """The central learner of ``cfg.meta.method``: MetaLearner (maml) or PPOLearner (in-context);
+    ``task_dim``: the family's number of task parameters (the PPO learner's task-inference head)."""
     if cfg.meta.method == "in-context":
         from ssm_metarl_ray.algorithms.ppo import PPOLearner
 
-        return PPOLearner(policy, cfg.meta, cfg.seed, total_updates=cfg.iterations)
+        return PPOLearner(policy, cfg.meta, cfg.seed, total_updates=cfg.iterations, task_dim=task_dim)
     return MetaLearner(policy, cfg.meta)
 
 
