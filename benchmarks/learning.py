@@ -156,7 +156,7 @@ def run_one(a: argparse.Namespace) -> dict:
         "train_env_steps": state.env_steps, "train_wall_s": round(train_s, 1),
         "train_cpu_s": round(train_cpu, 1), "eval_env_steps": eval_steps, "eval_wall_s": round(eval_s, 1),
         "history": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in m.items()
-                     if k in keep or k.startswith(("health/", "grad/", "trpo/", "meta/kl"))}
+                     if k in keep or k.startswith(("health/", "grad/", "trpo/", "meta/kl", "meta/task_inference"))}
                     for m in state.history],
         "test_task_params": [t.params for t in state.test_tasks],  # row order of every per_task array
         "evaluation": {mode: {k: r[k] for k in ("mean", "sem", "per_task")} for mode, r in results.items()},
