@@ -47,6 +47,21 @@ def test_train_then_evaluate(tmp_path):
     assert ev["evaluation"]["standard"]["mean"] == metrics["evaluation"]["standard"]["mean"]
 
 
+def test_in_context_task_inference_trains_on_ray_and_resumes(tmp_path):
+    """--method in-context --task-inference-coef over a Ray rollout worker: the task-inference loss is in
+    every iteration's metrics, and the learner's head travels in the checkpoint (resume continues)."""
+    out = tmp_path / "run"
+    args = ["--method", "in-context", "--task-inference-coef", "1", "--adaptation-mode", "in-context", *SMALL]
+    r = cli("train", *args, "--num-workers", "1", "--output-dir", str(out))
+    assert r.returncode == 0, r.stderr
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert len(history) == 2 and all(h["meta/task_inference_loss"] > 0 for h in history)
+    r = cli("train", "--resume", str(out / "checkpoint"), "--iterations", "3", "--num-workers", "0", "--quiet")
+    assert r.returncode == 0, r.stderr
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert len(history) == 3 and history[-1]["meta/task_inference_loss"] > 0
+
+
 def test_original_flag_spellings(tmp_path):
     r = cli("train", "--env_name", "navigation-2d", "--adaptation_mode", "hybrid", "--num_epochs", "1",
             "--buffer_size", "5000", "--experience_weight", "0.2", *SMALL[2:], "--output-dir", str(tmp_path / "o"),
