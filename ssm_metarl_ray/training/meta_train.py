@@ -133,12 +133,12 @@ def meta_batch_indices(rng: np.random.Generator, num_tasks: int, meta: MetaConfi
     replacement; during the warm-up (``meta.warmup_iterations``) from the first ``meta.warmup_tasks`` only
     (schedule "pool"), or (schedule "in-turn") all equal to ``turns[phase % len(turns)]``, ``turns`` being
     ``distinct_task_indices`` of the training tasks and ``phase`` the warm-up's equal part it is in."""
-    if iteration < meta.warmup_iterations and meta.warmup_schedule == "in-turn":
+    warm = iteration < meta.warmup_iterations
+    idx = rng.choice(meta.warmup_tasks if warm else num_tasks, meta.meta_batch_size)  # one stream for both
+    if warm and meta.warmup_schedule == "in-turn":
         phase = iteration * meta.warmup_tasks // meta.warmup_iterations
-        rng.choice(num_tasks, meta.meta_batch_size)  # the stream stays in step with schedule "pool"'s
-        return np.full(meta.meta_batch_size, turns[phase % len(turns)])
-    pool = meta.warmup_tasks if iteration < meta.warmup_iterations else num_tasks
-    return rng.choice(pool, meta.meta_batch_size)
+        return np.full_like(idx, turns[phase % len(turns)])
+    return idx
 
 
 def meta_train(state: TrainState, sampler: Sampler, on_iteration: Callable[[TrainState, dict], None] | None = None,
