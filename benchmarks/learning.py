@@ -89,6 +89,36 @@ def build_config(a: argparse.Namespace):
                       episodes_per_step=a.episodes or (cfg.adapt.episodes_per_step if a.preset else episodes)))
 
 
+# flags of this script for the config fields that the in-context preset sets (ssm_metarl_ray/presets.py)
+_PRESET_FLAGS = {"iterations": "--iterations", "num_test_tasks": "--test-tasks", "meta.method": "--method",
+                 "meta.meta_batch_size": "--meta-batch", "meta.episodes_per_task": "--episodes",
+                 "meta.episodes_per_trial": "--episodes-per-trial", "meta.ppo_minibatches": "--ppo-minibatches",
+                 "meta.outer_lr": "--outer-lr", "meta.outer_steps": "--outer-steps",
+                 "meta.task_inference_coef": "--task-inference-coef", "meta.normalize_rewards": "--normalize-rewards",
+                 "meta.warmup_iterations": "--warmup-iterations", "meta.warmup_tasks": "--warmup-tasks",
+                 "model.head_hidden": "--head-hidden"}
+_IN_CONTEXT_FIXED = {"env", "meta.value_coef", "meta.gae_lambda"}  # build_config's in-context settings already
+
+
+def in_context_preset_flags(env: str) -> list[str]:
+    """The ``in-context`` preset of ``env`` as this script's flags (the CLI's ``--preset in-context`` gives the
+    same config, ``tests/test_presets.py``); exits with the allowed families for another ``env``."""
+    from ssm_metarl_ray.presets import preset_overrides
+
+    try:
+        nested = preset_overrides("in-context", env)
+    except ValueError as e:
+        raise SystemExit(f"learning.py: {e}") from None
+    flags = []
+    for sub, part in nested.items():
+        for short, value in part.items():
+            field = f"{sub}.{short}" if sub else short
+            if field in _IN_CONTEXT_FIXED or value is False:
+                continue
+            flags += [_PRESET_FLAGS[field]] + ([] if value is True else [str(value)])
+    return [*flags, "--modes", "in-context", "--tag", "preset"]
+
+
 def checkpoint_path(a: argparse.Namespace) -> Path:
     return Path(a.checkpoint_dir) if a.checkpoint_dir else OUT_ROOT / a.env / "checkpoints" / run_name(
         a.method, a.model, a.seed, a.tag)
@@ -262,7 +292,7 @@ def cmd_suite(a: argparse.Namespace) -> None:
         list(pool.map(launch, todo))
 
 
-def main(argv: list[str] | None = None) -> dict | None:
+def build_parser() -> argparse.ArgumentParser:
     from ssm_metarl_ray.config import MODELS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -272,8 +302,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     r.add_argument("--method", choices=METHODS, default="maml")
     r.add_argument("--model", choices=MODELS, default="ssm")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--preset", choices=["maml2017"], default=None,
-                   help="the published protocol of this family (flags given here override it)")
+    r.add_argument("--preset", choices=["maml2017", "in-context"], default=None,
+                   help="maml2017: the published protocol of this family; in-context: our in-context "
+                        "protocol (ssm_metarl_ray/presets.py; implies --method in-context --modes in-context "
+                        "--tag preset). Flags given here override it")
     r.add_argument("--iterations", type=int, default=None,
                    help="meta-iterations (default 40, or the preset's; multitask: twice as many)")
     r.add_argument("--meta-batch", type=int, default=None, help="tasks per meta-iteration (default 10)")
@@ -360,7 +392,23 @@ def main(argv: list[str] | None = None) -> dict | None:
                    help="step s uses adapt_lr * decay**s (default: the run's; MAML 2017 halves later steps)")
     e.add_argument("--out-tag", default="", help="write a new result file with this tag added (keeps the run's)")
     sub.add_parser("report", help="tables, CSV and plots from the result files")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with ``run --preset in-context`` expanded into its flags before the ones given."""
+    p = build_parser()
     a = p.parse_args(argv)
+    if a.command == "run" and a.preset == "in-context":
+        args = list(sys.argv[1:] if argv is None else argv)
+        at = args.index("run") + 1
+        a = p.parse_args([*args[:at], *in_context_preset_flags(a.env), *args[at:]])
+        a.preset = None
+    return a
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    a = parse_args(argv)
     if a.command == "run":
         return cmd_run(a)
     if a.command == "suite":

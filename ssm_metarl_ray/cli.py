@@ -110,7 +110,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="evaluate only this mode (standard|hybrid|in-context) and adapt with it; default: "
                         "standard and hybrid (in-context method: in-context and standard)")
     e.add_argument("--preset", default=None,
-                   help="published protocol for --env (maml2017); flags given explicitly override it")
+                   help="protocol for --env: maml2017 (MAML 2017's published settings) or in-context (our in-context "
+                        "protocol, --method in-context); flags given explicitly override it")
     e.add_argument("--quiet", action="store_true", help="no per-iteration progress lines")
     r = p.add_argument_group("Ray runtime")
     r.add_argument("--num-workers", type=int, default=None,

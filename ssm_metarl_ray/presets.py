@@ -1,4 +1,4 @@
-"""Named presets: published training/evaluation protocols as config overrides, one per task family.
+"""Named presets: training/evaluation protocols as config overrides, one per task family.
 
 ``maml2017``: the settings of Finn et al. 2017 (MAML-TRPO), from the paper and its training/test scripts:
 meta-batch (tasks per meta-iteration), trajectories per task, inner step size (also the first test-time
@@ -10,6 +10,12 @@ MAML's TRPO step (``--outer-optimizer trpo`` gives that, max KL 0.01; it reached
 in more wall-clock), a tanh 64x64 core, a training set of 1,000 seeded tasks standing in for fresh
 draws every iteration, and on navigation-2d test-time steps that shrink 4x per step instead of 2x (after
 two steps -6.3 vs -18.7, mean of 3 seeds: the halved second step overshoots on some goals).
+
+``in-context``: our protocol for in-context meta-RL (recurrent PPO over 2-episode trials, 10 tasks x 4
+trials per iteration, 40 held-out tasks) at a tenth of MAML's budget per family or less, with the settings
+chosen by measurement for the SSM (``benchmarks/README.md``, "In-context meta-RL"): Adam step size and
+epochs, MLP actor/critic heads, the task-inference loss's weight, reward normalisation on MuJoCo, and on
+halfcheetah-dir a one-task warm-up. It sets ``meta.method`` to ``in-context``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,23 @@ _MAML2017 = {
     "ant-dir": (40, 40, 0.1, 575, 40),  # checkpoint itr_575 (fbs40), 40 trajectories per test step
 }
 
-PRESETS = {"maml2017": _MAML2017}
+# in-context: dotted config fields per family (training env steps: iterations x 10 tasks x 4 trials x 2
+# episodes x horizon: navigation-2d <= 1e6 (episodes end at the goal), halfcheetah-vel 7.6e6, -dir 3.2e6)
+_IN_CONTEXT_COMMON: dict[str, object] = {
+    "meta.method": "in-context", "meta.meta_batch_size": 10, "meta.episodes_per_task": 4,
+    "meta.episodes_per_trial": 2, "meta.value_coef": 0.5, "meta.gae_lambda": 0.95, "meta.ppo_minibatches": 4,
+    "model.head_hidden": 64, "num_test_tasks": 40}
+_IN_CONTEXT: dict[str, dict[str, object]] = {
+    "navigation-2d": {"iterations": 125, "meta.outer_lr": 1e-4, "meta.outer_steps": 10,
+                      "meta.task_inference_coef": 10.0},
+    "halfcheetah-vel": {"iterations": 475, "meta.outer_lr": 3e-4, "meta.outer_steps": 8,
+                        "meta.normalize_rewards": True, "meta.task_inference_coef": 3.0},
+    "halfcheetah-dir": {"iterations": 200, "meta.outer_lr": 3e-4, "meta.outer_steps": 8,
+                        "meta.normalize_rewards": True, "meta.task_inference_coef": 1.0,
+                        "meta.warmup_iterations": 60, "meta.warmup_tasks": 1},
+}
+
+PRESETS: dict[str, dict] = {"maml2017": _MAML2017, "in-context": _IN_CONTEXT}
 # test-time step s uses inner_lr * decay**s; MAML halves (0.5); ours on navigation-2d (benchmarks/README.md)
 _ADAPT_LR_DECAY = {"navigation-2d": 0.25}
 
@@ -41,7 +63,7 @@ def preset_families(name: str) -> tuple[str, ...]:
 
 
 def preset_overrides(name: str, env: str) -> dict[str, dict]:
-    """``{"": top-level fields, "meta": ..., "adapt": ...}`` overrides of ``name`` for family ``env``.
+    """``{"": top-level fields, "meta": ..., "adapt": ..., "model": ...}`` overrides of ``name`` for ``env``.
 
     Raises ``ValueError`` naming the allowed presets or families.
     """
@@ -49,6 +71,12 @@ def preset_overrides(name: str, env: str) -> dict[str, dict]:
         raise ValueError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
     if env not in PRESETS[name]:
         raise ValueError(f"preset {name!r} has no settings for {env!r}; it covers: {', '.join(PRESETS[name])}")
+    if name == "in-context":
+        nested: dict[str, dict] = {"": {"env": env}}
+        for field, value in {**_IN_CONTEXT_COMMON, **_IN_CONTEXT[env]}.items():
+            sub, _, short = field.rpartition(".")
+            nested.setdefault(sub, {})[short] = value
+        return nested
     meta_batch, episodes, lr, iterations, test_episodes = PRESETS[name][env]
     return {"": {"env": env, "iterations": iterations, "num_train_tasks": 1000, "num_test_tasks": 40},
             "meta": {"meta_batch_size": meta_batch, "episodes_per_task": episodes, "inner_lr": lr,
@@ -60,4 +88,5 @@ def preset_overrides(name: str, env: str) -> dict[str, dict]:
 def apply_preset(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
     """``cfg`` with the preset's settings for ``cfg.env`` (everything else kept)."""
     o = preset_overrides(name, cfg.env)
-    return replace(cfg, **o[""], meta=replace(cfg.meta, **o["meta"]), adapt=replace(cfg.adapt, **o["adapt"]))
+    return replace(cfg, **o[""], meta=replace(cfg.meta, **o.get("meta", {})),
+                   adapt=replace(cfg.adapt, **o.get("adapt", {})), model=replace(cfg.model, **o.get("model", {})))

@@ -1,4 +1,5 @@
-"""``maml2017`` presets: MAML 2017's published settings per family, applied on top of a config."""
+"""Presets: ``maml2017`` (MAML 2017's published settings per family) and ``in-context`` (our protocol), applied
+on top of a config, in the CLI and in benchmarks/learning.py."""
 
 import pytest
 
@@ -32,3 +33,58 @@ def test_unknown_preset_or_family_names_the_choices():
     with pytest.raises(ValueError, match="navigation-2d"):
         apply_preset(ExperimentConfig(env="ant-goal"), "maml2017")
     assert "cartpole-physics" not in preset_families("maml2017")
+
+
+def _learning_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "learning.py"
+    spec = importlib.util.spec_from_file_location("bench_learning_presets", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# the commands behind the in-context results in benchmarks/README.md that the preset stands for
+_MEASURED = {
+    "navigation-2d": "--iterations 125 --modes in-context --outer-lr 1e-4 --outer-steps 10 --task-inference-coef 10 "
+                     "--head-hidden 64",
+    "halfcheetah-vel": "--iterations 475 --modes in-context --outer-lr 3e-4 --head-hidden 64 --outer-steps 8 "
+                       "--normalize-rewards --task-inference-coef 3",
+    "halfcheetah-dir": "--iterations 200 --modes in-context --outer-lr 3e-4 --head-hidden 64 --outer-steps 8 "
+                       "--normalize-rewards --warmup-iterations 60 --warmup-tasks 1 --task-inference-coef 1",
+}
+
+
+@pytest.mark.parametrize("env", sorted(_MEASURED))
+def test_in_context_preset_is_the_measured_command_in_the_script_and_the_cli(env):
+    """``--preset in-context`` gives, in benchmarks/learning.py, the config of the command measured there, and
+    ``ssm-metarl train --preset in-context`` the same method, model and training settings; flags given win."""
+    from ssm_metarl_ray.cli import build_parser, config_from_args
+
+    bench = _learning_script()
+    base = ["run", "--env", env, "--method", "in-context", "--model", "ssm", "--seed", "1"]
+    measured = bench.parse_args([*base, *_MEASURED[env].split()])
+    preset = bench.parse_args(["run", "--env", env, "--model", "ssm", "--seed", "1", "--preset", "in-context"])
+    assert preset.modes == ["in-context"] and preset.tag == "preset" and preset.method == "in-context"
+    assert bench.build_config(preset) == bench.build_config(measured)
+    cli = config_from_args(build_parser().parse_args(["train", "--env", env, "--preset", "in-context"]))
+    script = bench.build_config(preset)
+    assert cli.meta == script.meta and cli.model == script.model
+    assert (cli.iterations, cli.num_test_tasks, cli.num_train_tasks) == (
+        script.iterations, script.num_test_tasks, script.num_train_tasks)
+    assert apply_preset(ExperimentConfig(env=env), "in-context").meta == script.meta
+    # explicit flags override the preset, in both
+    over = bench.parse_args(["run", "--env", env, "--preset", "in-context", "--outer-lr", "5e-4", "--tag", "x"])
+    assert bench.build_config(over).meta.outer_lr == 5e-4 and over.tag == "x"
+    cli_over = config_from_args(build_parser().parse_args(
+        ["train", "--env", env, "--preset", "in-context", "--outer-lr", "5e-4", "--model", "gru"]))
+    assert cli_over.meta.outer_lr == 5e-4 and cli_over.model.kind == "gru" and cli_over.model.head_hidden == 64
+
+
+def test_in_context_preset_names_its_families():
+    with pytest.raises(ValueError, match="halfcheetah-dir"):
+        apply_preset(ExperimentConfig(env="ant-goal"), "in-context")
+    with pytest.raises(SystemExit, match="in-context"):
+        _learning_script().parse_args(["run", "--env", "ant-goal", "--preset", "in-context"])
