@@ -53,7 +53,7 @@ _MEASURED = {
     "halfcheetah-vel": "--iterations 475 --modes in-context --outer-lr 3e-4 --head-hidden 64 --outer-steps 8 "
                        "--normalize-rewards --task-inference-coef 3",
     "halfcheetah-dir": "--iterations 200 --modes in-context --outer-lr 3e-4 --head-hidden 64 --outer-steps 8 "
-                       "--normalize-rewards --warmup-iterations 60 --warmup-tasks 1 --task-inference-coef 1",
+                       "--normalize-rewards --task-inference-coef 3",
 }
 
 
