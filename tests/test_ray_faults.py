@@ -30,6 +30,23 @@ def _local_history(cfg, tasks_per_chunk):
     return learning_history(state.history)
 
 
+def _cpu_ticks(pid: int) -> int:
+    """User + system CPU time of process ``pid`` in clock ticks (/proc/<pid>/stat fields 14 and 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _kill_once_busy(pid: int, killed: dict, busy_ticks: int = 3, give_up_s: float = 20.0) -> None:
+    """SIGKILL ``pid`` as soon as it has used ``busy_ticks`` clock ticks of CPU since this call (it has
+    started sampling), not after a fixed delay: a fixed delay lands after the iteration on a fast machine."""
+    start, deadline = _cpu_ticks(pid), time.monotonic() + give_up_s
+    while _cpu_ticks(pid) - start < busy_ticks and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.kill(pid, signal.SIGKILL)
+    killed["at"] = time.monotonic()
+
+
 @pytest.mark.parametrize("max_restarts", [3, 0], ids=["ray-restarts-it", "sampler-replaces-it"])
 def test_worker_killed_mid_iteration(max_restarts):
     cfg = tiny_cfg(iterations=3, meta_batch_size=6, episodes=10)
@@ -38,13 +55,9 @@ def test_worker_killed_mid_iteration(max_restarts):
         victim = sampler.info()[0]
         killed = {}
 
-        def kill_soon(st, m):  # after iteration 1: SIGKILL worker 0 while iteration 2 is sampling
+        def kill_soon(st, m):  # after iteration 1: SIGKILL worker 0 once it samples iteration 2
             if st.iteration == 1:
-                def kill():
-                    time.sleep(0.3)
-                    os.kill(victim["pid"], signal.SIGKILL)
-                    killed["at"] = time.monotonic()
-                threading.Thread(target=kill, daemon=True).start()
+                threading.Thread(target=_kill_once_busy, args=(victim["pid"], killed), daemon=True).start()
             elif st.iteration == 2:
                 killed["iteration_2_done"] = time.monotonic()
 
@@ -142,8 +155,7 @@ def test_evaluator_actor_killed_mid_evaluation_is_retried_exactly():
                 break
             except (ValueError, ray.exceptions.RayError):
                 time.sleep(0.05)
-        time.sleep(0.5)
-        os.kill(pid, signal.SIGKILL)
+        _kill_once_busy(pid, killed)  # once it evaluates (a fixed delay can land after the evaluation)
         killed["pid"] = pid
 
     t = threading.Thread(target=kill_evaluator_0, daemon=True)
