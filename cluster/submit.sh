@@ -11,6 +11,10 @@
 #   OUTPUT_DIR=runs/<JOB_ID>  LOG_DIR=runs (head log)
 #   RAY_PORT=6379  DASHBOARD_PORT=8265  CLIENT_PORT=10001  AGENT_PORT=52365   (change them to run
 #   next to another local Ray cluster)
+#   TEMP_DIR=/tmp/ray-submit-<pid>   the head's own Ray temp dir (removed after a job that SUCCEEDED;
+#   kept, with the session logs, otherwise). Private on purpose: the job supervisor resolves the
+#   driver's RAY_ADDRESS from <temp dir>/ray_current_cluster, falling back to *any* GCS process on
+#   the machine; in the shared /tmp/ray a job could attach to another local cluster.
 #
 # The head runs as `ray start --block` in the background and is stopped by signalling that one
 # process, so other Ray clusters of the same user survive (`ray stop` would kill them all).
@@ -30,6 +34,8 @@ CLIENT_PORT="${CLIENT_PORT:-10001}"
 AGENT_PORT="${AGENT_PORT:-52365}"
 JOB_ID="${JOB_ID:-ssm-metarl-smoke-$(date +%Y%m%d-%H%M%S)-$$}"
 OUTPUT_DIR="${OUTPUT_DIR:-$PWD/runs/$JOB_ID}"
+OWN_TEMP_DIR=0; [ -z "${TEMP_DIR:-}" ] && OWN_TEMP_DIR=1
+TEMP_DIR="${TEMP_DIR:-/tmp/ray-submit-$$}"   # short: Ray's unix socket paths live under it (<= 107 chars)
 ADDRESS="http://127.0.0.1:${DASHBOARD_PORT}"
 export RAY_API_SERVER_ADDRESS="$ADDRESS"
 
@@ -61,6 +67,7 @@ ray start --head --block \
     --include-dashboard=true --dashboard-port="$DASHBOARD_PORT" \
     --ray-client-server-port="$CLIENT_PORT" \
     --dashboard-agent-listen-port="$AGENT_PORT" \
+    --temp-dir="$TEMP_DIR" \
     --disable-usage-stats >"$HEAD_LOG" 2>&1 &
 HEAD_PID=$!
 
@@ -71,13 +78,20 @@ cleanup() {
         kill -TERM "$HEAD_PID" 2>/dev/null || true
         wait "$HEAD_PID" 2>/dev/null || true
     fi
+    if [ "$rc" -eq 0 ] && [ "$OWN_TEMP_DIR" = 1 ]; then
+        rm -rf "$TEMP_DIR"
+    else
+        echo "[submit.sh] Ray session logs: $TEMP_DIR/session_latest/logs"
+    fi
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Up = the dashboard answers and `ray start` has recorded its GCS address in its temp dir (written
+# last; the job supervisor reads it to give the driver RAY_ADDRESS).
 deadline=$((SECONDS + 120))
-until ray job list --address "$ADDRESS" >/dev/null 2>&1; do
+until [ -s "$TEMP_DIR/ray_current_cluster" ] && ray job list --address "$ADDRESS" >/dev/null 2>&1; do
     if ! kill -0 "$HEAD_PID" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
         echo "[submit.sh] Ray head did not come up; last log lines:" >&2
         tail -n 30 "$HEAD_LOG" >&2 || true

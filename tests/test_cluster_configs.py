@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -355,15 +356,27 @@ def free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.ray
 def test_submit_script_end_to_end(tmp_path):
-    """Private head on free ports, token auth with an empty HOME, a trivial job -> SUCCEEDED (~40 s)."""
+    """Private head on free ports, token auth with an empty HOME, a trivial job -> SUCCEEDED (~50 s).
+    Another local Ray cluster runs meanwhile: the job's driver must attach to the script's head, not to it
+    (Ray's job supervisor resolves the driver's address from its temp dir, else from any GCS process)."""
     env = {**os.environ, "HOME": str(tmp_path), "RAY_AUTH_MODE": "token", "NUM_CPUS": "1",
            "LOG_DIR": str(tmp_path), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "RAY_PORT": str(free_port()), "DASHBOARD_PORT": str(free_port()), "CLIENT_PORT": str(free_port()),
            "AGENT_PORT": str(free_port()), "TIMEOUT_S": "180"}
     env.pop("RAY_ADDRESS", None)
-    job = "import ray; ray.init(); print('ANSWER', ray.get(ray.remote(lambda: 40 + 2).remote()))"
-    r = subprocess.run([str(CLUSTER / "submit.sh"), "--", "python", "-c", job], env=env, capture_output=True,
-                       text=True, timeout=300)
+    decoy = subprocess.Popen([sys.executable, "-c", "import ray, time; ray.init(address='local', num_cpus=1, "
+                              "include_dashboard=False); print('up', flush=True); time.sleep(600)"],
+                             env={**env, "RAY_AUTH_MODE": "disabled"}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert decoy.stdout is not None and decoy.stdout.readline().strip() == "up"
+        job = ("import ray; ray.init(); print('ANSWER', ray.get(ray.remote(lambda: 40 + 2).remote()), "
+               "'GCS', ray.get_runtime_context().gcs_address)")
+        r = subprocess.run([str(CLUSTER / "submit.sh"), "--", "python", "-c", job], env=env,
+                           capture_output=True, text=True, timeout=300)
+    finally:
+        decoy.send_signal(signal.SIGINT)  # KeyboardInterrupt: its ray.shutdown() at exit stops its cluster
+        decoy.wait(timeout=60)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "ANSWER 42" in r.stdout + r.stderr and "finished: SUCCEEDED" in r.stdout
+    assert re.search(rf"GCS \S+:{env['RAY_PORT']}\b", r.stdout + r.stderr), r.stdout[-3000:]
     assert (tmp_path / ".ray" / "auth_token").is_file()
