@@ -30,6 +30,7 @@ ANCHOR_TASK = {"halfcheetah-dir": "HalfCheetahDir (fwd/back)", "halfcheetah-vel"
 MAML_STEPS = {"halfcheetah-dir": 3.2e7, "halfcheetah-vel": 7.6e7, "navigation-2d": 8e6}  # to MAML's checkpoints
 METHOD_ORDER = {"maml": 0, "multitask": 1, "random": 2, "in-context": 3, "in-context-maml": 4}
 MODEL_ORDER = {"ssm": 0, "gru": 1, "lstm": 2, "transformer": 3, "mlp": 4}
+TARGET_WINDOW = 10  # iterations in the trailing mean of the time-to-target table
 
 
 def load_runs(root: Path) -> dict[str, list[dict]]:
@@ -102,6 +103,45 @@ def paired(d: dict) -> tuple[tuple[float, float], tuple[float, float] | None]:
     return ms(std[:, -1] - std[:, 0]), (None if hyb is None else ms(hyb[:, -1] - std[:, -1]))
 
 
+def time_to_target(history: list[dict], target: float, window: int = TARGET_WINDOW) -> dict | None:
+    """The first iteration whose ``window``-iteration trailing mean of the training trials' last-episode
+    return (``meta/post_return``) reaches ``target``: its iteration, env steps and training CPU seconds
+    (None: never). A training-task proxy (stochastic policy, the iteration's tasks); the held-out
+    evaluation runs at the end only."""
+    post = np.array([h["meta/post_return"] for h in history], dtype=float)
+    for i in range(window - 1, len(post)):
+        if post[i - window + 1:i + 1].mean() >= target:
+            h = history[i]
+            return {"iteration": int(h["iteration"]), "env_steps": int(h["env_steps"]),
+                    "train_cpu_s": float(h["time/train_cpu_s"])}
+    return None
+
+
+def target_table(env: str, runs: list[dict]) -> list[str]:
+    """In-context runs: training CPU seconds (and env steps) until the training return first reaches MAML
+    2017's one-step return, beside the run's held-out return by the last episode and its total CPU time."""
+    anchors = load_anchors(env)
+    icl = [d for d in runs if "in-context" in d["evaluation"] and d.get("history")
+           and "time/train_cpu_s" in d["history"][0]]
+    if "maml" not in anchors or len(anchors["maml"]) < 2 or not icl:
+        return []
+    target = anchors["maml"][1][0]
+    lines = ["", f"In-context runs: time until the {TARGET_WINDOW}-iteration mean of the training trials' last-episode "
+             f"return first reaches MAML's one-step return ({target:.1f}); a training-task proxy, CPU seconds "
+             "compare only between runs on the same machine (`machine.date` in the result files):", "",
+             "| method | policy | seed | reached at iteration | env steps | train CPU s | held-out last episode | "
+             "total train CPU s | result written (UTC) |", "|---|---|---|---|---|---|---|---|---|"]
+    for d in icl:
+        hit = time_to_target(d["history"], target)
+        last = _cell(d["evaluation"]["in-context"]["mean"][-1], d["evaluation"]["in-context"]["sem"][-1])
+        cells = (f"{hit['iteration']} | {hit['env_steps']:.1e} | {hit['train_cpu_s']:.0f}" if hit
+                 else "not reached | | ")
+        date = str(d.get("machine", {}).get("date", ""))[:16]
+        lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | {cells} | {last} | "
+                     f"{d.get('train_cpu_s', 0):.0f} | {date} |")
+    return lines
+
+
 def _steps(runs: list[dict]) -> int:
     """Columns of the tables: the longest evaluation (adaptation steps 0..S; in-context rows put episode
     k+1 of a trial in column k)."""
@@ -135,6 +175,7 @@ def env_table(env: str, runs: list[dict]) -> str:
         lines.append(f"\nMAML 2017 oracle (goal in the observation): {_cell(*anchors['oracle'][0])}.")
     if any("in-context" in d["evaluation"] for d in runs):
         lines.append("\nIn-context rows: column k is episode k+1 of a trial (no gradient step).")
+    lines += target_table(env, runs)
     lines += ["", "Paired over the test tasks (mean ± s.e.m. of per-task differences), after the last step; "
               "training CPU time:", "",
               "| method | policy | seed | standard gain (last - 0 steps) | hybrid - standard | train CPU s |",

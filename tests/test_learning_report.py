@@ -1,0 +1,43 @@
+"""The learning report's time-to-target table (benchmarks/learning_report.py): pure functions over result
+dicts, no runs."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+_spec = importlib.util.spec_from_file_location("learning_report_t", BENCH / "learning_report.py")
+lr = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(lr)
+
+
+def _history(post: list[float]) -> list[dict]:
+    return [{"iteration": i, "env_steps": 1000 * (i + 1), "time/train_cpu_s": 2.0 * (i + 1),
+             "meta/post_return": r} for i, r in enumerate(post)]
+
+
+def test_time_to_target_uses_the_trailing_mean():
+    # one lucky iteration (index 2) must not count; the 3-iteration mean first reaches 10 at index 6
+    post = [0.0, 0.0, 21.0, 0.0, 0.0, 10.0, 20.0, 0.0]
+    hit = lr.time_to_target(_history(post), 10.0, window=3)
+    assert hit == {"iteration": 6, "env_steps": 7000, "train_cpu_s": 14.0}
+    assert lr.time_to_target(_history(post), 10.0, window=1) == {"iteration": 2, "env_steps": 3000,
+                                                                 "train_cpu_s": 6.0}
+    assert lr.time_to_target(_history(post), 50.0, window=3) is None
+    assert lr.time_to_target(_history(post[:2]), -1.0, window=3) is None  # shorter than the window
+
+
+def test_target_table_rows_for_in_context_runs_only():
+    run = {"method": "in-context", "model": "ssm", "variant": "preset", "seed": 0, "train_cpu_s": 99.0,
+           "machine": {"date": "2026-12-04 19:00:00 UTC"},
+           "evaluation": {"in-context": {"mean": [-20.0, -9.0], "sem": [1.0, 0.5]}},
+           "history": _history([-30.0] * 5 + [-5.0] * 20)}
+    maml = {**run, "method": "maml", "evaluation": {"standard": {"mean": [-40.0, -10.0], "sem": [1.0, 1.0]}}}
+    lines = lr.target_table("navigation-2d", [run, maml])
+    rows = [x for x in lines if x.startswith("| in-context") or x.startswith("| maml")]
+    assert len(rows) == 1 and "-11.7" in "\n".join(lines)  # MAML 2017's one-step return is the target
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    # the 10-iteration mean first reaches -11.7 at iteration 12 (7 of its 10 iterations at -5)
+    assert cells[3:6] == ["12", "1.3e+04", "26"] and cells[6] == "-9.0 ± 0.5" and cells[8] == "2026-12-04 19:00"
+    assert lr.target_table("navigation-2d", [maml]) == []
