@@ -61,6 +61,7 @@ LOG_DIR="${LOG_DIR:-runs}"
 mkdir -p "$LOG_DIR"
 HEAD_LOG="$LOG_DIR/${JOB_ID}.head.log"
 echo "[submit.sh] RAY_AUTH_MODE=$RAY_AUTH_MODE; starting Ray head (log: $HEAD_LOG)"
+rm -f "$TEMP_DIR/ray_current_cluster"   # a kept dir of an earlier run with this pid must not look "up"
 ray start --head --block \
     --num-cpus="$NUM_CPUS" \
     --port="$RAY_PORT" \
