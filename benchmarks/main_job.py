@@ -1,6 +1,8 @@
 """The README's main job, ``ssm-metarl train`` with its defaults (local Ray, default task family), timed end
 to end: wall time of the command, and per meta-iteration the sampling time against the learner's update
-time (``time/sample_s``, ``time/update_s`` in the run's ``metrics.json``).
+time (``time/sample_s``, ``time/update_s`` in the run's ``metrics.json``; ``time/experience_s``, storing the
+batches in the buffer and checking it, is apart from both). The same command with ``--no-worker-gradients``
+runs right after it as the baseline (the learner alone computes every task's meta-gradient).
 
     python benchmarks/main_job.py            # -> benchmarks/results/main_job.json
     python benchmarks/main_job.py --smoke    # 2 iterations; writes nothing
@@ -25,12 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import parser, write  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    extra = ["--num_epochs", "2"] if args.smoke else []
+def run_job(flags: list[str]) -> tuple[dict, dict]:
+    """``ssm-metarl train <flags>`` in a fresh process -> (timings, the run's config)."""
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "ssm_metarl_ray", "train", "--output-dir", tmp, *extra]
+        cmd = [sys.executable, "-m", "ssm_metarl_ray", "train", "--output-dir", tmp, *flags]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         wall = time.perf_counter() - t0
@@ -40,17 +41,35 @@ def main(argv: list[str] | None = None) -> dict:
     hist = metrics["history"]
     sample = [h["time/sample_s"] for h in hist]
     update = [h["time/update_s"] for h in hist]
-    cfg = metrics["config"]
+    experience = [h.get("time/experience_s", 0.0) for h in hist]
+    return {"command": " ".join(["ssm-metarl train", *flags]), "wall_s": wall, "iterations": len(hist),
+            "train_env_steps": hist[-1].get("env_steps"),
+            "sample_s_per_iteration_median": float(np.median(sample)),
+            "update_s_per_iteration_median": float(np.median(update)),
+            "update_over_sample_median": float(np.median(np.array(update) / np.array(sample))),
+            "experience_s_per_iteration_median": float(np.median(experience)),
+            "sample_s_total": float(np.sum(sample)), "update_s_total": float(np.sum(update)),
+            "experience_s_total": float(np.sum(experience)),
+            "post_return_last": hist[-1].get("meta/post_return"),
+            "per_iteration": [{"sample_s": s, "update_s": u, "experience_s": e}
+                              for s, u, e in zip(sample, update, experience)]}, metrics["config"]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    extra = ["--num_epochs", "2"] if args.smoke else []
+    results, cfg = run_job(extra)
+    baseline, _ = run_job([*extra, "--no-worker-gradients"])
     data = {"setup": {"command": "ssm-metarl train" + (" --num_epochs 2" if args.smoke else ""),
                       "env": cfg["env"], "model": cfg["model"]["kind"],
-                      "meta_batch_size": cfg["meta"]["meta_batch_size"], "iterations": len(hist),
-                      "note": "wall = the whole command in a fresh process (start-up, Ray, training, evaluation)"},
-            "results": {"wall_s": wall, "train_env_steps": hist[-1].get("env_steps"),
-                        "sample_s_per_iteration_median": float(np.median(sample)),
-                        "update_s_per_iteration_median": float(np.median(update)),
-                        "update_over_sample_median": float(np.median(np.array(update) / np.array(sample))),
-                        "sample_s_total": float(np.sum(sample)), "update_s_total": float(np.sum(update)),
-                        "per_iteration": [{"sample_s": s, "update_s": u} for s, u in zip(sample, update)]}}
+                      "meta_batch_size": cfg["meta"]["meta_batch_size"], "iterations": results["iterations"],
+                      "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),  # None: torch's default, as a user's shell
+                      "note": "wall = the whole command in a fresh process (start-up, Ray, training, evaluation); "
+                              "baseline: the same command with --no-worker-gradients (the learner computes every "
+                              "task's meta-gradient itself), run right after it"},
+            "results": results, "baseline_no_worker_gradients": baseline,
+            "update_speedup_over_baseline": baseline["update_s_per_iteration_median"]
+            / results["update_s_per_iteration_median"]}
     write("main_job", args, "python benchmarks/main_job.py", data)
     return data
 

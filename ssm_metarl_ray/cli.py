@@ -123,6 +123,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="> 0: run the learner in an actor with this many GPUs")
     r.add_argument("--checkpoint-every", type=int, default=0,
                    help="save a resumable checkpoint every K iterations (0: only at the end)")
+    r.add_argument("--no-worker-gradients", dest="worker_gradients", action="store_false",
+                   help="the learner computes every task's meta-gradient itself (default: the rollout workers "
+                        "compute a share of them between sampling rounds; MAML's clipped learner only)")
     r.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the run whose checkpoint (or run directory) is DIR; its config is used")
     r.add_argument("--sample-timeout", type=float, default=None,
@@ -227,7 +230,8 @@ def runtime_from_args(args: argparse.Namespace):
            f"--sample-timeout must be > 0, got {args.sample_timeout}")
     extra = {"sample_timeout_s": args.sample_timeout} if args.sample_timeout is not None else {}
     rt = RuntimeConfig(num_workers=args.num_workers, address=args.address, learner_gpus=args.learner_gpus,
-                       checkpoint_every=args.checkpoint_every, include_dashboard=args.dashboard, **extra)
+                       checkpoint_every=args.checkpoint_every, include_dashboard=args.dashboard,
+                       worker_gradients=args.worker_gradients, **extra)
     problems = rt.problems()
     _check(not problems, problems[0] if problems else "")
     return rt

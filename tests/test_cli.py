@@ -382,3 +382,10 @@ def test_sweeps_build_configs_through_the_same_derive():
 
     cfg = build_experiment_config({"model.kind": "mlp", "meta.method": "in-context"}, {"seed": 2})
     assert (cfg.meta.inner_lr, cfg.adapt.adapt_lr, cfg.meta.value_coef, cfg.meta.outer_lr) == (0.1, 0.1, 0.5, 1e-3)
+
+
+def test_no_worker_gradients_flag_reaches_the_runtime_config():
+    from ssm_metarl_ray.cli import build_parser, runtime_from_args
+
+    assert runtime_from_args(build_parser().parse_args(["train"])).worker_gradients is True
+    assert runtime_from_args(build_parser().parse_args(["train", "--no-worker-gradients"])).worker_gradients is False

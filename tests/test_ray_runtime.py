@@ -116,3 +116,55 @@ def test_buffer_actor_restart_restores_snapshot(tmp_path):
         assert resumed.stats()["restored"]["from"] == "checkpoint" and len(resumed) == 50
     finally:
         resumed.close()
+
+
+def test_worker_gradients_equal_the_learners_own_and_survive_a_dead_worker():
+    """runtime/gradients.py: the rollout workers compute a share of the per-task meta-gradients; the update
+    equals the learner computing them all, bit for bit; a worker that is gone has its share computed by the
+    learner (same update, one fall-back counted)."""
+    from ssm_metarl_ray.algorithms.maml import MetaLearner
+    from ssm_metarl_ray.runtime.gradients import WorkerGradientPool, split_tasks
+    from ssm_metarl_ray.runtime.workers import RaySampler
+    from ssm_metarl_ray.training.meta_train import build_state
+
+    assert split_tasks(10, 1) == ([[0, 1, 2, 3, 4]], [5, 6, 7, 8, 9])
+    assert split_tasks(4, 2) == ([[0, 1], [2]], [3])
+    assert split_tasks(1, 2) == ([[0], []], [])
+    torch.set_num_threads(1)
+    cfg = tiny_cfg(meta_batch_size=5)
+    state = build_state(cfg)
+    sampler = RaySampler(cfg, rt(), 2, "gradpool")
+    try:
+        init = state.learner.state_dict()
+        sampler.set_weights(state.learner.get_weights(), 0)
+        batches = sampler.sample_tasks(state.train_tasks[:5])
+
+        def update(pool):
+            learner = MetaLearner(state.spec.make_policy(cfg.model), cfg.meta, gradient_pool=pool)
+            learner.load_state_dict(init)
+            metrics = learner.update(batches)
+            return metrics, learner.get_weights()
+
+        calls = []
+
+        class Counting(WorkerGradientPool):
+            def start(self, batches, meta):
+                shards = super().start(batches, meta)
+                calls.append((shards.local, [idx for _, idx, _ in shards.remote]))
+                return shards
+
+        ref_metrics, ref_w = update(None)
+        pool = Counting(sampler, rt())
+        metrics, w = update(pool)
+        assert calls == [([4], [[0, 1], [2, 3]])]  # both workers had tasks; the learner the smallest share
+        assert metrics == ref_metrics and pool.fallbacks == 0
+        for k in ref_w:
+            np.testing.assert_array_equal(w[k], ref_w[k])
+        ray.kill(sampler.workers[0].handle, no_restart=True)
+        metrics, w = update(pool)
+        assert pool.fallbacks == cfg.meta.outer_steps  # its share, once per outer step
+        assert metrics == ref_metrics
+        for k in ref_w:
+            np.testing.assert_array_equal(w[k], ref_w[k])
+    finally:
+        sampler.close()

@@ -11,8 +11,9 @@ Meta-parameters are never mutated by adaptation: adapted parameters are new tens
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import cast
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -185,6 +186,82 @@ class TorchTaskBatch:
         self.post = tb.post.to_torch(dtype)
 
 
+INFO_KEYS = ("surrogate", "value_loss", "kl")  # per-task outer-loss diagnostics, averaged over tasks
+
+
+@dataclass
+class TaskGradient:
+    """One task's share of the clipped learner's meta-gradient, ``grad(outer_loss_i / num_tasks)``.
+
+    The meta-gradient is the sum of these over the meta-batch, added in task order wherever each was
+    computed (the learner's process or a rollout worker: ``runtime/gradients.py``), so a sharded update
+    equals the learner computing every task itself.
+    """
+
+    grads: list[Tensor | None]  # per parameter, in ``policy_params`` order; None: the loss does not use it
+    info: dict[str, Tensor]  # INFO_KEYS, 0-dim (read back once per update)
+    health: dict[str, float]  # inner-step health (first outer step only; else empty)
+
+
+def task_health(policy: Policy, params: Params, task: TorchTaskBatch, adapted: Params, cfg: MetaConfig
+                ) -> dict[str, float]:
+    """:func:`inner_step_health` of the first inner step of ``task`` (``adapted``: after all inner steps)."""
+    if not task.pre:
+        return {}
+    if len(task.pre) > 1:  # report the first inner step only
+        adapted = adapt(policy, params, task.pre[:1], cfg.inner_lr, create_graph=False)
+    return inner_step_health(policy, params, {k: v.detach() for k, v in adapted.items()}, task.pre[0], cfg.inner_lr)
+
+
+def task_meta_gradient(policy: Policy, params: Params, task: TorchTaskBatch, cfg: MetaConfig, num_tasks: int,
+                       with_health: bool) -> TaskGradient:
+    """The clipped outer loss of one task, differentiated (through the inner step unless first-order) with
+    respect to ``params``, scaled by ``1 / num_tasks``; the task's graph is freed on return."""
+    loss, info = outer_loss(policy, params, task, cfg)
+    health = task_health(policy, params, task, info["adapted"], cfg) if with_health else {}
+    grads = torch.autograd.grad(loss / num_tasks, list(params.values()), allow_unused=True)
+    return TaskGradient(list(grads), {k: info[k] for k in INFO_KEYS}, health)
+
+
+def task_gradients_numpy(policy: Policy, weights: Mapping[str, np.ndarray], batches: list[TaskBatch],
+                         cfg: MetaConfig, num_tasks: int, with_health: bool) -> list[dict]:
+    """:func:`task_meta_gradient` of each of ``batches`` at ``weights`` (a state dict of arrays), as plain
+    data for another process (:func:`task_gradient_from_numpy` reads it back). ``policy`` is any policy of
+    the learner's architecture; its parameters are overwritten."""
+    policy.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in weights.items()})
+    params = policy_params(policy)
+    out = []
+    for tb in batches:
+        g = task_meta_gradient(policy, params, TorchTaskBatch(tb), cfg, num_tasks, with_health)
+        out.append({"grads": [None if x is None else x.detach().numpy() for x in g.grads],
+                    "info": {k: float(v) for k, v in g.info.items()}, "health": g.health})
+    return out
+
+
+def task_gradient_from_numpy(data: dict, dtype: torch.dtype = torch.float32) -> TaskGradient:
+    """Inverse of one entry of :func:`task_gradients_numpy` (exact: float32 values round-trip)."""
+    return TaskGradient([None if g is None else torch.tensor(g) for g in data["grads"]],
+                        {k: torch.tensor(v, dtype=dtype) for k, v in data["info"].items()}, dict(data["health"]))
+
+
+class GradientShards(Protocol):
+    """Where the per-task gradients of one update come from when it is split across processes
+    (``runtime/gradients.py``): ``local`` task indices are computed by the learner itself, the rest by
+    ``submit`` (asynchronously) and collected by ``gather``."""
+
+    local: list[int]
+
+    def submit(self, weights: dict[str, np.ndarray], with_health: bool) -> Any: ...
+
+    def gather(self, pending: Any, compute: Callable[[int], TaskGradient]) -> dict[int, TaskGradient]: ...
+
+
+class GradientPool(Protocol):
+    """Splits one update's tasks into :class:`GradientShards` (``start`` is called once per update)."""
+
+    def start(self, batches: list[TaskBatch], cfg: MetaConfig) -> GradientShards: ...
+
+
 def _mean_dicts(dicts: list[dict[str, float]], prefix: str) -> dict[str, float]:
     keys = sorted({k for d in dicts for k in d})
     return {f"{prefix}{k}": float(np.mean([d[k] for d in dicts if k in d])) for k in keys}
@@ -199,13 +276,15 @@ class MetaLearner:
     change, KL, inner-gradient norms by group) and ``grad/*`` (meta-gradient norms by group).
     """
 
-    def __init__(self, policy: Policy, cfg: MetaConfig):
+    def __init__(self, policy: Policy, cfg: MetaConfig, gradient_pool: GradientPool | None = None):
+        """``gradient_pool``: other processes that compute a share of the clipped update's per-task
+        meta-gradients (the Ray runtime's rollout workers); None: this process computes them all."""
         kind = policy.cfg.kind
         if cfg.outer_optimizer == "trpo" and cfg.trpo_exact_fisher and not cfg.first_order \
                 and kind not in EXACT_FISHER_MODELS:
             raise ValueError(f"trpo_exact_fisher needs third derivatives, verified only for "
                              f"{', '.join(EXACT_FISHER_MODELS)}; got model {kind!r} (use the default Fisher)")
-        self.policy, self.cfg = policy, cfg
+        self.policy, self.cfg, self.gradient_pool = policy, cfg, gradient_pool
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.outer_lr)
         self.version = 0
 
@@ -214,34 +293,32 @@ class MetaLearner:
         if self.cfg.outer_optimizer == "trpo" and self.cfg.inner_steps > 0:
             logs = self._trpo_update(tasks)
         else:
-            logs = self._clipped_update(tasks)
+            logs = self._clipped_update(tasks, batches)
         self.version += 1
         pre = np.mean([(b.pre[0] if b.pre else b.post).mean_episode_return for b in batches])
         post = np.mean([b.post.mean_episode_return for b in batches])
         return {"meta/pre_return": float(pre), "meta/post_return": float(post), **logs}
 
-    def _health(self, params: Params, task: TorchTaskBatch, adapted: Params) -> dict[str, float]:
-        if not task.pre:
-            return {}
-        if len(task.pre) > 1:  # report the first inner step only
-            adapted = adapt(self.policy, params, task.pre[:1], self.cfg.inner_lr, create_graph=False)
-        return inner_step_health(self.policy, params, {k: v.detach() for k, v in adapted.items()},
-                                 task.pre[0], self.cfg.inner_lr)
-
-    def _clipped_update(self, tasks: list[TorchTaskBatch]) -> dict[str, float]:
+    def _clipped_update(self, tasks: list[TorchTaskBatch], batches: list[TaskBatch]) -> dict[str, float]:
         params = policy_params(self.policy)
+        plist = list(params.values())
+        shards = self.gradient_pool.start(batches, self.cfg) if self.gradient_pool is not None else None
         # detached tensors, read back once at the end (one host sync per update on a GPU learner)
-        logs: dict[str, list[Tensor]] = {"surrogate": [], "value_loss": [], "kl": [], "grad_norm": []}
+        logs: dict[str, list[Tensor]] = {k: [] for k in (*INFO_KEYS, "grad_norm")}
         health, grads = [], []
         for step in range(self.cfg.outer_steps):
             self.optimizer.zero_grad(set_to_none=True)
-            for task in tasks:  # backward per task keeps at most one task's graph alive
-                loss, info = outer_loss(self.policy, params, task, self.cfg)
+            per_task = self._task_gradients(params, tasks, step == 0, shards)
+            for j, p in enumerate(plist):  # the meta-gradient: per-task gradients added in task order
+                for g in per_task:
+                    gj = g.grads[j]
+                    if gj is not None:
+                        p.grad = gj.clone() if p.grad is None else p.grad.add_(gj)
+            for g in per_task:
+                for k in INFO_KEYS:
+                    logs[k].append(g.info[k])
                 if step == 0:
-                    health.append(self._health(params, task, info["adapted"]))
-                (loss / len(tasks)).backward()
-                for k in ("surrogate", "value_loss", "kl"):
-                    logs[k].append(info[k])
+                    health.append(g.health)
             grads.append(group_norms({n: p.grad for n, p in self.policy.named_parameters()}))
             gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
             logs["grad_norm"].append(gn.detach())
@@ -251,6 +328,20 @@ class MetaLearner:
         out["health/clipped_frac"] = float(np.mean([g > self.cfg.max_grad_norm for g in
                                                     torch.stack(logs["grad_norm"]).tolist()]))
         return {**out, **_mean_dicts(health, "health/"), **_mean_dicts(grads, "grad/")}
+
+    def _task_gradients(self, params: Params, tasks: list[TorchTaskBatch], with_health: bool,
+                        shards: GradientShards | None) -> list[TaskGradient]:
+        """Every task's :class:`TaskGradient` at the current parameters, in task order: computed here, or
+        partly by ``shards`` (their tasks run in the other processes while this one computes its own)."""
+        def compute(i: int) -> TaskGradient:
+            return task_meta_gradient(self.policy, params, tasks[i], self.cfg, len(tasks), with_health)
+
+        if shards is None:
+            return [compute(i) for i in range(len(tasks))]
+        pending = shards.submit(self.get_weights(), with_health)
+        out = {i: compute(i) for i in shards.local}
+        out.update(shards.gather(pending, compute))
+        return [out[i] for i in range(len(tasks))]
 
     def _trpo_update(self, tasks: list[TorchTaskBatch]) -> dict[str, float]:
         cfg, policy = self.cfg, self.policy
@@ -271,8 +362,8 @@ class MetaLearner:
         s = conjugate_gradient(fvp, -g.detach(), cfg.trpo_cg_iters)
         shs = 0.5 * torch.dot(s, fvp(s)).detach()
         step = s * torch.sqrt(2 * cfg.trpo_max_kl / shs.clamp_min(1e-20)) if shs > 0 else torch.zeros_like(s)
-        health = [self._health(params, t, adapt(policy, params, t.pre, cfg.inner_lr, False, cfg.inner_lr_decay))
-                  for t in tasks]
+        health = [task_health(policy, params, t, adapt(policy, params, t.pre, cfg.inner_lr, False, cfg.inner_lr_decay),
+                              cfg) for t in tasks]
         grads = group_norms(dict(zip(names, unflat(g.detach(), plist))))
         loss0 = float(loss.detach())  # the surrogate at theta (the same value however it was built)
         grad_kl = loss = kl = None  # type: ignore[assignment]  # frees the graphs before the line search

@@ -10,6 +10,7 @@ module                  what                                                    
 ``buffer``              ``ExperienceBufferActor`` (snapshot + log), ``BufferClient``   ``buffer``
 ``evaluation``          ``EvaluatorActor`` + ``evaluate_parallel``                     ``evaluator-<i>``
 ``learner``             ``LearnerActor`` + ``RemoteLearner`` (``--learner-gpus``)      ``learner``
+``gradients``           ``WorkerGradientPool``: meta-gradient shares on the workers    -
 ``session``             ``RaySession``: all of the above for one training run          -
 ``backend``             ``RayBackend`` (``run_experiment`` on Ray), ``evaluate_here``    -
 ``tune``                ``fit_sweep`` (Tuner, restore), the trial ``sweep_trial``      -

@@ -24,6 +24,9 @@ class RuntimeConfig:
     learner_gpus: float = 0.0  # > 0: the learner runs in an actor with this many GPUs
     learner_cpus: float = 1.0  # CPUs the learner needs (the driver's or the learner actor's)
     learner_actor: bool = False  # force the learner actor even with 0 GPUs (tests, CPU-only clusters)
+    worker_gradients: bool = True  # the rollout workers compute a share of the clipped MetaMAML update's
+    #   per-task meta-gradients between sampling rounds (runtime/gradients.py; the same update); only with
+    #   the learner in the driver
 
     # ---- rollout workers -------------------------------------------------------------------
     cpus_per_worker: float = 1.0

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import ray
+import torch
 
+from ssm_metarl_ray.algorithms.maml import MetaLearner
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import Task
 from ssm_metarl_ray.runtime.buffer import BufferClient, create_buffer
@@ -30,6 +32,7 @@ from ssm_metarl_ray.runtime.cluster import connect, default_num_workers, make_ru
 from ssm_metarl_ray.runtime.config import RuntimeConfig
 from ssm_metarl_ray.runtime.errors import ActorCallTimeout
 from ssm_metarl_ray.runtime.evaluation import evaluate_parallel
+from ssm_metarl_ray.runtime.gradients import WorkerGradientPool
 from ssm_metarl_ray.runtime.workers import RaySampler
 from ssm_metarl_ray.training.meta_train import count_experience
 from ssm_metarl_ray.training.protocols import Learner
@@ -52,6 +55,7 @@ class RaySession:
         self._learner: RemoteLearner | None = None
         self._rows_collected = 0  # env steps the workers sampled (and wrote to the buffer) in this session
         self._buffer_report: dict = {}
+        self._torch_threads = 0  # torch's thread count before learner() capped it (0: not capped)
         try:
             snap_dir = rt.buffer_snapshot_dir or (Path(out) / ".buffer_snapshots" if out is not None else
                                                   Path(tempfile.gettempdir()) / "ssm_metarl_buffer_snapshots")
@@ -95,8 +99,14 @@ class RaySession:
                 + (f"; see them with: ray list actors --address http://{url}" if url else ""))
 
     def learner(self, local: Learner) -> Learner:
-        """The driver's learner, or (``learner_gpus > 0`` / ``learner_actor``) an actor holding its state."""
+        """The driver's learner, or (``learner_gpus > 0`` / ``learner_actor``) an actor holding its state.
+        A MetaMAML learner in the driver gets the rollout workers as its gradient pool (``worker_gradients``)."""
         if not (self.rt.learner_gpus > 0 or self.rt.learner_actor):
+            if self.rt.worker_gradients and isinstance(local, MetaLearner) and self.sampler is not None:
+                local.gradient_pool = WorkerGradientPool(self.sampler, self.rt)
+                if not self.cfg.num_threads:  # the learner's share runs beside the workers': its CPUs only
+                    self._torch_threads = torch.get_num_threads()  # (as a Tune trial's); restored by close()
+                    torch.set_num_threads(max(1, int(self.rt.learner_cpus)))
             return local
         from ssm_metarl_ray.runtime.learner import RemoteLearner
 
@@ -116,6 +126,9 @@ class RaySession:
                                  run_id=self.run_id, buffer_name=self.buffer.name, progress=progress)
 
     def close(self) -> None:
+        if self._torch_threads:
+            torch.set_num_threads(self._torch_threads)
+            self._torch_threads = 0
         parts: tuple[RaySampler | RemoteLearner | None, ...] = (self.sampler, self._learner)
         for part in parts:
             if part is not None:

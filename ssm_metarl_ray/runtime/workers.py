@@ -32,8 +32,10 @@ from typing import Any, cast
 import numpy as np
 import ray
 
+from ssm_metarl_ray.algorithms.maml import task_gradients_numpy
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.envs import Task
+from ssm_metarl_ray.models.policy import Policy
 from ssm_metarl_ray.replay.episode_ids import EpisodeIds, episodes_of
 from ssm_metarl_ray.rollout.worker import RolloutWorker
 from ssm_metarl_ray.runtime.cluster import _first_line, actor_name, get
@@ -52,6 +54,7 @@ class RolloutWorkerActor:
     def __init__(self, cfg: ExperimentConfig, name: str, buffer_name: str | None, rt: RuntimeConfig):
         self.worker = RolloutWorker(cfg.env, cfg.model, cfg.meta, cfg.meta.episodes_per_task, cfg.seed)
         self.cfg, self.name, self.timeout = cfg, name, rt.call_timeout_s
+        self._grad_policy: Policy | None = None  # built on the first meta_gradients call
         # the buffer is looked up by name: an actor handle as constructor argument cannot survive restarts
         self.buffer = ray.get_actor(buffer_name, namespace=rt.namespace) if buffer_name else None
 
@@ -71,6 +74,13 @@ class RolloutWorkerActor:
         if self.buffer is not None:
             self._add(batches, version, first_slot)
         return batches
+
+    def meta_gradients(self, weights: dict[str, np.ndarray], batches: list[TaskBatch], num_tasks: int,
+                       with_health: bool) -> list[dict]:
+        """The clipped learner's per-task meta-gradients of ``batches`` at ``weights`` (``runtime/gradients.py``)."""
+        if self._grad_policy is None:  # its own policy: the sampling one keeps its weights version
+            self._grad_policy = self.worker.spec.make_policy(self.cfg.model)
+        return task_gradients_numpy(self._grad_policy, weights, batches, self.cfg.meta, num_tasks, with_health)
 
     def _add(self, batches: list[TaskBatch], version: int, first_slot: int) -> None:
         """One block per request, written before the result is returned: a chunk the driver has received

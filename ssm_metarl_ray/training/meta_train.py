@@ -158,11 +158,12 @@ def meta_train(state: TrainState, sampler: Sampler, on_iteration: Callable[[Trai
         t1 = time.perf_counter()
         state.env_steps += sum(ep.num_steps for b in batches for ep in [*b.pre, b.post])
         add_experience(state, batches)
-        metrics = state.learner.update(batches)  # MetaMAML outer step(s)
         t2 = time.perf_counter()
+        metrics = state.learner.update(batches)  # MetaMAML outer step(s)
+        t3 = time.perf_counter()
         state.iteration += 1
-        metrics.update({"iteration": state.iteration, "env_steps": state.env_steps,
-                        "time/sample_s": t1 - t0, "time/update_s": t2 - t1})
+        metrics.update({"iteration": state.iteration, "env_steps": state.env_steps, "time/sample_s": t1 - t0,
+                        "time/experience_s": t2 - t1, "time/update_s": t3 - t2})
         state.history.append(metrics)
         if on_iteration is not None:
             on_iteration(state, metrics)

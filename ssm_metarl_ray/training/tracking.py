@@ -3,8 +3,9 @@
 ``ssm-metarl train`` (:func:`ssm_metarl_ray.run.run_training`) hands every meta-iteration's
 training metrics -- the entry of ``metrics.json``'s ``history``, with the names Tune trials report:
 ``meta/pre_return`` / ``meta/post_return`` (returns before / after adaptation), the other ``meta/*``
-losses, ``health/*``, ``grad/*``, ``trpo/*``, ``time/sample_s`` / ``time/update_s``, ``env_steps``,
-``iteration`` -- to a :class:`RunTracker`, which writes into the run's output directory:
+losses, ``health/*``, ``grad/*``, ``trpo/*``, ``time/sample_s`` / ``time/experience_s`` (storing the
+batches in the buffer) / ``time/update_s``, ``env_steps``, ``iteration`` -- to a :class:`RunTracker`,
+which writes into the run's output directory:
 
 * ``events.out.tfevents.*``: one TensorBoard scalar per metric, tag = metric name, step = iteration;
 * ``progress.csv``: one row per iteration, columns ``iteration``, ``env_steps``, then the other metrics in
