@@ -80,13 +80,18 @@ def adapt(policy: Policy, params: Params, episodes: Iterable[TorchEpisodes], lr:
 
 
 def adapt_steps(policy: Policy, params: Params, episodes: Iterable[TorchEpisodes], lr: float,
-                create_graph: bool, lr_decay: float = 1.0) -> tuple[list[Params], list[Tensor]]:
+                create_graph: bool, lr_decay: float = 1.0, dists: list[Tensor] | None = None
+                ) -> tuple[list[Params], list[Tensor]]:
     """The parameters before and after each inner step, ``[params, theta_1, ..., theta_S]``, and each
-    batch's action log-probs under the parameters it was stepped from (``logps[s]`` at ``theta_s``, (K, T))."""
+    batch's action log-probs under the parameters it was stepped from (``logps[s]`` at ``theta_s``, (K, T)).
+    ``dists``: if given, receives each batch's distribution parameters at ``theta_s``, detached."""
     thetas: list[Params] = [params]
     logps: list[Tensor] = []
     for s, ep in enumerate(episodes):
-        logps.append(action_log_prob(policy, thetas[-1], ep))
+        dist = run_policy(policy, thetas[-1], ep).dist_params
+        if dists is not None:
+            dists.append(dist.detach())
+        logps.append(log_prob(dist, ep.actions, policy.discrete))
         loss = pg_loss(logps[-1], ep.logp, ep.advantages, ep.mask)
         thetas.append(sgd_step(thetas[-1], loss, lr * lr_decay**s, create_graph))
     return thetas, logps
@@ -95,9 +100,13 @@ def adapt_steps(policy: Policy, params: Params, episodes: Iterable[TorchEpisodes
 def outer_loss(policy: Policy, params: Params, task: TorchTaskBatch, cfg: MetaConfig) -> tuple[Tensor, dict]:
     """Post-adaptation clipped surrogate, differentiated through the inner update(s).
 
-    ``info["adapted"]`` holds the adapted parameters (still in the graph) for health metrics.
+    ``info["adapted"]`` holds the adapted parameters (still in the graph) and ``info["pre_dist"]`` the
+    distribution parameters on ``task.pre[0]`` at ``params`` (detached; None without inner steps), for
+    health metrics.
     """
-    thetas, logps = adapt_steps(policy, params, task.pre, cfg.inner_lr, not cfg.first_order, cfg.inner_lr_decay)
+    dists: list[Tensor] = []
+    thetas, logps = adapt_steps(policy, params, task.pre, cfg.inner_lr, not cfg.first_order, cfg.inner_lr_decay,
+                                dists)
     adapted, post = thetas[-1], task.post
     out = run_policy(policy, adapted, post)
     logp = log_prob(out.dist_params, post.actions, policy.discrete)
@@ -110,7 +119,8 @@ def outer_loss(policy: Policy, params: Params, task: TorchTaskBatch, cfg: MetaCo
     ent = (entropy(out.dist_params, policy.discrete) * post.mask).sum() / post.mask.sum()
     loss = surr + cfg.value_coef * v_loss - cfg.entropy_coef * ent
     return loss, {"surrogate": surr.detach(), "value_loss": v_loss.detach(),
-                  "kl": approx_kl(logp.detach(), post.logp, post.mask), "adapted": adapted}
+                  "kl": approx_kl(logp.detach(), post.logp, post.mask), "adapted": adapted,
+                  "pre_dist": dists[0] if dists else None}
 
 
 def trpo_objective(policy: Policy, params: Params, tasks: list[TorchTaskBatch], cfg: MetaConfig,
@@ -159,14 +169,16 @@ def group_norms(named: Mapping[str, Tensor | None]) -> dict[str, float]:
 
 @torch.no_grad()
 def inner_step_health(policy: Policy, params: Params, adapted: Params, pre: TorchEpisodes,
-                      lr: float) -> dict[str, float]:
+                      lr: float, before: Tensor | None = None) -> dict[str, float]:
     """How far one inner step moved the policy on the data it was computed from.
 
     ``action_change``: RMS over real steps and action dims of (mean' - mean) / std (continuous; discrete:
     RMS change of the action probabilities); ``kl``: mean KL(adapted || meta); ``inner_grad/<group>``:
-    norms of the inner gradient ((theta - theta') / lr; the first inner step only).
+    norms of the inner gradient ((theta - theta') / lr; the first inner step only). ``before``: the
+    distribution parameters at ``params`` on ``pre`` if already computed (else computed here).
     """
-    before = run_policy(policy, params, pre).dist_params
+    if before is None:
+        before = run_policy(policy, params, pre).dist_params
     after = run_policy(policy, adapted, pre).dist_params
     kl = masked_mean(kl_divergence(after, before, policy.discrete), pre.mask)
     if policy.discrete:
@@ -203,14 +215,16 @@ class TaskGradient:
     health: dict[str, float]  # inner-step health (first outer step only; else empty)
 
 
-def task_health(policy: Policy, params: Params, task: TorchTaskBatch, adapted: Params, cfg: MetaConfig
-                ) -> dict[str, float]:
-    """:func:`inner_step_health` of the first inner step of ``task`` (``adapted``: after all inner steps)."""
+def task_health(policy: Policy, params: Params, task: TorchTaskBatch, adapted: Params, cfg: MetaConfig,
+                before: Tensor | None = None) -> dict[str, float]:
+    """:func:`inner_step_health` of the first inner step of ``task`` (``adapted``: after all inner steps;
+    ``before``: the distribution parameters on ``task.pre[0]`` at ``params``, if known)."""
     if not task.pre:
         return {}
     if len(task.pre) > 1:  # report the first inner step only
         adapted = adapt(policy, params, task.pre[:1], cfg.inner_lr, create_graph=False)
-    return inner_step_health(policy, params, {k: v.detach() for k, v in adapted.items()}, task.pre[0], cfg.inner_lr)
+    return inner_step_health(policy, params, {k: v.detach() for k, v in adapted.items()}, task.pre[0], cfg.inner_lr,
+                             before)
 
 
 def task_meta_gradient(policy: Policy, params: Params, task: TorchTaskBatch, cfg: MetaConfig, num_tasks: int,
@@ -218,7 +232,7 @@ def task_meta_gradient(policy: Policy, params: Params, task: TorchTaskBatch, cfg
     """The clipped outer loss of one task, differentiated (through the inner step unless first-order) with
     respect to ``params``, scaled by ``1 / num_tasks``; the task's graph is freed on return."""
     loss, info = outer_loss(policy, params, task, cfg)
-    health = task_health(policy, params, task, info["adapted"], cfg) if with_health else {}
+    health = task_health(policy, params, task, info["adapted"], cfg, info["pre_dist"]) if with_health else {}
     grads = torch.autograd.grad(loss / num_tasks, list(params.values()), allow_unused=True)
     return TaskGradient(list(grads), {k: info[k] for k in INFO_KEYS}, health)
 
