@@ -75,6 +75,7 @@ def build_config(a: argparse.Namespace):
                      warmup_schedule=a.warmup_schedule,
                      outer_lr=a.outer_lr or (1e-3 if in_context else cfg.meta.outer_lr),
                      outer_optimizer=a.outer_optimizer or cfg.meta.outer_optimizer, baseline=a.baseline,
+                     inner_params=a.inner_params,
                      trpo_max_kl=a.max_kl or cfg.meta.trpo_max_kl,
                      **(dict(method="in-context", episodes_per_trial=a.episodes_per_trial, value_coef=0.5,
                              gae_lambda=0.95, normalize_rewards=a.normalize_rewards,
@@ -86,6 +87,7 @@ def build_config(a: argparse.Namespace):
                      **(dict(method="in-context-maml", episodes_per_trial=a.episodes_per_trial)
                         if a.method == "in-context-maml" else {})),
         adapt=replace(cfg.adapt, adapt_lr=lr, adapt_steps=a.adapt_steps, baseline=a.baseline,
+                      adapt_params=a.inner_params,
                       episodes_per_step=a.episodes or (cfg.adapt.episodes_per_step if a.preset else episodes)))
 
 
@@ -344,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--baseline", choices=["fit", "lagged"], default="fit",
                    help="advantages of inner and adaptation steps: baseline fitted on the same batch, or "
                         "rllab's lagged one (fitted on the task's previous batch, 0 for the first)")
+    r.add_argument("--inner-params", choices=["all", "heads"], default="all",
+                   help="what inner and test-time steps adapt: all parameters (MAML) or the heads only (ANIL)")
     r.add_argument("--inner-steps", type=int, default=1, help="inner PG steps in meta-training (MAML: 1)")
     r.add_argument("--inner-lr-decay", type=float, default=1.0,
                    help="inner step s uses --lr x decay^s in meta-training (default 1)")

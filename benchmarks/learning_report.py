@@ -28,6 +28,8 @@ ANCHORS = [HERE / "anchors" / "maml2017_fig5.csv", HERE / "anchors" / "maml2017_
 ANCHOR_TASK = {"halfcheetah-dir": "HalfCheetahDir (fwd/back)", "halfcheetah-vel": "HalfCheetahVel (goal vel U[0,2])",
                "navigation-2d": "2D navigation (point robot)"}
 MAML_STEPS = {"halfcheetah-dir": 3.2e7, "halfcheetah-vel": 7.6e7, "navigation-2d": 8e6}  # to MAML's checkpoints
+for _env in ("halfcheetah-dir", "halfcheetah-vel"):  # the same tasks on MAML's own simulator settings
+    ANCHOR_TASK[f"{_env}-rllab"], MAML_STEPS[f"{_env}-rllab"] = ANCHOR_TASK[_env], MAML_STEPS[_env]
 METHOD_ORDER = {"maml": 0, "multitask": 1, "random": 2, "in-context": 3, "in-context-maml": 4}
 MODEL_ORDER = {"ssm": 0, "gru": 1, "lstm": 2, "transformer": 3, "mlp": 4}
 TARGET_WINDOW = 10  # iterations in the trailing mean of the time-to-target table

@@ -47,5 +47,6 @@ MAML2017: dict[str, dict[str, Any]] = {
 
 
 def maml2017(family: str | None) -> dict[str, Any] | None:
-    """The published MAML 2017 record of task family ``family`` (see :data:`MAML2017`), or None."""
-    return MAML2017.get(family) if family else None
+    """The published MAML 2017 record of task family ``family`` (see :data:`MAML2017`; a ``-rllab``
+    family, the same tasks on MAML's own simulator settings, has its base family's), or None."""
+    return MAML2017.get(family.removesuffix("-rllab")) if family else None

@@ -26,6 +26,7 @@ OUTER_OPTIMIZERS = ("clipped", "trpo")
 DEFAULT_INNER_LR = {"ssm": 0.02, "mlp": 0.1, "gru": 0.02, "lstm": 0.02, "transformer": 0.02}
 ADAPTATION_MODES = ("standard", "hybrid")
 BASELINES = ("fit", "lagged")
+INNER_PARAMS = ("all", "heads")  # meta.inner_params / adapt.adapt_params: what an inner step adapts
 ACTIVATIONS = ("tanh", "relu")
 METHODS = ("maml", "in-context", "in-context-maml")  # meta.method
 WARMUP_SCHEDULES = ("pool", "in-turn")  # meta.warmup_schedule
@@ -66,6 +67,7 @@ def field_choices(name: str) -> tuple[str, ...] | None:
         return tuple(env_names())
     return {"model.kind": MODELS, "model.activation": ACTIVATIONS, "adapt.adaptation_mode": ADAPTATION_MODES,
             "meta.baseline": BASELINES, "adapt.baseline": BASELINES,
+            "meta.inner_params": INNER_PARAMS, "adapt.adapt_params": INNER_PARAMS,
             "meta.outer_optimizer": OUTER_OPTIMIZERS, "meta.method": METHODS,
             "meta.warmup_schedule": WARMUP_SCHEDULES}.get(name)
 
@@ -177,6 +179,8 @@ class MetaConfig:
     #   direction, then the other; with 4: forward, backward, forward, backward)
     inner_lr: float = 0.02  # step size of the inner policy-gradient update
     inner_steps: int = 1  # inner updates per task during meta-training
+    inner_params: str = "all"  # what the inner step adapts: "all" parameters (MAML) or only the "heads"
+    #   (actor, log-std, critic; ANIL, Raghu et al. 2020: the core is meta-learned features, adapted by none)
     inner_lr_decay: float = 1.0  # inner step s (0-based) uses inner_lr * inner_lr_decay**s (as adapt_lr_decay
     #   at test time; 1: every step the same)
     multi_step_loss: bool = False  # with inner_steps > 1: the outer loss averages the clipped surrogate after
@@ -214,6 +218,7 @@ class MetaConfig:
 class AdaptConfig:
     adaptation_mode: str = "standard"  # "standard" or "hybrid"
     adapt_lr: float = 0.02  # step size of each test-time policy-gradient step
+    adapt_params: str = "all"  # what a test-time step adapts: "all" or only the "heads" (as meta.inner_params)
     adapt_steps: int = 3  # test-time gradient steps (returns are reported after each)
     adapt_lr_decay: float = 0.5  # step s uses adapt_lr * adapt_lr_decay**s (MAML 2017 halves later steps)
     episodes_per_step: int = 10  # fresh trajectories per adaptation step
@@ -344,7 +349,7 @@ def flat_items(cfg: ExperimentConfig) -> list[tuple[str, Any]]:
 
 
 __all__ = ["ModelConfig", "MetaConfig", "AdaptConfig", "ExperimentConfig", "ConfigError", "MODELS", "ADAPTATION_MODES",
-           "BASELINES", "OUTER_OPTIMIZERS", "ACTIVATIONS", "METHODS", "EVAL_MODES", "DEFAULT_INNER_LR",
+           "BASELINES", "INNER_PARAMS", "OUTER_OPTIMIZERS", "ACTIVATIONS", "METHODS", "EVAL_MODES", "DEFAULT_INNER_LR",
            "SSM_R_MAX", "build_experiment_config", "check_field", "derive", "field_choices", "field_comments",
            "field_types", "flat_items", "replace", "FOLLOWS", "IN_CONTEXT_DEFAULTS", "IN_CONTEXT_OUTER_LR"]
 
@@ -352,7 +357,7 @@ __all__ = ["ModelConfig", "MetaConfig", "AdaptConfig", "ExperimentConfig", "Conf
 # ---- defaults that depend on other fields (applied by derive() to the fields left unset) -------------------
 # fields that take another field's value
 FOLLOWS = {"adapt.adapt_lr": "meta.inner_lr", "adapt.episodes_per_step": "meta.episodes_per_task",
-           "adapt.baseline": "meta.baseline"}
+           "adapt.baseline": "meta.baseline", "adapt.adapt_params": "meta.inner_params"}
 # meta.method "in-context": recurrent PPO over 2-episode trials (VariBAD-like) ...
 IN_CONTEXT_DEFAULTS = {"meta.outer_lr": 1e-3, "meta.outer_steps": 4, "meta.value_coef": 0.5,
                        "meta.episodes_per_task": 4, "meta.episodes_per_trial": 2, "meta.gae_lambda": 0.95}

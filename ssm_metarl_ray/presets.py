@@ -32,6 +32,8 @@ _MAML2017 = {
     "halfcheetah-vel": (40, 10, 0.1, 475, 20),  # checkpoint itr_475 (fbs10; the text says 20): 7.6e7
     "ant-dir": (40, 40, 0.1, 575, 40),  # checkpoint itr_575 (fbs40), 40 trajectories per test step
 }
+for _family in ("halfcheetah-dir", "halfcheetah-vel"):  # the same protocol on MAML's own simulator settings
+    _MAML2017[f"{_family}-rllab"] = _MAML2017[_family]
 
 # in-context: dotted config fields per family (training env steps: iterations x 10 tasks x 4 trials x 2
 # episodes x horizon: navigation-2d <= 1e6 (episodes end at the goal), halfcheetah-vel 7.6e6, -dir 3.2e6)

@@ -22,8 +22,9 @@ from ssm_metarl_ray.envs import (
 )
 
 PURE = ["navigation-2d", "cartpole-physics"]
-MUJOCO = ["halfcheetah-vel", "halfcheetah-dir", "ant-dir", "ant-goal"]
-CONTINUOUS = ["navigation-2d", "cartpole-physics", "halfcheetah-vel", "ant-goal"]
+MUJOCO = ["halfcheetah-vel", "halfcheetah-dir", "ant-dir", "ant-goal", "halfcheetah-vel-rllab",
+          "halfcheetah-dir-rllab"]
+CONTINUOUS = ["navigation-2d", "cartpole-physics", "halfcheetah-vel", "ant-goal", "halfcheetah-vel-rllab"]
 ALL = [pytest.param(n, marks=pytest.mark.mujoco) if n in MUJOCO else n for n in PURE + MUJOCO]
 EXPECTED = {  # obs dim, action dim (None = Discrete(2)), horizon, finite task set
     "navigation-2d": (2, 2, 100, False),
@@ -32,6 +33,8 @@ EXPECTED = {  # obs dim, action dim (None = Discrete(2)), horizon, finite task s
     "halfcheetah-dir": (17, 6, 200, True),
     "ant-dir": (105, 8, 200, True),
     "ant-goal": (107, 8, 200, False),
+    "halfcheetah-vel-rllab": (20, 6, 200, False),
+    "halfcheetah-dir-rllab": (20, 6, 200, True),
 }
 
 
@@ -292,9 +295,12 @@ def _contact_sq(env) -> float:
 
 
 @pytest.mark.mujoco
-@pytest.mark.parametrize("name", ["halfcheetah-vel", "halfcheetah-dir"])
+@pytest.mark.parametrize("name", ["halfcheetah-vel", "halfcheetah-dir", "halfcheetah-vel-rllab",
+                                  "halfcheetah-dir-rllab"])
 def test_halfcheetah_reward_formula(name):
     env = make_env(name)
+    rllab = name.endswith("-rllab")
+    assert env.dt == pytest.approx(0.01 if rllab else 0.05)  # rllab: one 0.01 s MuJoCo step per action
     env.set_task(env.sample_tasks(1, np.random.default_rng(2))[0])
     p = env.get_task().params
     env.reset(seed=0)
@@ -305,7 +311,7 @@ def test_halfcheetah_reward_formula(name):
         a_c = np.clip(a, -1, 1)
         v = _com_velocity_x(env)
         ctrl = 0.05 * np.sum(a_c.astype(np.float64) ** 2)
-        if name == "halfcheetah-vel":
+        if name.startswith("halfcheetah-vel"):
             expected = -abs(v - p["goal_velocity"]) - ctrl
         else:
             expected = p["direction"] * v - ctrl
@@ -313,12 +319,28 @@ def test_halfcheetah_reward_formula(name):
         assert info["x_velocity"] == pytest.approx(v, abs=1e-8)
         assert info["reward_run"] + info["reward_ctrl"] == pytest.approx(r)
         assert not term
-        # observation = qpos[1:], qvel (17-d)
-        np.testing.assert_allclose(obs, np.concatenate([env.data.qpos[1:], env.data.qvel]).astype(np.float32))
-        # COM velocity agrees with the finite difference of the COM position (loosely: dt = 0.05 s)
+        # observation = qpos[1:], qvel (17-d); rllab: and the COM of the torso subtree (20-d)
+        parts = [env.data.qpos[1:], env.data.qvel] + ([env.data.subtree_com[1]] if rllab else [])
+        np.testing.assert_allclose(obs, np.concatenate(parts).astype(np.float32))
+        # COM velocity agrees with the finite difference of the COM position (loosely: one step of dt)
         com = env.data.subtree_com[1, 0]
-        assert abs((com - com_prev) / env.dt - v) < 1.5
+        assert abs((com - com_prev) / env.dt - v) < (0.3 if rllab else 1.5)
         com_prev = com
+
+
+@pytest.mark.mujoco
+def test_rllab_cheetah_resets_with_rllabs_noise():
+    """qpos + 0.01 N(0, 1), qvel + 0.1 N(0, 1) around the model's initial state (gymnasium: U(-0.1, 0.1) on
+    qpos), and the same tasks as the base family."""
+    env, base = make_env("halfcheetah-dir-rllab"), make_env("halfcheetah-dir")
+    dq, dv = [], []
+    for seed in range(30):
+        env.reset(seed=seed)
+        dq.append(env.data.qpos - env.init_qpos)
+        dv.append(env.data.qvel - env.init_qvel)
+    assert 0.007 < np.std(dq) < 0.013 and 0.07 < np.std(dv) < 0.13
+    rng = np.random.default_rng
+    assert [t.params for t in env.sample_tasks(20, rng(3))] == [t.params for t in base.sample_tasks(20, rng(3))]
 
 
 @pytest.mark.mujoco

@@ -64,5 +64,6 @@ class StandardAdapter:
 
     def step(self, params: Params, batch: EpisodeBatch, lr: float) -> Params:
         params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-        new = sgd_step(params, self.loss(params, batch), lr, create_graph=False, max_grad_norm=self.cfg.grad_clip)
+        new = sgd_step(params, self.loss(params, batch), lr, create_graph=False, max_grad_norm=self.cfg.grad_clip,
+                       which=self.cfg.adapt_params)
         return {k: v.detach() for k, v in new.items()}

@@ -50,38 +50,58 @@ def inner_loss(policy: Policy, params: Params, ep: TorchEpisodes) -> Tensor:
     return pg_loss(action_log_prob(policy, params, ep), ep.logp, ep.advantages, ep.mask)
 
 
+PARAM_GROUPS = ("core", "actor", "log_std", "critic")
+
+
+def group_of(name: str) -> str:
+    """Parameter group of a policy parameter name (``core.layers.0.B`` -> ``core``)."""
+    head = name.split(".")[0]
+    return head if head in PARAM_GROUPS else "core"
+
+
+def adapted_names(params: Params, which: str) -> list[str]:
+    """The parameters an inner step changes: ``all``, or the ``heads`` (every group but the core: ANIL)."""
+    if which == "all":
+        return list(params)
+    if which == "heads":
+        return [n for n in params if group_of(n) != "core"]
+    raise ValueError(f"inner parameters must be 'all' or 'heads', got {which!r}")
+
+
 def sgd_step(params: Params, loss: Tensor, lr: float, create_graph: bool,
-             max_grad_norm: float | None = None) -> Params:
-    """theta' = theta - lr * clip(grad loss); returns new tensors, ``params`` is left untouched.
+             max_grad_norm: float | None = None, which: str = "all") -> Params:
+    """theta' = theta - lr * clip(grad loss) on the parameters ``which`` selects (:func:`adapted_names`);
+    returns new tensors, ``params`` is left untouched (the others are passed through as they are).
 
     Parameters the loss does not depend on (e.g. the critic in a policy-gradient loss) keep their value.
     The clipping scale is treated as a constant (not differentiated).
     """
-    names = list(params)
+    names = adapted_names(params, which)
     grads: Sequence[Tensor] = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph,
                                                   allow_unused=True)
     grads = [torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, grads)]
     if max_grad_norm is not None:
         norm = float(torch.sqrt(cast(Tensor, sum((g.detach() ** 2).sum() for g in grads))))
         grads = [g * min(1.0, max_grad_norm / (norm + 1e-6)) for g in grads]
-    return {n: params[n] - lr * g for n, g in zip(names, grads)}
+    return {**params, **{n: params[n] - lr * g for n, g in zip(names, grads)}}
 
 
-def inner_update(policy: Policy, params: Params, ep: TorchEpisodes, lr: float, create_graph: bool) -> Params:
-    """One functional policy-gradient step of the MAML inner loop."""
-    return sgd_step(params, inner_loss(policy, params, ep), lr, create_graph)
+def inner_update(policy: Policy, params: Params, ep: TorchEpisodes, lr: float, create_graph: bool,
+                 which: str = "all") -> Params:
+    """One functional policy-gradient step of the MAML inner loop (on the parameters ``which`` selects)."""
+    return sgd_step(params, inner_loss(policy, params, ep), lr, create_graph, which=which)
 
 
 def adapt(policy: Policy, params: Params, episodes: Iterable[TorchEpisodes], lr: float,
-          create_graph: bool, lr_decay: float = 1.0) -> Params:
+          create_graph: bool, lr_decay: float = 1.0, which: str = "all") -> Params:
     """Apply one inner step per batch in ``episodes`` (MAML with several inner steps; step s uses
     ``lr * lr_decay**s``)."""
-    return adapt_steps(policy, params, episodes, lr, create_graph, lr_decay)[0][-1]
+    return adapt_steps(policy, params, episodes, lr, create_graph, lr_decay, which=which)[0][-1]
 
 
 def adapt_steps(policy: Policy, params: Params, episodes: Iterable[TorchEpisodes], lr: float,
-                create_graph: bool, lr_decay: float = 1.0, dists: list[Tensor] | None = None
-                ) -> tuple[list[Params], list[Tensor]]:
+                create_graph: bool, lr_decay: float = 1.0, dists: list[Tensor] | None = None,
+                which: str = "all") -> tuple[list[Params], list[Tensor]]:
     """The parameters before and after each inner step, ``[params, theta_1, ..., theta_S]``, and each
     batch's action log-probs under the parameters it was stepped from (``logps[s]`` at ``theta_s``, (K, T)).
     ``dists``: if given, receives each batch's distribution parameters at ``theta_s``, detached."""
@@ -93,7 +113,7 @@ def adapt_steps(policy: Policy, params: Params, episodes: Iterable[TorchEpisodes
             dists.append(dist.detach())
         logps.append(log_prob(dist, ep.actions, policy.discrete))
         loss = pg_loss(logps[-1], ep.logp, ep.advantages, ep.mask)
-        thetas.append(sgd_step(thetas[-1], loss, lr * lr_decay**s, create_graph))
+        thetas.append(sgd_step(thetas[-1], loss, lr * lr_decay**s, create_graph, which=which))
     return thetas, logps
 
 
@@ -106,7 +126,7 @@ def outer_loss(policy: Policy, params: Params, task: TorchTaskBatch, cfg: MetaCo
     """
     dists: list[Tensor] = []
     thetas, logps = adapt_steps(policy, params, task.pre, cfg.inner_lr, not cfg.first_order, cfg.inner_lr_decay,
-                                dists)
+                                dists, cfg.inner_params)
     adapted, post = thetas[-1], task.post
     out = run_policy(policy, adapted, post)
     logp = log_prob(out.dist_params, post.actions, policy.discrete)
@@ -133,7 +153,7 @@ def trpo_objective(policy: Policy, params: Params, tasks: list[TorchTaskBatch], 
     """
     losses, kls, dists = [], [], []
     for i, task in enumerate(tasks):
-        adapted = adapt(policy, params, task.pre, cfg.inner_lr, create_graph, cfg.inner_lr_decay)
+        adapted = adapt(policy, params, task.pre, cfg.inner_lr, create_graph, cfg.inner_lr_decay, cfg.inner_params)
         post = task.post
         dist = run_policy(policy, adapted, post).dist_params
         ref = dist.detach() if old is None else old[i]
@@ -144,15 +164,8 @@ def trpo_objective(policy: Policy, params: Params, tasks: list[TorchTaskBatch], 
     return torch.stack(losses).mean(), torch.stack(kls).mean(), dists
 
 
-PARAM_GROUPS = ("core", "actor", "log_std", "critic")
 # models whose third derivatives (the exact TRPO Fisher through the inner step) match finite differences
 EXACT_FISHER_MODELS = ("mlp", "gru", "lstm")
-
-
-def group_of(name: str) -> str:
-    """Parameter group of a policy parameter name (``core.layers.0.B`` -> ``core``)."""
-    head = name.split(".")[0]
-    return head if head in PARAM_GROUPS else "core"
 
 
 def group_norms(named: Mapping[str, Tensor | None]) -> dict[str, float]:
@@ -222,7 +235,7 @@ def task_health(policy: Policy, params: Params, task: TorchTaskBatch, adapted: P
     if not task.pre:
         return {}
     if len(task.pre) > 1:  # report the first inner step only
-        adapted = adapt(policy, params, task.pre[:1], cfg.inner_lr, create_graph=False)
+        adapted = adapt(policy, params, task.pre[:1], cfg.inner_lr, create_graph=False, which=cfg.inner_params)
     return inner_step_health(policy, params, {k: v.detach() for k, v in adapted.items()}, task.pre[0], cfg.inner_lr,
                              before)
 
@@ -376,8 +389,8 @@ class MetaLearner:
         s = conjugate_gradient(fvp, -g.detach(), cfg.trpo_cg_iters)
         shs = 0.5 * torch.dot(s, fvp(s)).detach()
         step = s * torch.sqrt(2 * cfg.trpo_max_kl / shs.clamp_min(1e-20)) if shs > 0 else torch.zeros_like(s)
-        health = [task_health(policy, params, t, adapt(policy, params, t.pre, cfg.inner_lr, False, cfg.inner_lr_decay),
-                              cfg) for t in tasks]
+        health = [task_health(policy, params, t, adapt(policy, params, t.pre, cfg.inner_lr, False, cfg.inner_lr_decay,
+                                                       cfg.inner_params), cfg) for t in tasks]
         grads = group_norms(dict(zip(names, unflat(g.detach(), plist))))
         loss0 = float(loss.detach())  # the surrogate at theta (the same value however it was built)
         grad_kl = loss = kl = None  # type: ignore[assignment]  # frees the graphs before the line search

@@ -108,8 +108,7 @@ class MujocoMetaMixin(MetaEnv):
             self.horizon = int(horizon)
         self._t = 0
         self._torso_id = self.model.body("torso").id
-        shape = self.observation_space.shape
-        self.observation_space = spaces.Box(-np.inf, np.inf, shape, np.float32)
+        self.observation_space = spaces.Box(-np.inf, np.inf, self._get_obs().shape, np.float32)
         action_space = cast(spaces.Box, self.action_space)
         self._act_low = action_space.low.astype(np.float64)
         self._act_high = action_space.high.astype(np.float64)

@@ -13,8 +13,15 @@ Profile ``maml2017`` (cbfinn/maml_rl ``half_cheetah_env_rand.py`` / ``half_cheet
 * horizon 200, never terminates.
 
 Observation: gymnasium ``HalfCheetah-v5`` default, **17-d** (``qpos[1:]`` then ``qvel``), float32.
-maml2017's rllab observation was 20-d (it appended the torso COM); that is the one deliberate
-deviation. Dynamics, ``frame_skip = 5`` (dt = 0.05 s) and the reset noise (0.1) are HalfCheetah-v5's.
+Dynamics, ``frame_skip = 5`` (dt = 0.05 s) and the reset noise (0.1) are HalfCheetah-v5's. These three
+differ from MAML 2017's own simulator settings, which the ``-rllab`` families reproduce:
+
+* ``halfcheetah-vel-rllab`` / ``halfcheetah-dir-rllab``: the same tasks and rewards on rllab's
+  ``HalfCheetahEnv`` as maml2017 ran it: **dt = 0.01 s** (rllab's ``half_cheetah.xml`` has timestep 0.01
+  and no ``frame_skip`` numeric, so rllab's ``MujocoEnv`` steps once per action: 200 steps are 2 s of
+  simulated time, against 10 s above), the **20-d observation** ``qpos[1:], qvel, COM of the torso
+  subtree`` (``get_body_com("torso")``), and rllab's reset noise (``qpos + 0.01 N(0, 1)``,
+  ``qvel + 0.1 N(0, 1)``). The model (gymnasium's XML is rllab's) and the rest are as above.
 
 ``info``: ``reward_run`` (velocity term), ``reward_ctrl`` (minus control cost), ``x_velocity`` (COM),
 ``x_velocity_qvel`` (``qvel[0]``), ``x_position``, and the task parameter.
@@ -106,3 +113,38 @@ class HalfCheetahDirEnv(_HalfCheetahMeta):
         info["reward_run"] = run
         info["direction"] = self._direction
         return run - ctrl, False, info
+
+
+class _RllabCheetah:
+    """MAML 2017's rllab simulator settings (module docstring); goes before a family class in the bases."""
+
+    _gym_defaults = {"exclude_current_positions_from_observation": True, "frame_skip": 1}
+    data: Any
+    init_qpos: np.ndarray
+    init_qvel: np.ndarray
+    np_random: np.random.Generator
+    _torso_id: int
+    set_state: Any
+
+    def _get_obs(self) -> np.ndarray:
+        """(20,): qpos[1:] (8), qvel (9), the torso subtree's centre of mass (3)."""
+        d = self.data
+        return np.concatenate([d.qpos.flat[1:], d.qvel.flat, d.subtree_com[self._torso_id]])
+
+    def reset_model(self) -> np.ndarray:
+        qpos = self.init_qpos + 0.01 * self.np_random.standard_normal(self.init_qpos.shape)
+        qvel = self.init_qvel + 0.1 * self.np_random.standard_normal(self.init_qvel.shape)
+        self.set_state(qpos, qvel)
+        return self._get_obs()
+
+
+class HalfCheetahVelRllabEnv(_RllabCheetah, HalfCheetahVelEnv):
+    """``halfcheetah-vel`` with MAML 2017's rllab simulator settings (dt 0.01 s, 20-d observation)."""
+
+    family = "halfcheetah-vel-rllab"
+
+
+class HalfCheetahDirRllabEnv(_RllabCheetah, HalfCheetahDirEnv):
+    """``halfcheetah-dir`` with MAML 2017's rllab simulator settings (dt 0.01 s, 20-d observation)."""
+
+    family = "halfcheetah-dir-rllab"

@@ -2,7 +2,7 @@
 
 :func:`resolve_env` also accepts the gymnasium ids users of other projects know: ``CartPole-v1`` (any
 version) is the environment ``cartpole-physics`` varies; ``HalfCheetah-v5`` and ``Ant-v5`` are each varied
-by two families, so they name none and the error lists the choices.
+by several families, so they name none and the error lists the choices.
 
 Classes are imported lazily (a :class:`Family` holds an ``"module:Class"`` entry point), so building
 ``navigation-2d`` never imports MuJoCo. Every env enforces its own horizon, so neither
@@ -93,6 +93,22 @@ FAMILIES: dict[str, Family] = {
             "ssm_metarl_ray/AntGoal-v0",
             mujoco=True,
             gym_base="Ant",
+        ),
+        Family(
+            "halfcheetah-vel-rllab",
+            f"{_PKG}.half_cheetah:HalfCheetahVelRllabEnv",
+            "halfcheetah-vel on MAML 2017's rllab settings: dt 0.01 s, 20-d obs with the torso COM, H 200",
+            "ssm_metarl_ray/HalfCheetahVelRllab-v0",
+            mujoco=True,
+            gym_base="HalfCheetah",
+        ),
+        Family(
+            "halfcheetah-dir-rllab",
+            f"{_PKG}.half_cheetah:HalfCheetahDirRllabEnv",
+            "halfcheetah-dir on MAML 2017's rllab settings: dt 0.01 s, 20-d obs with the torso COM, H 200",
+            "ssm_metarl_ray/HalfCheetahDirRllab-v0",
+            mujoco=True,
+            gym_base="HalfCheetah",
         ),
     )
 }

@@ -251,7 +251,8 @@ class RolloutWorker:
     def _inner_step(self, params: Params, ep: EpisodeBatch, lr: float) -> Params:
         """One local inner update (first-order, no graph kept)."""
         params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-        params = inner_update(self.policy, params, ep.to_torch(), lr, create_graph=False)
+        params = inner_update(self.policy, params, ep.to_torch(), lr, create_graph=False,
+                              which=self.meta_cfg.inner_params)
         return {k: v.detach() for k, v in params.items()}
 
     def sample_task(self, task: Task) -> TaskBatch:
