@@ -9,7 +9,9 @@ of meta-iterations behind the published checkpoints. Choices that are ours, meas
 MAML's TRPO step (``--outer-optimizer trpo`` gives that, max KL 0.01; it reached a worse 1-step return
 in more wall-clock), a tanh 64x64 core, a training set of 1,000 seeded tasks standing in for fresh
 draws every iteration, and on navigation-2d test-time steps that shrink 4x per step instead of 2x (after
-two steps -6.3 vs -18.7, mean of 3 seeds: the halved second step overshoots on some goals).
+two steps -6.3 vs -18.7, mean of 3 seeds: the halved second step overshoots on some goals). The
+HalfCheetah families have the same settings on MAML's own simulator settings (``halfcheetah-dir-rllab``,
+``halfcheetah-vel-rllab``: rllab's dt 0.01 s and 20-d observation; ``envs/half_cheetah.py``).
 
 ``in-context``: our protocol for in-context meta-RL (recurrent PPO over 2-episode trials, 10 tasks x 4
 trials per iteration, 40 held-out tasks) at a tenth of MAML's budget per family or less, with the settings

@@ -21,7 +21,8 @@ differ from MAML 2017's own simulator settings, which the ``-rllab`` families re
   and no ``frame_skip`` numeric, so rllab's ``MujocoEnv`` steps once per action: 200 steps are 2 s of
   simulated time, against 10 s above), the **20-d observation** ``qpos[1:], qvel, COM of the torso
   subtree`` (``get_body_com("torso")``), and rllab's reset noise (``qpos + 0.01 N(0, 1)``,
-  ``qvel + 0.1 N(0, 1)``). The model (gymnasium's XML is rllab's) and the rest are as above.
+  ``qvel + 0.1 N(0, 1)``). The model (gymnasium's XML is rllab's) and the rest are as above; the
+  simulator is today's MuJoCo, not rllab's 1.31, whose contact solver differed.
 
 ``info``: ``reward_run`` (velocity term), ``reward_ctrl`` (minus control cost), ``x_velocity`` (COM),
 ``x_velocity_qvel`` (``qvel[0]``), ``x_position``, and the task parameter.
