@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ssm_metarl_ray.envs.registry import task_family  # a -rllab family is compared with its base's numbers
+
 HERE = Path(__file__).resolve().parent
 # MAML 2017's published numbers: figure 5 (locomotion) and figure 4 (2-D navigation), mean and s.e.m.
 # over 40 test tasks per adaptation step
@@ -28,8 +30,6 @@ ANCHORS = [HERE / "anchors" / "maml2017_fig5.csv", HERE / "anchors" / "maml2017_
 ANCHOR_TASK = {"halfcheetah-dir": "HalfCheetahDir (fwd/back)", "halfcheetah-vel": "HalfCheetahVel (goal vel U[0,2])",
                "navigation-2d": "2D navigation (point robot)"}
 MAML_STEPS = {"halfcheetah-dir": 3.2e7, "halfcheetah-vel": 7.6e7, "navigation-2d": 8e6}  # to MAML's checkpoints
-for _env in ("halfcheetah-dir", "halfcheetah-vel"):  # the same tasks on MAML's own simulator settings
-    ANCHOR_TASK[f"{_env}-rllab"], MAML_STEPS[f"{_env}-rllab"] = ANCHOR_TASK[_env], MAML_STEPS[_env]
 METHOD_ORDER = {"maml": 0, "multitask": 1, "random": 2, "in-context": 3, "in-context-maml": 4}
 MODEL_ORDER = {"ssm": 0, "gru": 1, "lstm": 2, "transformer": 3, "mlp": 4}
 TARGET_WINDOW = 10  # iterations in the trailing mean of the time-to-target table
@@ -53,7 +53,7 @@ def load_anchors(env: str) -> dict[str, list[tuple[float, float]]]:
     for path in ANCHORS:
         with open(path) as f:
             for row in csv.DictReader(f):
-                if row["task"] == ANCHOR_TASK.get(env):
+                if row["task"] == ANCHOR_TASK.get(task_family(env)):
                     out[row["method"]].append((float(row["mean_return"]), float(row["sem"])))
     return dict(out)
 
@@ -163,7 +163,7 @@ def env_table(env: str, runs: list[dict]) -> str:
     for method in ("maml", "pretrain", "random"):
         if method in anchors:
             cells = " | ".join(_cell(m, s) for m, s in anchors[method][:steps])
-            budget = f"{MAML_STEPS[env]:.1e}" if method == "maml" else ""
+            budget = f"{MAML_STEPS[task_family(env)]:.1e}" if method == "maml" else ""
             traj = 40 if env == "navigation-2d" else 20
             lines.append(f"| MAML 2017 {method} (published) | mlp 100×100 | | TRPO / VPG | {cells} | {traj} | "
                          f"{budget} | |")

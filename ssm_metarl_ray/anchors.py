@@ -47,6 +47,8 @@ MAML2017: dict[str, dict[str, Any]] = {
 
 
 def maml2017(family: str | None) -> dict[str, Any] | None:
-    """The published MAML 2017 record of task family ``family`` (see :data:`MAML2017`; a ``-rllab``
-    family, the same tasks on MAML's own simulator settings, has its base family's), or None."""
-    return MAML2017.get(family.removesuffix("-rllab")) if family else None
+    """The published MAML 2017 record of task family ``family`` (see :data:`MAML2017`; a family sharing
+    another's tasks, ``envs.registry.Family.tasks_of``, has that one's), or None."""
+    from ssm_metarl_ray.envs.registry import task_family  # registry only: no MuJoCo import
+
+    return MAML2017.get(task_family(family)) if family else None

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ssm_metarl_ray.config import ExperimentConfig
+from ssm_metarl_ray.envs.registry import FAMILIES
 
 # family -> (meta_batch_size, training trajectories per task, inner_lr, iterations, test trajectories per step)
 _MAML2017 = {
@@ -34,8 +35,8 @@ _MAML2017 = {
     "halfcheetah-vel": (40, 10, 0.1, 475, 20),  # checkpoint itr_475 (fbs10; the text says 20): 7.6e7
     "ant-dir": (40, 40, 0.1, 575, 40),  # checkpoint itr_575 (fbs40), 40 trajectories per test step
 }
-for _family in ("halfcheetah-dir", "halfcheetah-vel"):  # the same protocol on MAML's own simulator settings
-    _MAML2017[f"{_family}-rllab"] = _MAML2017[_family]
+_MAML2017.update({f.name: _MAML2017[f.tasks_of] for f in FAMILIES.values()  # the -rllab forms: the same
+                  if f.tasks_of in _MAML2017})                           # protocol on other simulator settings
 
 # in-context: dotted config fields per family (training env steps: iterations x 10 tasks x 4 trials x 2
 # episodes x horizon: navigation-2d <= 1e6 (episodes end at the goal), halfcheetah-vel 7.6e6, -dir 3.2e6)

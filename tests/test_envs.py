@@ -18,6 +18,7 @@ from ssm_metarl_ray.envs import (
     UnknownEnvError,
     env_names,
     make_env,
+    task_family,
     task_splits,
 )
 
@@ -341,6 +342,8 @@ def test_rllab_cheetah_resets_with_rllabs_noise():
     assert 0.007 < np.std(dq) < 0.013 and 0.07 < np.std(dv) < 0.13
     rng = np.random.default_rng
     assert [t.params for t in env.sample_tasks(20, rng(3))] == [t.params for t in base.sample_tasks(20, rng(3))]
+    assert task_family("halfcheetah-dir-rllab") == "halfcheetah-dir"  # compared with MAML's published numbers
+    assert task_family("halfcheetah-vel-rllab") == "halfcheetah-vel" and task_family("ant-dir") == "ant-dir"
 
 
 @pytest.mark.mujoco

@@ -10,6 +10,7 @@ from ssm_metarl_ray.envs.registry import (
     make_env,
     register_gym_ids,
     resolve_env,
+    task_family,
 )
 
 register_gym_ids()
@@ -25,4 +26,5 @@ __all__ = [
     "GYM_IDS",
     "BASE_IDS",
     "resolve_env",
+    "task_family",
 ]

@@ -35,6 +35,8 @@ class Family:
     gym_id: str
     mujoco: bool = False
     gym_base: str | None = None  # the gymnasium env it varies, id without "-v<N>" (e.g. "CartPole")
+    tasks_of: str | None = None  # the family whose tasks, rewards and published protocol it shares (the
+    #   ``-rllab`` forms: the same tasks on other simulator settings); None: its own
 
     @property
     def cls(self) -> type[MetaEnv]:
@@ -101,6 +103,7 @@ FAMILIES: dict[str, Family] = {
             "ssm_metarl_ray/HalfCheetahVelRllab-v0",
             mujoco=True,
             gym_base="HalfCheetah",
+            tasks_of="halfcheetah-vel",
         ),
         Family(
             "halfcheetah-dir-rllab",
@@ -109,6 +112,7 @@ FAMILIES: dict[str, Family] = {
             "ssm_metarl_ray/HalfCheetahDirRllab-v0",
             mujoco=True,
             gym_base="HalfCheetah",
+            tasks_of="halfcheetah-dir",
         ),
     )
 }
@@ -138,6 +142,12 @@ def get_family(name: str) -> Family:
         return FAMILIES[name]
     except (KeyError, TypeError):
         raise UnknownEnvError(f"unknown env {name!r}; allowed: {', '.join(FAMILIES)}") from None
+
+
+def task_family(name: str) -> str:
+    """The family whose tasks and published numbers ``name`` shares (:attr:`Family.tasks_of`), or ``name``."""
+    fam = FAMILIES.get(name)
+    return fam.tasks_of or name if fam is not None else name
 
 
 def families_of(name: str) -> tuple[str, ...]:
