@@ -77,6 +77,7 @@ def build_config(a: argparse.Namespace):
                      outer_optimizer=a.outer_optimizer or cfg.meta.outer_optimizer, baseline=a.baseline,
                      inner_params=a.inner_params,
                      trpo_max_kl=a.max_kl or cfg.meta.trpo_max_kl,
+                     trpo_exact_fisher=a.exact_fisher or cfg.meta.trpo_exact_fisher,
                      **(dict(method="in-context", episodes_per_trial=a.episodes_per_trial, value_coef=0.5,
                              gae_lambda=0.95, normalize_rewards=a.normalize_rewards,
                              task_inference_coef=a.task_inference_coef,
@@ -361,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="in-context: episodes per trial (the recurrent state carries across them)")
     r.add_argument("--max-kl", type=float, default=None, help="TRPO trust region (default 0.01; MAML's "
                    "HalfCheetahDir checkpoint: 0.02)")
+    r.add_argument("--exact-fisher", action="store_true",
+                   help="TRPO: the KL's Hessian through the inner step, as MAML's rllab code (third order; "
+                   "default: the adapted policies' Fisher with the inner step's Jacobian taken as the identity)")
     r.add_argument("--test-tasks", type=int, default=40, help="held-out test tasks (MAML: 40)")
     r.add_argument("--adapt-steps", type=int, default=3, help="adaptation steps (MAML: 0..3)")
     r.add_argument("--outer-steps", type=int, default=5,
