@@ -9,7 +9,9 @@ the mean return, its velocity term (return + control cost), the gradient norm an
 the action distribution (RMS mean-action change in std units, KL), averaged over the two directions.
 
 Variants: the library's default policy (actor head orthogonal gain 1, tanh 64x64 MLP; SSM), the old
-head init (gain 0.01), and a MAML-like ReLU 100x100 MLP.
+head init (gain 0.01), a MAML-like ReLU 100x100 MLP, the same on the observation alone (MAML's policy
+input; the others also see the previous action, reward and done flag), and that with rllab's layer
+initialisation (Xavier-uniform weights, zero biases: MAML's policy as built; ``--variants relu100-rllab``).
 
 MAML's "random" curve was not made with step 0.1: its test script (``maml_examples/
 test_maml_cheetah_direc.py``) lists step size 1.0 for the random initialisation (0.1 for MAML, 0.2 for
@@ -39,9 +41,15 @@ VARIANTS = {  # name -> ModelConfig overrides
     "mlp tanh64 head gain 0.01 (v1)": {"kind": "mlp", "head_init_gain": 0.01},
     "mlp relu100 (MAML-like)": {"kind": "mlp", "activation": "relu", "hidden_size": 100},
     "ssm (default)": {"kind": "ssm"},
+    "mlp relu100 observation only": {"kind": "mlp", "activation": "relu", "hidden_size": 100,
+                                     "observation_only": True},
+    "mlp relu100 observation only, rllab init (MAML's policy)": {
+        "kind": "mlp", "activation": "relu", "hidden_size": 100, "observation_only": True, "mlp_init": "xavier"},
 }
 SHORT = {"tanh64": "mlp tanh64 (default)", "gain0.01": "mlp tanh64 head gain 0.01 (v1)",
-         "relu100": "mlp relu100 (MAML-like)", "ssm": "ssm (default)"}  # --variants names
+         "relu100": "mlp relu100 (MAML-like)", "ssm": "ssm (default)",
+         "relu100-obs": "mlp relu100 observation only",
+         "relu100-rllab": "mlp relu100 observation only, rllab init (MAML's policy)"}  # --variants names
 
 
 def probe(variant: dict, direction: float, lr: float, steps: int, episodes: int, seed: int = 0,

@@ -53,7 +53,7 @@ def build_config(a: argparse.Namespace):
                         ssm_r_min=a.ssm_r_min, ssm_input_hidden=a.ssm_input_hidden,
                         head_init_gain=a.head_init_gain,
                         observation_only=a.observation_only, critic_detached=not a.shared_critic,
-                        head_hidden=a.head_hidden)
+                        head_hidden=a.head_hidden, mlp_init=a.mlp_init)
     cfg = ExperimentConfig(env=a.env, num_threads=1, seed=a.seed, model=model)
     if a.preset:  # the published protocol; explicit flags below still override it
         cfg = apply_preset(cfg, a.preset)
@@ -362,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="in-context: episodes per trial (the recurrent state carries across them)")
     r.add_argument("--max-kl", type=float, default=None, help="TRPO trust region (default 0.01; MAML's "
                    "HalfCheetahDir checkpoint: 0.02)")
+    r.add_argument("--mlp-init", choices=["torch", "xavier"], default="torch",
+                   help="MLP core's layers: torch's default init or rllab's (MAML 2017: Xavier-uniform, zero biases)")
     r.add_argument("--exact-fisher", action="store_true",
                    help="TRPO: the KL's Hessian through the inner step, as MAML's rllab code (third order; "
                    "default: the adapted policies' Fisher with the inner step's Jacobian taken as the identity)")

@@ -28,6 +28,7 @@ ADAPTATION_MODES = ("standard", "hybrid")
 BASELINES = ("fit", "lagged")
 INNER_PARAMS = ("all", "heads")  # meta.inner_params / adapt.adapt_params: what an inner step adapts
 ACTIVATIONS = ("tanh", "relu")
+MLP_INITS = ("torch", "xavier")  # model.mlp_init
 METHODS = ("maml", "in-context", "in-context-maml")  # meta.method
 WARMUP_SCHEDULES = ("pool", "in-turn")  # meta.warmup_schedule
 EVAL_MODES = (*ADAPTATION_MODES, "in-context")  # held-out evaluation: gradient adaptation or trials
@@ -65,7 +66,8 @@ def field_choices(name: str) -> tuple[str, ...] | None:
         from ssm_metarl_ray.envs import env_names  # registry only: no MuJoCo import
 
         return tuple(env_names())
-    return {"model.kind": MODELS, "model.activation": ACTIVATIONS, "adapt.adaptation_mode": ADAPTATION_MODES,
+    return {"model.kind": MODELS, "model.activation": ACTIVATIONS, "model.mlp_init": MLP_INITS,
+            "adapt.adaptation_mode": ADAPTATION_MODES,
             "meta.baseline": BASELINES, "adapt.baseline": BASELINES,
             "meta.inner_params": INNER_PARAMS, "adapt.adapt_params": INNER_PARAMS,
             "meta.outer_optimizer": OUTER_OPTIMIZERS, "meta.method": METHODS,
@@ -138,6 +140,8 @@ class ModelConfig:
     observation_only: bool = False  # feed the core the observation only, not the previous action, reward
     #   and done flag (MAML 2017's feed-forward policy; a recurrent core then cannot adapt in context)
     activation: str = "tanh"  # MLP: hidden activation, "tanh" or "relu" (MAML 2017: relu, 100x100)
+    mlp_init: str = "torch"  # MLP core's hidden layers: "torch" (nn.Linear's default: weights and biases
+    #   U(+-1/sqrt(fan_in))) or "xavier" (rllab's, MAML 2017's: weights U(+-sqrt(6/(fan_in+fan_out))), zero biases)
     init_log_std: float = 0.0  # Gaussian policies: initial log standard deviation
     head_init_gain: float = 1.0  # orthogonal-init gain of the actor head (1: like the other layers, as the
     #   MAML/ProMP references; 0.01 made one adaptation step move the mean action by ~0.007 std)

@@ -250,6 +250,26 @@ def test_unknown_kind_raises():
     assert all(k in msg for k in KINDS)
 
 
+def test_mlp_init_xavier_is_rllabs_and_bad_values_are_named():
+    """``mlp_init="xavier"``: MAML 2017's rllab layers (Xavier-uniform weights, zero biases) on every hidden
+    layer; torch's default keeps nonzero biases; an unknown value is a ConfigError naming the allowed ones."""
+    from ssm_metarl_ray.config import ConfigError, ExperimentConfig
+
+    torch.manual_seed(0)
+    xav = make_core(ModelConfig(kind="mlp", hidden_size=100, activation="relu", mlp_init="xavier"), 20)
+    torch.manual_seed(0)
+    default = make_core(ModelConfig(kind="mlp", hidden_size=100, activation="relu"), 20)
+    for lin, ref in zip(xav._linears, default._linears):
+        lin, ref = lin.requires_grad_(False), ref.requires_grad_(False)
+        fan_out, fan_in = lin.weight.shape
+        bound = (6.0 / (fan_in + fan_out)) ** 0.5
+        assert float(lin.bias.abs().max()) == 0.0 and float(ref.bias.abs().max()) > 0.0
+        assert float(lin.weight.abs().max()) <= bound
+        assert float(lin.weight.std()) == pytest.approx(bound / 3 ** 0.5, rel=0.1)  # U(-b, b): std b / sqrt(3)
+    with pytest.raises(ConfigError, match="mlp_init 'he'; allowed: torch, xavier"):
+        ExperimentConfig.from_dict({"model": {"mlp_init": "he"}})
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_state_structure_and_parameters_are_real(kind):
     core = _core(kind, dtype=torch.float32)

@@ -14,16 +14,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ssm_metarl_ray.config import MLP_INITS
 from ssm_metarl_ray.models.base import State
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
 
 class MLPCore(nn.Module):
-    def __init__(self, input_dim: int, hidden_size: int = 64, num_layers: int = 2, activation: str = "tanh"):
+    def __init__(self, input_dim: int, hidden_size: int = 64, num_layers: int = 2, activation: str = "tanh",
+                 init: str = "torch"):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+        if init not in MLP_INITS:
+            raise ValueError(f"unknown MLP init {init!r}; allowed: {', '.join(MLP_INITS)}")
         self._act = ACTIVATIONS[activation]
         self.input_dim, self.hidden_size = input_dim, hidden_size
         self.output_dim = hidden_size
@@ -34,6 +38,10 @@ class MLPCore(nn.Module):
             d = hidden_size
         self.net = nn.Sequential(*layers)
         self._linears = [m for m in layers if isinstance(m, nn.Linear)]  # the same modules as in ``net``
+        if init == "xavier":  # rllab's layers (MAML 2017's policy): Xavier-uniform weights, zero biases
+            for lin in self._linears:
+                nn.init.xavier_uniform_(lin.weight)
+                nn.init.zeros_(lin.bias)
 
     def _mlp(self, x: Tensor) -> Tensor:
         for lin in self._linears:

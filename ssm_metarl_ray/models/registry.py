@@ -28,5 +28,5 @@ def make_core(cfg: ModelConfig, input_dim: int) -> nn.Module:
     if kind == "mlp":
         from ssm_metarl_ray.models.mlp import MLPCore
 
-        return MLPCore(input_dim, cfg.hidden_size, cfg.num_layers, cfg.activation)
+        return MLPCore(input_dim, cfg.hidden_size, cfg.num_layers, cfg.activation, cfg.mlp_init)
     raise ValueError(f"unknown model kind {kind!r}; allowed: {', '.join(MODELS)}")
