@@ -296,7 +296,7 @@ def cmd_suite(a: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ssm_metarl_ray.config import MODELS
+    from ssm_metarl_ray.config import MLP_INITS, MODELS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="in-context: episodes per trial (the recurrent state carries across them)")
     r.add_argument("--max-kl", type=float, default=None, help="TRPO trust region (default 0.01; MAML's "
                    "HalfCheetahDir checkpoint: 0.02)")
-    r.add_argument("--mlp-init", choices=["torch", "xavier"], default="torch",
+    r.add_argument("--mlp-init", choices=MLP_INITS, default="torch",
                    help="MLP core's layers: torch's default init or rllab's (MAML 2017: Xavier-uniform, zero biases)")
     r.add_argument("--exact-fisher", action="store_true",
                    help="TRPO: the KL's Hessian through the inner step, as MAML's rllab code (third order; "
