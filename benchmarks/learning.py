@@ -255,7 +255,8 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
     cfg = replace(cfg, adapt=replace(cfg.adapt, episodes_per_step=a.episodes_per_step, baseline=a.baseline,
                                      adapt_lr=a.adapt_lr if a.adapt_lr is not None else cfg.adapt.adapt_lr,
                                      adapt_lr_decay=(a.adapt_lr_decay if a.adapt_lr_decay is not None
-                                                     else cfg.adapt.adapt_lr_decay))).validate()
+                                                     else cfg.adapt.adapt_lr_decay),
+                                     adapt_lr_schedule=a.adapt_lr_schedule or cfg.adapt.adapt_lr_schedule)).validate()
     torch.set_num_threads(1)
     weights = torch.load(HERE.parent / "runs" / "learning" / a.env / f"{name}.pt", weights_only=True)
     _, test_tasks = task_splits(make_env(cfg.env), cfg.num_train_tasks, cfg.num_test_tasks, cfg.seed)
@@ -296,7 +297,7 @@ def cmd_suite(a: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ssm_metarl_ray.config import MLP_INITS, MODELS
+    from ssm_metarl_ray.config import ADAPT_LR_SCHEDULES, MLP_INITS, MODELS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -399,7 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adaptation-step baseline: fitted on the step's batch, or rllab's lagged one")
     e.add_argument("--adapt-lr", type=float, default=None, help="adaptation step size (default: the run's)")
     e.add_argument("--adapt-lr-decay", type=float, default=None,
-                   help="step s uses adapt_lr * decay**s (default: the run's; MAML 2017 halves later steps)")
+                   help="later steps are smaller by this factor (default: the run's; MAML 2017 halves them)")
+    e.add_argument("--adapt-lr-schedule", choices=ADAPT_LR_SCHEDULES, default=None,
+                   help="geometric: step s at adapt_lr * decay**s; first: every step after the first at "
+                        "adapt_lr * decay (MAML 2017's test scripts); default: the run's")
     e.add_argument("--out-tag", default="", help="write a new result file with this tag added (keeps the run's)")
     sub.add_parser("report", help="tables, CSV and plots from the result files")
     return p

@@ -26,6 +26,7 @@ OUTER_OPTIMIZERS = ("clipped", "trpo")
 DEFAULT_INNER_LR = {"ssm": 0.02, "mlp": 0.1, "gru": 0.02, "lstm": 0.02, "transformer": 0.02}
 ADAPTATION_MODES = ("standard", "hybrid")
 BASELINES = ("fit", "lagged")
+ADAPT_LR_SCHEDULES = ("geometric", "first")  # adapt.adapt_lr_schedule
 INNER_PARAMS = ("all", "heads")  # meta.inner_params / adapt.adapt_params: what an inner step adapts
 ACTIVATIONS = ("tanh", "relu")
 MLP_INITS = ("torch", "xavier")  # model.mlp_init
@@ -67,7 +68,7 @@ def field_choices(name: str) -> tuple[str, ...] | None:
 
         return tuple(env_names())
     return {"model.kind": MODELS, "model.activation": ACTIVATIONS, "model.mlp_init": MLP_INITS,
-            "adapt.adaptation_mode": ADAPTATION_MODES,
+            "adapt.adaptation_mode": ADAPTATION_MODES, "adapt.adapt_lr_schedule": ADAPT_LR_SCHEDULES,
             "meta.baseline": BASELINES, "adapt.baseline": BASELINES,
             "meta.inner_params": INNER_PARAMS, "adapt.adapt_params": INNER_PARAMS,
             "meta.outer_optimizer": OUTER_OPTIMIZERS, "meta.method": METHODS,
@@ -224,7 +225,10 @@ class AdaptConfig:
     adapt_lr: float = 0.02  # step size of each test-time policy-gradient step
     adapt_params: str = "all"  # what a test-time step adapts: "all" or only the "heads" (as meta.inner_params)
     adapt_steps: int = 3  # test-time gradient steps (returns are reported after each)
-    adapt_lr_decay: float = 0.5  # step s uses adapt_lr * adapt_lr_decay**s (MAML 2017 halves later steps)
+    adapt_lr_decay: float = 0.5  # later test-time steps are smaller by this factor (adapt_lr_schedule says how)
+    adapt_lr_schedule: str = "geometric"  # "geometric": step s (0-based) uses adapt_lr * adapt_lr_decay**s;
+    #   "first": step 0 uses adapt_lr and every later step adapt_lr * adapt_lr_decay (MAML 2017's test scripts:
+    #   rllab's VPG with init_learning_rate, e.g. 0.1, 0.05, 0.05 on HalfCheetah)
     episodes_per_step: int = 10  # fresh trajectories per adaptation step
     grad_clip: float = 10.0  # clip each adaptation gradient to this global norm
     baseline: str = "fit"  # "fit": linear baseline fitted on the step's own trajectories (ProMP); "lagged":

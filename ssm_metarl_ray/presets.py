@@ -2,14 +2,15 @@
 
 ``maml2017``: the settings of Finn et al. 2017 (MAML-TRPO), from the paper and its training/test scripts:
 meta-batch (tasks per meta-iteration), trajectories per task, inner step size (also the first test-time
-step, halved afterwards), 1 inner step, 40 held-out test tasks, 0..3 adaptation steps of 4,000 env steps
-each (20 trajectories of 200 steps; 40 of 100 on navigation-2d, ``test_maml_point.py``), and the number
-of meta-iterations behind the published checkpoints. Choices that are ours, measured on navigation-2d
+step; every later one at half of it, as rllab's VPG with ``init_learning_rate`` ran MAML's tests), 1 inner
+step, 40 held-out test tasks, 0..3 adaptation steps of 4,000 env steps each (20 trajectories of 200 steps;
+40 of 100 on navigation-2d, ``test_maml_point.py``), and the number of meta-iterations behind the
+published checkpoints. Choices that are ours, measured on navigation-2d
 (``benchmarks/README.md``): the meta-update is the clipped surrogate with 5 Adam steps (ProMP) rather than
 MAML's TRPO step (``--outer-optimizer trpo`` gives that, max KL 0.01; it reached a worse 1-step return
 in more wall-clock), a tanh 64x64 core, a training set of 1,000 seeded tasks standing in for fresh
-draws every iteration, and on navigation-2d test-time steps that shrink 4x per step instead of 2x (after
-two steps -6.3 vs -18.7, mean of 3 seeds: the halved second step overshoots on some goals). The
+draws every iteration, and on navigation-2d test-time steps that shrink 4x per step (after two steps -6.3
+vs -18.7 with steps halved per step, mean of 3 seeds: the halved second step overshoots on some goals). The
 HalfCheetah families have the same settings on MAML's own simulator settings (``halfcheetah-dir-rllab``,
 ``halfcheetah-vel-rllab``: rllab's dt 0.01 s and 20-d observation; ``envs/half_cheetah.py``).
 
@@ -54,8 +55,9 @@ _IN_CONTEXT: dict[str, dict[str, object]] = {
 }
 
 PRESETS: dict[str, dict] = {"maml2017": _MAML2017, "in-context": _IN_CONTEXT}
-# test-time step s uses inner_lr * decay**s; MAML halves (0.5); ours on navigation-2d (benchmarks/README.md)
-_ADAPT_LR_DECAY = {"navigation-2d": 0.25}
+# test-time steps after the first: MAML's test scripts run every later step at half the first (schedule
+# "first", decay 0.5); ours on navigation-2d shrinks 4x per step ("geometric", 0.25; benchmarks/README.md)
+_ADAPT_LR_SCHEDULE = {"navigation-2d": ("geometric", 0.25)}
 
 
 def preset_names() -> tuple[str, ...]:
@@ -82,10 +84,11 @@ def preset_overrides(name: str, env: str) -> dict[str, dict]:
             nested.setdefault(sub, {})[short] = value
         return nested
     meta_batch, episodes, lr, iterations, test_episodes = PRESETS[name][env]
+    schedule, decay = _ADAPT_LR_SCHEDULE.get(env, ("first", 0.5))
     return {"": {"env": env, "iterations": iterations, "num_train_tasks": 1000, "num_test_tasks": 40},
             "meta": {"meta_batch_size": meta_batch, "episodes_per_task": episodes, "inner_lr": lr,
                      "inner_steps": 1, "outer_optimizer": "clipped", "outer_steps": 5, "trpo_max_kl": 0.01},
-            "adapt": {"adapt_lr": lr, "adapt_lr_decay": _ADAPT_LR_DECAY.get(env, 0.5), "adapt_steps": 3,
+            "adapt": {"adapt_lr": lr, "adapt_lr_schedule": schedule, "adapt_lr_decay": decay, "adapt_steps": 3,
                       "episodes_per_step": test_episodes}}
 
 

@@ -7,7 +7,7 @@ import torch
 from ssm_metarl_ray.adapters import make_adapter
 from ssm_metarl_ray.adapters.hybrid import HybridAdapter
 from ssm_metarl_ray.adapters.standard import StandardAdapter
-from ssm_metarl_ray.config import AdaptConfig, MetaConfig, ModelConfig
+from ssm_metarl_ray.config import AdaptConfig, ConfigError, ExperimentConfig, MetaConfig, ModelConfig
 from ssm_metarl_ray.envs import make_env, task_splits
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer
 from ssm_metarl_ray.replay.convert import episodes_to_block, policy_inputs
@@ -83,6 +83,21 @@ def test_adapters_report_each_step_and_never_touch_meta_parameters(mode):
         assert torch.equal(v, before[k])
     if mode == "hybrid":
         assert test[0].index in buf.task_ids()  # fresh data was stored for later steps
+
+
+@pytest.mark.parametrize("schedule, lrs", [("geometric", [0.4, 0.2, 0.1]), ("first", [0.4, 0.2, 0.2])])
+def test_adaptation_step_sizes_follow_the_schedule(schedule, lrs):
+    """``geometric``: step s at adapt_lr * decay**s; ``first``: every step after the first at adapt_lr * decay
+    (rllab's VPG with ``init_learning_rate``, as MAML 2017's test scripts ran it)."""
+    w = _worker()
+    cfg = AdaptConfig(adapt_lr=0.4, adapt_lr_decay=0.5, adapt_lr_schedule=schedule, adapt_steps=3, episodes_per_step=2)
+    adapter = StandardAdapter(w.policy, cfg)
+    seen: list[float] = []
+    adapter.step = lambda params, batch, lr: seen.append(lr) or params  # type: ignore[method-assign]
+    adapter.adapt(w, _tasks()[1][0])
+    assert seen == pytest.approx(lrs)
+    with pytest.raises(ConfigError, match="adapt_lr_schedule 'halving'; allowed: geometric, first"):
+        ExperimentConfig.from_dict({"adapt": {"adapt_lr_schedule": "halving"}})
 
 
 def test_hybrid_loss_adds_weighted_replay_term():

@@ -20,6 +20,13 @@ from ssm_metarl_ray.rollout.worker import lagged_advantages
 from ssm_metarl_ray.types import EpisodeBatch
 
 
+def adapt_lr_at(cfg: AdaptConfig, s: int) -> float:
+    """Step size of test-time step ``s`` (0-based) under ``cfg.adapt_lr_schedule``."""
+    if cfg.adapt_lr_schedule == "first":  # rllab: init_learning_rate once, then the optimiser's own rate
+        return cfg.adapt_lr * (cfg.adapt_lr_decay if s > 0 else 1.0)
+    return cfg.adapt_lr * cfg.adapt_lr_decay**s
+
+
 @dataclass
 class AdaptResult:
     task_index: int
@@ -58,7 +65,7 @@ class StandardAdapter:
             returns.append(batch.mean_episode_return)  # per episode, also when rows are trials
             steps += batch.num_steps
             if s < self.cfg.adapt_steps:
-                params = self.step(params, batch, self.cfg.adapt_lr * self.cfg.adapt_lr_decay**s)
+                params = self.step(params, batch, adapt_lr_at(self.cfg, s))
             self.observe(batch)
         return AdaptResult(task.index, returns, steps, params)
 
