@@ -297,7 +297,7 @@ def cmd_suite(a: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ssm_metarl_ray.config import ADAPT_LR_SCHEDULES, MLP_INITS, MODELS
+    from ssm_metarl_ray.config import ADAPT_LR_SCHEDULES, BASELINES, MLP_INITS, MODELS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ppo-minibatches", type=int, default=4, help="in-context: minibatches per PPO epoch")
     r.add_argument("--observation-only", action="store_true",
                    help="the policy sees the observation only (MAML 2017), not previous action/reward/done")
-    r.add_argument("--baseline", choices=["fit", "lagged"], default="fit",
+    r.add_argument("--baseline", choices=BASELINES, default="fit",
                    help="advantages of inner and adaptation steps: baseline fitted on the same batch, or "
                         "rllab's lagged one (fitted on the task's previous batch, 0 for the first)")
     r.add_argument("--inner-params", choices=["all", "heads"], default="all",
@@ -396,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tag", default="")
     e.add_argument("--episodes-per-step", type=int, required=True)
     e.add_argument("--modes", nargs="+", default=["standard"])
-    e.add_argument("--baseline", choices=["fit", "lagged"], default="fit",
+    e.add_argument("--baseline", choices=BASELINES, default="fit",
                    help="adaptation-step baseline: fitted on the step's batch, or rllab's lagged one")
     e.add_argument("--adapt-lr", type=float, default=None, help="adaptation step size (default: the run's)")
     e.add_argument("--adapt-lr-decay", type=float, default=None,
