@@ -19,6 +19,7 @@ from ssm_metarl_ray.algorithms.trpo import (
     flat,
     flat_grad,
     line_search,
+    scale_to_kl_boundary,
     unflat,
 )
 from ssm_metarl_ray.config import MetaConfig, ModelConfig
@@ -42,6 +43,16 @@ def test_flat_unflat_roundtrip_and_line_search_backtracks():
     frac, loss, kl, tries = line_search(lambda f: (1.0 - f if f <= 0.5 else 2.0, 0.02 * f * f), 1.0, 0.01, 10, 0.5)
     assert frac == 0.5 and tries == 2 and loss == 0.5 and kl == pytest.approx(0.005)
     assert line_search(lambda f: (2.0, 0.0), 1.0, 0.01, 3, 0.5) == (0.0, 1.0, 0.0, 3)
+
+
+def test_step_is_scaled_to_the_kl_boundary_of_the_quadratic_model():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    fisher = a @ a.T + 0.1 * torch.eye(6, dtype=torch.float64)
+    s = torch.randn(6, generator=g, dtype=torch.float64)
+    step = scale_to_kl_boundary(s, fisher @ s, max_kl=0.01)
+    assert torch.dot(step, fisher @ step).item() / 2 == pytest.approx(0.01)  # 0.5 s^T F s == max_kl
+    assert torch.equal(scale_to_kl_boundary(s, -s, 0.01), torch.zeros(6, dtype=torch.float64))
 
 
 def _tasks(kind: str, n_tasks: int = 2, dtype=torch.float32, **meta_kw):
@@ -95,6 +106,18 @@ def test_trpo_step_respects_trust_region_and_improves_surrogate(exact):
     assert any(not np.array_equal(before[k], after[k]) for k in before)
     for key in ("health/action_change", "health/kl", "health/inner_grad/total", "grad/core", "grad/actor"):
         assert np.isfinite(m[key]) and m[key] > 0, key
+
+
+def test_exact_fisher_full_step_lands_on_the_kl_boundary():
+    # with the exact metric and a small trust region the quadratic model is accurate: the full step is taken
+    # (no backtracking) and its KL is max_kl. A metric off by a constant factor shows here: a factor 2 on
+    # the step's squared length gave KL 2 x max_kl and a step fraction of 0.64 every iteration.
+    worker, model, meta, batches = _tasks("mlp", n_tasks=3, trpo_exact_fisher=True, trpo_max_kl=1e-4)
+    learner = MetaLearner(worker.spec.make_policy(model), meta)
+    learner.policy.load_state_dict(worker.policy.state_dict())
+    m = learner.update(batches)
+    assert m["trpo/step_fraction"] == 1.0, m
+    assert m["meta/kl"] == pytest.approx(meta.trpo_max_kl, rel=0.1)
 
 
 def test_exact_fisher_refused_for_models_without_verified_third_derivatives():

@@ -21,7 +21,14 @@ from torch import Tensor
 from torch.func import functional_call
 
 from ssm_metarl_ray.algorithms.losses import approx_kl, clipped_surrogate, masked_mean, pg_loss, value_loss
-from ssm_metarl_ray.algorithms.trpo import conjugate_gradient, flat, flat_grad, line_search, unflat
+from ssm_metarl_ray.algorithms.trpo import (
+    conjugate_gradient,
+    flat,
+    flat_grad,
+    line_search,
+    scale_to_kl_boundary,
+    unflat,
+)
 from ssm_metarl_ray.config import MetaConfig
 from ssm_metarl_ray.models.policy import Policy, PolicyOutput, entropy, kl_divergence, log_prob
 from ssm_metarl_ray.types import TaskBatch, TorchEpisodes
@@ -387,8 +394,7 @@ class MetaLearner:
             return flat_grad(grad_kl @ v, plist, retain_graph=True) + cfg.trpo_cg_damping * v
 
         s = conjugate_gradient(fvp, -g.detach(), cfg.trpo_cg_iters)
-        shs = 0.5 * torch.dot(s, fvp(s)).detach()
-        step = s * torch.sqrt(2 * cfg.trpo_max_kl / shs.clamp_min(1e-20)) if shs > 0 else torch.zeros_like(s)
+        step = scale_to_kl_boundary(s, fvp(s).detach(), cfg.trpo_max_kl)
         health = [task_health(policy, params, t, adapt(policy, params, t.pre, cfg.inner_lr, False, cfg.inner_lr_decay,
                                                        cfg.inner_params), cfg) for t in tasks]
         grads = group_norms(dict(zip(names, unflat(g.detach(), plist))))

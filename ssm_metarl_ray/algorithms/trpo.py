@@ -61,6 +61,17 @@ def conjugate_gradient_reference(matrix: Tensor, b: Tensor) -> Tensor:
     return torch.linalg.solve(matrix, b)
 
 
+def scale_to_kl_boundary(direction: Tensor, f_direction: Tensor, max_kl: float) -> Tensor:
+    """The step ``beta * direction`` (P,) whose quadratic KL model 0.5 * beta^2 * s^T F s equals ``max_kl``.
+
+    ``f_direction`` is F s (P,). Zero when s^T F s is not positive (no descent direction to scale).
+    """
+    shs = torch.dot(direction, f_direction)
+    if shs <= 0:
+        return torch.zeros_like(direction)
+    return direction * torch.sqrt(2.0 * max_kl / shs)
+
+
 def line_search(evaluate: Callable[[float], tuple[float, float]], loss_before: float, max_kl: float,
                 steps: int, ratio: float) -> tuple[float, float, float, int]:
     """Backtrack the step fraction 1, ratio, ratio^2, ... until the loss drops and KL <= max_kl.
