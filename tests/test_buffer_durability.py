@@ -18,7 +18,8 @@ ray = pytest.importorskip("ray")
 
 from ray_util import ray_local, rt, tiny_cfg  # noqa: E402,F401  (ray_local: fixture)
 
-from ssm_metarl_ray.runtime.buffer import BlockLog, create_buffer  # noqa: E402
+from ssm_metarl_ray.runtime.block_log import BlockLog  # noqa: E402
+from ssm_metarl_ray.runtime.buffer import create_buffer  # noqa: E402
 from ssm_metarl_ray.runtime.cluster import get  # noqa: E402
 from ssm_metarl_ray.training.meta_train import build_state, meta_train  # noqa: E402
 

@@ -10,7 +10,7 @@ outside the method body; inside, a lock guards the in-memory ring for the micros
 
 Durability (files ``<run id>.buffer.*`` in the snapshot directory):
 
-* **Block log** (``.log``, :class:`BlockLog`): every add first appends its block as one record
+* **Block log** (``.log``, ``runtime/block_log.py``): every add first appends its block as one record
   (magic, length, CRC-32, then a JSON header - position ``pos`` = ``num_added`` before the add, add
   number, key - and the arrays' bytes) and flushes it to the OS before the add returns, so a killed
   actor process loses no add that returned (``buffer_log_fsync`` also survives an OS crash, at a cost).
@@ -48,166 +48,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 import threading
 import time
 import warnings
-import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer
+from ssm_metarl_ray.runtime.block_log import BlockLog, run_files, write_json_atomic
 from ssm_metarl_ray.runtime.cluster import actor_name, get
 from ssm_metarl_ray.runtime.config import RuntimeConfig
 
 log = logging.getLogger(__name__)
-
-_MAGIC = b"SBL1"
-_HEAD = struct.Struct("<4sQI")  # magic, payload length, CRC-32 of the payload
-_JSON_LEN = struct.Struct("<I")  # the payload starts with the length of its JSON header
-
-
-# ---- the block log (plain Python, no Ray) ----------------------------------------------------------
-def encode_record(block: dict[str, np.ndarray], meta: dict) -> tuple[bytes, list]:
-    """One log record of ``block``: its 16-byte head and the payload parts (array bytes, not copied)."""
-    arrays = {k: np.ascontiguousarray(v) for k, v in block.items()}
-    header = json.dumps({**meta, "fields": [[k, a.dtype.str, list(a.shape)] for k, a in arrays.items()]}).encode()
-    parts: list[bytes | np.ndarray] = [_JSON_LEN.pack(len(header)), header,
-                                       *(a.reshape(-1).view(np.uint8) for a in arrays.values())]
-    crc = 0
-    for p in parts:
-        crc = zlib.crc32(p, crc)  # type: ignore[arg-type]  # numpy's stub: ndarray is a Buffer on 3.12+ only
-    return _HEAD.pack(_MAGIC, sum(len(p) for p in parts), crc), parts
-
-
-def decode_record(payload: bytes) -> tuple[dict, dict[str, np.ndarray]]:
-    """Inverse of :func:`encode_record` for a payload whose CRC matched: (header, block)."""
-    (n,) = _JSON_LEN.unpack_from(payload)
-    meta = json.loads(payload[_JSON_LEN.size:_JSON_LEN.size + n])
-    offset, block = _JSON_LEN.size + n, {}
-    for name, dtype, shape in meta.pop("fields"):
-        dt = np.dtype(dtype)
-        count = int(np.prod(shape, dtype=np.int64))
-        block[name] = np.frombuffer(payload, dt, count, offset).reshape(shape)
-        offset += count * dt.itemsize
-    return meta, block
-
-
-class BlockLog:
-    """Append-only file of added blocks, one length-prefixed, CRC-checked record per add.
-
-    ``records()`` reads the file from the start and stops at the first torn or corrupt record; ``open``
-    cuts the file to the intact part and opens it for appending; ``append`` writes and flushes one
-    record; ``reset`` empties the file (after a snapshot covers it).
-    """
-
-    def __init__(self, path: str | os.PathLike, fsync: bool = False):
-        self.path, self.fsync = Path(path), fsync
-        self._f: BinaryIO | None = None  # set by ``open``
-        self.size = 0  # bytes in the file (tracked: appends go to the end whatever tell() says)
-        self.appends, self.bytes_written, self.seconds = 0, 0, 0.0  # per-add cost, for stats
-
-    def records(self) -> Iterator[tuple[int, dict, dict[str, np.ndarray]]]:
-        """``(end offset, header, block)`` of each intact record, in order."""
-        if not self.path.is_file():
-            return
-        with open(self.path, "rb") as f:
-            size, end = os.fstat(f.fileno()).st_size, 0
-            while True:
-                record = _read_record(f, size - end)
-                if record is None:
-                    return
-                end += _HEAD.size + len(record)
-                try:
-                    meta, block = decode_record(record)
-                except (ValueError, KeyError, TypeError, struct.error):
-                    return
-                yield end, meta, block
-
-    def open(self, keep: int) -> int:
-        """Keep the first ``keep`` bytes (the intact records), open for appending; returns bytes cut."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "ab")
-        cut = os.fstat(self._f.fileno()).st_size - keep
-        self._f.truncate(keep)
-        self.size = keep
-        return cut
-
-    def append(self, block: dict[str, np.ndarray], meta: dict) -> int:
-        """Write one record and flush it (``fsync`` too when asked); returns the offset it starts at."""
-        t0 = time.perf_counter()
-        head, parts = encode_record(block, meta)
-        start = self.size
-        f = self._f
-        assert f is not None, "BlockLog.open() first"
-        try:
-            f.write(head)
-            for p in parts:
-                f.write(p)
-            f.flush()
-            if self.fsync:
-                os.fsync(f.fileno())
-        except BaseException:
-            self.rollback(start)
-            raise
-        self.size = start + len(head) + sum(len(p) for p in parts)
-        self.appends += 1
-        self.bytes_written += self.size - start
-        self.seconds += time.perf_counter() - t0
-        return start
-
-    def rollback(self, offset: int) -> None:
-        """Cut the file back to ``offset`` (a record whose add then failed)."""
-        assert self._f is not None, "BlockLog.open() first"
-        self._f.flush()
-        self._f.truncate(offset)
-        self.size = offset
-
-    def reset(self) -> None:
-        """Empty the file: a snapshot now holds everything it recorded."""
-        self.rollback(0)
-        if self.fsync:
-            assert self._f is not None
-            os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-
-    def stats(self) -> dict:
-        return {"bytes": self.size, "appends": self.appends, "bytes_written": self.bytes_written,
-                "seconds": self.seconds, "fsync": self.fsync}
-
-
-def _read_record(f, left: int) -> bytes | None:
-    """The payload of the next record of ``f``, or None at the end or at a torn/corrupt record."""
-    head = f.read(_HEAD.size)
-    if len(head) < _HEAD.size:
-        return None
-    magic, n, crc = _HEAD.unpack(head)
-    if magic != _MAGIC or n > left - _HEAD.size:  # garbage, or a length past the end of the file
-        return None
-    payload = f.read(n)
-    return payload if len(payload) == n and zlib.crc32(payload) == crc else None
-
-
-def run_files(snapshot_path: Path) -> list[Path]:
-    """Every file the buffer actor of a run may write: snapshot, sidecar, log, restart records, temps."""
-    s = snapshot_path
-    suffixes = (".json", ".json.tmp", ".log", ".restarts.json", ".restarts.json.tmp")
-    return [s, s.with_name(s.name + ".tmp"), *(s.with_suffix(x) for x in suffixes)]
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
 
 
 # ---- the actor -------------------------------------------------------------------------------------
@@ -287,7 +144,7 @@ class ExperienceBufferActor:
         records.append({"restart": len(records) + 1 if path is not None else None, "pid": os.getpid(),
                         "time": time.time(), **self._restored})
         if path is not None:
-            _write_json(path, records)
+            write_json_atomic(path, records)
         self._restarts = records
 
     # ---- writes ---------------------------------------------------------------------------------
@@ -341,7 +198,7 @@ class ExperienceBufferActor:
                                     "keys": sorted(self._keys), "snapshots": self._snapshots + 1}
         self._snap.parent.mkdir(parents=True, exist_ok=True)
         ExperienceBuffer.from_state_dict(state).save(self._snap)
-        _write_json(self._snap.with_suffix(".json"), meta)
+        write_json_atomic(self._snap.with_suffix(".json"), meta)
         if self._log is not None:
             self._log.reset()
         self._snap_adds, self._snap_time, self._snapshots = meta["adds"], time.monotonic(), meta["snapshots"]
