@@ -146,17 +146,3 @@ def _read_record(f, left: int) -> bytes | None:
         return None
     payload = f.read(n)
     return payload if len(payload) == n and zlib.crc32(payload) == crc else None
-
-
-def run_files(snapshot_path: Path) -> list[Path]:
-    """Every file the buffer actor of a run may write: snapshot, sidecar, log, restart records, temps."""
-    s = snapshot_path
-    suffixes = (".json", ".json.tmp", ".log", ".restarts.json", ".restarts.json.tmp")
-    return [s, s.with_name(s.name + ".tmp"), *(s.with_suffix(x) for x in suffixes)]
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename (never half-written)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
