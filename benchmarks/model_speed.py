@@ -11,7 +11,8 @@
    ``lstm_fused_noreset`` is a reference only: ``nn.LSTM`` over the whole batch, which cannot reset its
    state inside a row (wrong for these batches); it shows what the step loop of a correct LSTM costs.
 2. **Rollout step latency** - ``Policy.step`` under ``torch.no_grad()`` (the rollout hot path), batch
-   ``--step-batches``, one thread, steady state (no row done), interleaved rounds.
+   ``--step-batches``, one thread, steady state (``done_t=None``: no row done, what the rollout workers pass
+   after an episode's first step), interleaved rounds.
 3. **Memory at the largest T** - one fresh subprocess per model (one thread): peak RSS growth of one
    forward + backward (``VmHWM`` after it minus ``VmRSS`` before it, the peak reset just before with
    ``echo 5 > /proc/self/clear_refs``, model and data already built; ``ru_maxrss`` is not usable alone:
@@ -175,13 +176,13 @@ def bench_step(args, kinds: list[str]) -> list[dict]:
     out = []
     for B in args.step_batches:
         x = torch.randn(B, OBS_DIM + ACT_DIM + 2)
-        zeros, ones = torch.zeros(B), torch.ones(B)
+        ones = torch.ones(B)
         states = {}
         with torch.no_grad():
             for k, p in policies.items():  # first step of an episode (all done), then warm up
                 _, s = p.step(x, p.initial_state(B), ones)
                 for _ in range(20):
-                    _, s = p.step(x, s, zeros)
+                    _, s = p.step(x, s, None)  # no row done, as the rollout workers pass it after t = 0
                 states[k] = s
             res = {k: [] for k in policies}
             cpu = {k: [] for k in policies}
@@ -191,7 +192,7 @@ def bench_step(args, kinds: list[str]) -> list[dict]:
                     p, s = policies[k], states[k]
                     c0, t0 = time.process_time(), time.perf_counter()
                     for _ in range(args.step_iters):
-                        _, s = p.step(x, s, zeros)
+                        _, s = p.step(x, s, None)
                     t1, c1 = time.perf_counter(), time.process_time()
                     res[k].append(round((t1 - t0) / args.step_iters * 1e6, 2))
                     cpu[k].append(round((c1 - c0) / args.step_iters * 1e6, 2))
@@ -395,7 +396,8 @@ def render(doc: dict) -> str:
     if doc["step_latency"]:
         r0 = doc["step_latency"][0]
         L += ["", f"{r0['rounds']} rounds of {r0['steps_per_round']} steps per model and batch; steady state "
-              "(no row done; a reset step adds the state masking)."]
+              "(`done_t=None`, no row done, as the rollout workers call it after an episode's first step; a "
+              "reset step adds the state masking)."]
     mem = doc["memory"]
     L += ["", f"## Memory at T = {mem['T']} (B = {mem['B']}, one forward + backward, 1 thread)", "",
           f"Method: {mem['method']}. "

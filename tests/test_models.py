@@ -542,3 +542,42 @@ def test_packed_step_equals_policy_step(kind, discrete, head_hidden, obs_only):
             torch.testing.assert_close(out.dist_params, ref.dist_params, rtol=1e-10, atol=1e-10)
             torch.testing.assert_close(out.value, ref.value, rtol=1e-10, atol=1e-10)
             _assert_states_equal(packed.policy_state(s_fast), s_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", MODELS)
+def test_step_with_no_done_tensor_equals_all_zero_dones(kind):
+    """``done_t=None`` (what rollouts pass after t = 0: no row starts an episode) gives what an all-zero
+    ``done_t`` gives on every step path: Policy.step with and without autograd, PackedStep, GroupedPolicy
+    (batched and the reference loop); outputs and states."""
+    from ssm_metarl_ray.models.grouped_step import GroupedPolicy
+    from ssm_metarl_ray.models.packed_step import PackedStep
+    from ssm_metarl_ray.models.policy import Policy
+
+    torch.manual_seed(8)
+    cfg = ModelConfig(kind=kind, hidden_size=16, num_layers=2, state_size=8, num_heads=2, context_len=6)
+    policy = Policy(5, 3, False, cfg).double()
+    B, T = 4, 9
+    x = torch.randn(T, B, policy.input_dim, dtype=torch.float64)
+    first, zeros = torch.ones(B, dtype=torch.float64), torch.zeros(B, dtype=torch.float64)
+    sets = [{n: p.detach() + 0.1 * g * torch.randn_like(p) for n, p in policy.named_parameters()} for g in range(2)]
+    steppers = [policy, PackedStep(policy), GroupedPolicy(policy, sets), GroupedPolicy(policy, sets, batched=False)]
+    for stepper in steppers:
+        for grad in (True, False):
+            if grad and stepper is not policy:
+                continue
+            with torch.set_grad_enabled(grad):
+                s_none, s_zero = stepper.initial_state(B), stepper.initial_state(B)
+                for t in range(T):
+                    out_none, s_none = stepper.step(x[t], s_none, first if t == 0 else None)
+                    out_zero, s_zero = stepper.step(x[t], s_zero, first if t == 0 else zeros)
+                    torch.testing.assert_close(out_none.dist_params, out_zero.dist_params, rtol=0, atol=0)
+                    torch.testing.assert_close(out_none.value, out_zero.value, rtol=0, atol=0)
+                flat_none, flat_zero = _flat(s_none), _flat(s_zero)
+                assert len(flat_none) == len(flat_zero)
+                assert all(torch.equal(a, b) for a, b in zip(flat_none, flat_zero))
+
+
+def _flat(state):
+    if isinstance(state, (tuple, list)):
+        return [t for s in state for t in _flat(s)]
+    return [torch.view_as_real(state) if state.is_complex() else state]

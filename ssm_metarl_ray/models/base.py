@@ -3,7 +3,9 @@
 A core maps per-step features ``x_t`` (B, D_in) to ``y_t`` (B, H) with a state it carries:
 
 * ``initial_state(batch_size) -> State``: the zero/empty state (a tensor or a tuple of tensors);
-* ``step(x_t (B, D_in), state, done_t (B,)) -> (y_t (B, H), state)``: one O(1) step for rollouts;
+* ``step(x_t (B, D_in), state, done_t (B,) or None) -> (y_t (B, H), state)``: one O(1) step for
+  rollouts; ``done_t = None`` says no row starts an episode at this step (the same as all zeros), so a
+  rollout that knows it skips the reset check;
 * ``forward_sequence(x (B, T, D_in), state, dones (B, T)) -> (y (B, T, H), state)`` for training.
 
 Done convention (Lu et al. 2023): ``done_t = 1`` marks the **first step of a new episode**; the state
@@ -27,7 +29,7 @@ class SequenceCore(Protocol):
 
     def initial_state(self, batch_size: int) -> State: ...
 
-    def step(self, x_t: Tensor, state: State, done_t: Tensor) -> tuple[Tensor, State]: ...
+    def step(self, x_t: Tensor, state: State, done_t: Tensor | None) -> tuple[Tensor, State]: ...
 
     def forward_sequence(self, x: Tensor, state: State, dones: Tensor) -> tuple[Tensor, State]: ...
 
@@ -42,8 +44,11 @@ def make_policy_inputs(obs: Tensor, prev_action: Tensor, prev_reward: Tensor, do
     return torch.cat([obs, prev_action, prev_reward.unsqueeze(-1), done.unsqueeze(-1)], dim=-1)
 
 
-def reset_state(state: State, done_t: Tensor) -> State:
-    """Zero every state tensor (leading dim B) where ``done_t`` (B,) is set; works on nested tuples."""
+def reset_state(state: State, done_t: Tensor | None) -> State:
+    """Zero every state tensor (leading dim B) where ``done_t`` (B,) is set; works on nested tuples.
+    ``done_t = None``: no row is done, ``state`` comes back as it is."""
+    if done_t is None:
+        return state
     if isinstance(state, tuple):
         return tuple(reset_state(s, done_t) for s in state)
     keep = (1.0 - done_t.to(state.real.dtype if state.is_complex() else state.dtype))

@@ -78,16 +78,16 @@ def lru_step_fast(layer: Any, x: Tensor, h: Tensor, keep_t: Tensor | None) -> tu
 
 
 def ssm_step_fast(core: Any, x_t: Tensor, state: Any,
-                  done_t: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+                  done_t: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
     """``SSMCore.step`` without autograd (rollouts): same ops; parameters read from the ``_parameters``
-    dicts; the reset mask is skipped when no row is done (lambda * 1 == lambda)."""
+    dicts; the reset mask is skipped when no row is done (lambda * 1 == lambda) or ``done_t`` is None."""
     mods: dict[str, Any] = core._modules  # raw dict: its values are set (not None) here
     enc, norm = mods["encoder"]._parameters, mods["out_norm"]
     if core.input_mlp is not None:
         pre = core.input_mlp._parameters
         x_t = torch.tanh(F.linear(x_t, pre["weight"], pre["bias"]))
     x = F.linear(x_t, enc["weight"], enc["bias"])
-    keep = (1.0 - done_t.to(x.dtype)).unsqueeze(-1) if bool(done_t.any()) else None
+    keep = (1.0 - done_t.to(x.dtype)).unsqueeze(-1) if done_t is not None and bool(done_t.any()) else None
     new_state = []
     for layer, h in zip(mods["layers"]._modules.values(), state):
         x, h = lru_step_fast(layer, x, h, keep)

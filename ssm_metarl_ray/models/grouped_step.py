@@ -110,13 +110,14 @@ class GroupedPolicy:
         return tuple(torch.zeros(self.groups, k, 2 * core.state_size, dtype=dtype) for _ in core.layers)
 
     @torch.no_grad()
-    def step(self, inputs_t: Tensor, state: Any, done_t: Tensor) -> tuple[PolicyOutput, Any]:
-        """inputs_t (G*k, D), done_t (G*k,) -> (PolicyOutput (G*k, ...), state)."""
+    def step(self, inputs_t: Tensor, state: Any, done_t: Tensor | None) -> tuple[PolicyOutput, Any]:
+        """inputs_t (G*k, D), done_t (G*k,) or None (no row done) -> (PolicyOutput (G*k, ...), state)."""
         k = self._rows_per_group(inputs_t.shape[0])
         if not self.batched:
             outs, states = [], []
             for g, (copy_g, st) in enumerate(zip(self.copies, state)):
-                out_g, st = copy_g.step(inputs_t[g * k:(g + 1) * k], st, done_t[g * k:(g + 1) * k])
+                out_g, st = copy_g.step(inputs_t[g * k:(g + 1) * k], st,
+                                        None if done_t is None else done_t[g * k:(g + 1) * k])
                 outs.append(out_g)
                 states.append(st)
             return PolicyOutput(torch.cat([o.dist_params for o in outs]), torch.cat([o.value for o in outs])), states
@@ -125,7 +126,7 @@ class GroupedPolicy:
         if pol.cfg.kind == "mlp":
             y = _mlp_core_step(pol.core, self.params, "core.", x)
         else:
-            keep = (1.0 - done_t.to(x.dtype)).view(G, k, 1) if any_done(done_t) else None
+            keep = (1.0 - done_t.to(x.dtype)).view(G, k, 1) if done_t is not None and any_done(done_t) else None
             y, state = _ssm_core_step(self.packed, x, state, keep, cast(Any, pol.core).out_norm.eps)
         *hidden, last = self.heads
         for b, wT in hidden:

@@ -53,7 +53,7 @@ class MLPCore(nn.Module):
     def initial_state(self, batch_size: int) -> State:
         return ()
 
-    def step(self, x_t: Tensor, state: State, done_t: Tensor) -> tuple[Tensor, State]:
+    def step(self, x_t: Tensor, state: State, done_t: Tensor | None) -> tuple[Tensor, State]:
         return self._mlp(x_t), ()
 
     def forward_sequence(self, x: Tensor, state: State, dones: Tensor) -> tuple[Tensor, State]:

@@ -124,8 +124,9 @@ class PackedStep:
         return tuple(torch.view_as_complex(h.reshape(h.shape[0], self.P, 2).contiguous()).to(cdtype)
                      for h in cast("tuple[Tensor, ...]", state))
 
-    def step(self, inputs_t: Tensor, state: State, done_t: Tensor) -> tuple[PolicyOutput, State]:
-        """inputs_t (B, D), done_t (B,) -> (PolicyOutput (B, ...), state), as ``Policy.step``."""
+    def step(self, inputs_t: Tensor, state: State, done_t: Tensor | None) -> tuple[PolicyOutput, State]:
+        """inputs_t (B, D), done_t (B,) or None (no row done) -> (PolicyOutput (B, ...), state), as
+        ``Policy.step``."""
         x = inputs_t[..., :self.core_in] if self.slice_inputs else inputs_t
         if self.ssm:
             y, state = self._ssm_core(x, state, done_t)
@@ -140,13 +141,13 @@ class PackedStep:
         out = torch.addmm(last[0], y, last[1])  # (B, [actor, log_std, value])
         return PolicyOutput(out[:, :self.value_col], out[:, self.value_col]), state
 
-    def _ssm_core(self, x_t: Tensor, state: Any, done_t: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+    def _ssm_core(self, x_t: Tensor, state: Any, done_t: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         """SSMCore.step on packed weights: x_t (B, D_in), state per layer h (B, 2P) real -> (y (B, H), state)."""
         H, eps = self.H, self.eps
         if self.pre is not None:
             x_t = torch.tanh(torch.addmm(self.pre[0], x_t, self.pre[1]))
         x = torch.addmm(self.enc_b, x_t, self.enc_wT)
-        if any_done(done_t):
+        if done_t is not None and any_done(done_t):
             keep = (1.0 - done_t.to(x.dtype)).unsqueeze(-1)
             state = tuple(h * keep for h in state)
         new_state = []

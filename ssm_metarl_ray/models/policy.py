@@ -51,7 +51,7 @@ class Policy(nn.Module):
     def initial_state(self, batch_size: int) -> State:
         return self.core.initial_state(batch_size)
 
-    def step(self, inputs_t: Tensor, state: State, done_t: Tensor) -> tuple[PolicyOutput, State]:
+    def step(self, inputs_t: Tensor, state: State, done_t: Tensor | None) -> tuple[PolicyOutput, State]:
         if self.cfg.observation_only:
             inputs_t = inputs_t[..., :self.core_input_dim]
         y, state = self.core.step(inputs_t, state, done_t)  # (B, H)

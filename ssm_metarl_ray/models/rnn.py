@@ -68,9 +68,9 @@ class _RecurrentCore(nn.Module):
         m = self._modules
         return zip(*(m[n]._parameters.values() for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")))
 
-    def step(self, x_t: Tensor, state: State, done_t: Tensor) -> tuple[Tensor, State]:
+    def step(self, x_t: Tensor, state: State, done_t: Tensor | None) -> tuple[Tensor, State]:
         if no_autograd(x_t):
-            if bool(done_t.any()):
+            if done_t is not None and bool(done_t.any()):
                 state = reset_state(state, done_t)
             x, new_state = x_t, []
             for s, params in zip(state, self._layer_params()):

@@ -102,11 +102,12 @@ class LRULayer(nn.Module):
         z = F.linear(F.gelu(y, approximate="tanh"), g.weight, g.bias)
         return x + F.glu(z, dim=-1)
 
-    def step(self, x_t: Tensor, h: Tensor, keep_t: Tensor) -> tuple[Tensor, Tensor]:
-        """x_t (B, H), h (B, P) complex, keep_t = 1 - done_t (B, 1) -> (x_t' (B, H), h (B, P))."""
+    def step(self, x_t: Tensor, h: Tensor, keep_t: Tensor | None) -> tuple[Tensor, Tensor]:
+        """x_t (B, H), h (B, P) complex, keep_t = 1 - done_t (B, 1) or None (no row done)
+        -> (x_t' (B, H), h (B, P))."""
         lam, Bg = self._derived()
         u, bu = self._input(x_t, Bg)
-        h = torch.addcmul(bu, lam * keep_t, h)
+        h = torch.addcmul(bu, lam if keep_t is None else lam * keep_t, h)
         return self._output(x_t, u, h), h
 
     def forward_sequence(self, x: Tensor, h0: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
@@ -143,11 +144,11 @@ class SSMCore(nn.Module):
         return tuple(torch.zeros(batch_size, self.state_size, dtype=dtype, device=p.device)
                      for _ in self.layers)
 
-    def step(self, x_t: Tensor, state: State, done_t: Tensor) -> tuple[Tensor, State]:
+    def step(self, x_t: Tensor, state: State, done_t: Tensor | None) -> tuple[Tensor, State]:
         if no_autograd(x_t):
             return ssm_step_fast(self, x_t, state, done_t)
         x = self._encode(x_t)
-        keep = (1.0 - done_t.to(x.dtype)).unsqueeze(-1)  # (B, 1)
+        keep = None if done_t is None else (1.0 - done_t.to(x.dtype)).unsqueeze(-1)  # (B, 1)
         new_state = []
         for layer, h in zip(cast("Iterable[LRULayer]", self.layers), state):
             x, h = layer.step(x, h, keep)

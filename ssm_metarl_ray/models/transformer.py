@@ -236,9 +236,9 @@ class TransformerCore(nn.Module):
         e = self.encoder
         return F.linear(x, e.weight, e.bias) + sinusoidal_encoding(pos, self.hidden_size)
 
-    def step(self, x_t: Tensor, state: State, done_t: Tensor) -> tuple[Tensor, State]:
+    def step(self, x_t: Tensor, state: State, done_t: Tensor | None) -> tuple[Tensor, State]:
         fast = no_autograd(x_t)
-        if not fast or bool(done_t.any()):
+        if done_t is not None and (not fast or bool(done_t.any())):
             state = reset_state(state, done_t)
         count, valid, kv = cast("tuple[Tensor, Tensor, _KV]", state)
         m: dict[str, Any] = self._modules  # raw dicts: their values are set (not None) here

@@ -180,7 +180,8 @@ class RolloutWorker:
         state = stepper.initial_state(k)
         for t in range(L):
             inp = make_policy_inputs(torch.from_numpy(obs), prev_a, prev_r, done)  # (k, D)
-            out, state = stepper.step(inp, state, done if t == 0 or n == 1 else torch.zeros(k))
+            # resets only at t = 0 (later episodes of a trial keep the state): None = no row done
+            out, state = stepper.step(inp, state, done if t == 0 else None)
             a_np, logp = sample_action(out.dist_params, spec.discrete)
             buf["inputs"][:, t], buf["obs"][:, t], buf["logp"][:, t] = inp.numpy(), obs, logp
             buf["actions"][:, t] = a_np[:, None] if spec.discrete else a_np
