@@ -26,7 +26,6 @@ from ssm_metarl_ray.algorithms.returns import (
 from ssm_metarl_ray.config import MetaConfig, ModelConfig
 from ssm_metarl_ray.envs import Task, make_env
 from ssm_metarl_ray.envs.base import task_vector
-from ssm_metarl_ray.models.base import make_policy_inputs
 from ssm_metarl_ray.models.grouped_step import GroupedPolicy
 from ssm_metarl_ray.models.packed_step import PackedStep
 from ssm_metarl_ray.models.policy import Policy
@@ -170,32 +169,34 @@ class RolloutWorker:
         for row, (env, task) in enumerate(zip(envs, row_tasks)):
             env.set_task(task)
             obs[row] = env.reset(seed=int(self.rng.integers(2**31)))[0]
-        prev_a = torch.zeros(k, spec.act_dim)
-        prev_r = torch.zeros(k)
-        done = torch.ones(k)
+        A, inputs = spec.act_dim, buf["inputs"]
+        prev_a = np.zeros((k, A), np.float32)
+        prev_r = np.zeros(k, np.float32)
+        done = np.ones(k, np.float32)
         alive = np.ones(k, bool)
         left = np.full(k, n - 1)  # episodes still to start after the current one
         # one rollout, fixed weights: pack them once (models/packed_step.py)
         stepper = PackedStep(policy) if isinstance(policy, Policy) else policy
         state = stepper.initial_state(k)
         for t in range(L):
-            inp = make_policy_inputs(torch.from_numpy(obs), prev_a, prev_r, done)  # (k, D)
+            x = inputs[:, t]  # (k, D) view: make_policy_inputs' layout, written in place, the step reads it
+            x[:, :spec.obs_dim], x[:, spec.obs_dim:spec.obs_dim + A], x[:, -2], x[:, -1] = obs, prev_a, prev_r, done
             # resets only at t = 0 (later episodes of a trial keep the state): None = no row done
-            out, state = stepper.step(inp, state, done if t == 0 else None)
+            out, state = stepper.step(torch.from_numpy(x), state, torch.from_numpy(done) if t == 0 else None)
             a_np, logp = sample_action(out.dist_params, spec.discrete)
-            buf["inputs"][:, t], buf["obs"][:, t], buf["logp"][:, t] = inp.numpy(), obs, logp
+            buf["obs"][:, t], buf["logp"][:, t] = obs, logp
             buf["actions"][:, t] = a_np[:, None] if spec.discrete else a_np
-            buf["dones"][:, t] = done.numpy()
+            buf["dones"][:, t] = done
             buf["mask"][:, t] = alive
             rew = np.zeros(k, np.float32)
             if spec.discrete:
                 env_a = a_np
-                prev_a = torch.nn.functional.one_hot(torch.from_numpy(a_np), spec.act_dim).float()
+                prev_a = np.eye(A, dtype=np.float32)[a_np]  # one-hot
             else:
                 clipped = np.clip(a_np, -1.0, 1.0)
                 env_a = spec.action_center + spec.action_scale * clipped
-                prev_a = torch.from_numpy(clipped.astype(np.float32))
-            done = torch.zeros(k)
+                prev_a = clipped.astype(np.float32)
+            done = np.zeros(k, np.float32)
             for i in np.flatnonzero(alive):
                 o, r, term, trunc, _ = envs[i].step(env_a[i])
                 obs[i], rew[i] = o, r
@@ -207,7 +208,7 @@ class RolloutWorker:
                     else:
                         alive[i] = False
             buf["rewards"][:, t] = rew * buf["mask"][:, t]
-            prev_r = torch.from_numpy(rew)
+            prev_r = rew
             if n > 1 and done.any():  # an episode's first step sees no previous action / reward
                 prev_a[done > 0] = 0.0
                 prev_r = prev_r * (1.0 - done)
