@@ -38,14 +38,13 @@ the next write, so repeated sampling between writes costs O(batch) plus O(#runs)
 from __future__ import annotations
 
 import os
-import zipfile
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.lib.npyio import NpzFile
+
+from ssm_metarl_ray.replay.buffer_file import FORMAT_VERSION, META_KEYS, one_line, read_state, state_meta, write_state
 
 __all__ = ["ExperienceBuffer", "FIELDS"]
 
@@ -73,18 +72,12 @@ _DTYPES: dict[str, np.dtype] = {
     "episode_id": np.dtype(np.int64),
     "step": np.dtype(np.int32),
 }
-_META_KEYS = ("format_version", "capacity", "obs_dim", "act_dim", "discrete", "num_added")
-_FORMAT_VERSION = 1
 
 
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class ExperienceBuffer:
@@ -164,7 +157,7 @@ class ExperienceBuffer:
             try:
                 a = np.asarray(block[k])
             except Exception as exc:  # ragged lists and the like
-                raise ValueError(f"{what}[{k!r}] is not array-like: {_one_line(exc)}") from None
+                raise ValueError(f"{what}[{k!r}] is not array-like: {one_line(exc)}") from None
             if a.ndim == 0:
                 raise ValueError(f"{what}[{k!r}] must have a leading time dimension, got a scalar")
             arrs[k] = a
@@ -399,7 +392,7 @@ class ExperienceBuffer:
     def state_dict(self) -> dict[str, np.ndarray]:
         """Plain-numpy snapshot: metadata scalars plus the valid rows in insertion order (copies)."""
         state: dict[str, np.ndarray] = {
-            "format_version": np.asarray(_FORMAT_VERSION, dtype=np.int64),
+            "format_version": np.asarray(FORMAT_VERSION, dtype=np.int64),
             "capacity": np.asarray(self._capacity, dtype=np.int64),
             "obs_dim": np.asarray(self._obs_dim, dtype=np.int64),
             "act_dim": np.asarray(self._act_dim, dtype=np.int64),
@@ -410,36 +403,18 @@ class ExperienceBuffer:
             state[k] = np.array(self._logical(k), copy=True)
         return state
 
-    @staticmethod
-    def _meta(state: Any) -> dict[str, Any]:
-        if not isinstance(state, Mapping):
-            raise ValueError(f"state must be a dict of arrays, got {type(state).__name__}")
-        missing = [k for k in _META_KEYS if k not in state]
-        if missing:
-            raise ValueError(f"state is missing metadata {missing}")
-        meta: dict[str, Any] = {}
-        for k in _META_KEYS:
-            v = np.asarray(state[k])
-            if v.ndim != 0 or v.dtype.kind not in ("b" if k == "discrete" else "iu"):
-                raise ValueError(f"state[{k!r}] must be a {'bool' if k == 'discrete' else 'int'} "
-                                 f"scalar, got shape {v.shape} dtype {v.dtype}")
-            meta[k] = v.item()
-        if meta["format_version"] != _FORMAT_VERSION:
-            raise ValueError(f"unsupported buffer format_version {meta['format_version']}")
-        return meta
-
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Restore from :meth:`state_dict` output; config (capacity, dims, discrete) must match.
 
         Everything is validated before the buffer changes; ``ValueError`` (one line) otherwise.
         """
-        meta = self._meta(state)
+        meta = state_meta(state)
         mine = {"capacity": self._capacity, "obs_dim": self._obs_dim,
                 "act_dim": self._act_dim, "discrete": self._discrete}
         diff = {k: (meta[k], v) for k, v in mine.items() if meta[k] != v}
         if diff:
             raise ValueError(f"state does not match this buffer (state, buffer): {diff}")
-        fields = {k: v for k, v in state.items() if k not in _META_KEYS}
+        fields = {k: v for k, v in state.items() if k not in META_KEYS}
         n, arrs = self._validate_block(fields, what="state")
         if n > self._capacity:
             raise ValueError(f"state holds {n} rows but capacity is {self._capacity}")
@@ -453,7 +428,7 @@ class ExperienceBuffer:
     @classmethod
     def from_state_dict(cls, state: Mapping[str, np.ndarray]) -> ExperienceBuffer:
         """New buffer configured and filled from :meth:`state_dict` output."""
-        meta = cls._meta(state)
+        meta = state_meta(state)
         buf = cls(meta["capacity"], meta["obs_dim"], meta["act_dim"], bool(meta["discrete"]))
         buf.load_state_dict(state)
         return buf
@@ -461,22 +436,10 @@ class ExperienceBuffer:
     def save(self, path: str | os.PathLike) -> Path:
         """Write :meth:`state_dict` to an uncompressed ``.npz`` (suffix added if missing, as numpy).
 
-        Written to a temporary file then renamed, so a crash never leaves a half-written file.
-        Returns the path written.
+        Written to a temporary file then renamed, so a crash never leaves a half-written file
+        (``replay/buffer_file.py``). Returns the path written.
         """
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_name(path.name + ".npz")
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            with open(tmp, "wb") as f:
-                arrays: dict[str, Any] = self.state_dict()  # Any: savez's allow_pickle= is no array
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return path
+        return write_state(self.state_dict(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ExperienceBuffer:
@@ -484,21 +447,8 @@ class ExperienceBuffer:
 
         A missing file raises ``FileNotFoundError``; a bad or corrupt file raises ``ValueError``.
         """
-        where = os.fspath(path)
-        try:
-            with open(path, "rb") as f:  # only zip archives reach np.load
-                if f.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
-                    raise ValueError("not an .npz archive")
-            loaded = np.load(path, allow_pickle=False)
-            if not isinstance(loaded, NpzFile):
-                raise ValueError("not an .npz archive")
-            with loaded as npz:
-                state = {k: npz[k] for k in npz.files}
-        except FileNotFoundError:
-            raise
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-            raise ValueError(f"cannot load ExperienceBuffer from {where!r}: {_one_line(exc)}") from None
+        state = read_state(path)
         try:
             return cls.from_state_dict(state)
         except ValueError as exc:
-            raise ValueError(f"invalid ExperienceBuffer file {where!r}: {_one_line(exc)}") from None
+            raise ValueError(f"invalid ExperienceBuffer file {os.fspath(path)!r}: {one_line(exc)}") from None
