@@ -162,6 +162,7 @@ def bench_training(args, kinds: list[str]) -> list[dict]:
 
 
 PACKED = "/packed"
+ZEROS = "+zeros"  # the same step called with an all-zero done_t tensor instead of None
 
 
 def bench_step(args, kinds: list[str]) -> list[dict]:
@@ -169,20 +170,23 @@ def bench_step(args, kinds: list[str]) -> list[dict]:
 
     torch.set_num_threads(1)
     built = {k: build(k, args) for k in kinds if k != REFERENCE}
-    # "<kind>": Policy.step (the differentiable reference); "<kind>/packed": PackedStep, the rollout path
+    # "<kind>": Policy.step (the differentiable reference); "<kind>/packed": PackedStep, the rollout path;
+    # "<kind>/packed+zeros": PackedStep called as the rollout workers did before 2026-12-05 (a zeros done_t)
     policies: dict = {}
     for k, pol in built.items():
         policies[k], policies[k + PACKED] = pol, PackedStep(pol)
+        policies[k + PACKED + ZEROS] = policies[k + PACKED]
     out = []
     for B in args.step_batches:
         x = torch.randn(B, OBS_DIM + ACT_DIM + 2)
-        ones = torch.ones(B)
+        ones, zeros = torch.ones(B), torch.zeros(B)
+        done_arg = {k: zeros if k.endswith(ZEROS) else None for k in policies}
         states = {}
         with torch.no_grad():
             for k, p in policies.items():  # first step of an episode (all done), then warm up
                 _, s = p.step(x, p.initial_state(B), ones)
                 for _ in range(20):
-                    _, s = p.step(x, s, None)  # no row done, as the rollout workers pass it after t = 0
+                    _, s = p.step(x, s, done_arg[k])  # None: no row done, as the workers pass it after t = 0
                 states[k] = s
             res = {k: [] for k in policies}
             cpu = {k: [] for k in policies}
@@ -192,7 +196,7 @@ def bench_step(args, kinds: list[str]) -> list[dict]:
                     p, s = policies[k], states[k]
                     c0, t0 = time.process_time(), time.perf_counter()
                     for _ in range(args.step_iters):
-                        _, s = p.step(x, s, None)
+                        _, s = p.step(x, s, done_arg[k])
                     t1, c1 = time.perf_counter(), time.process_time()
                     res[k].append(round((t1 - t0) / args.step_iters * 1e6, 2))
                     cpu[k].append(round((c1 - c0) / args.step_iters * 1e6, 2))
@@ -306,7 +310,8 @@ def summarize(doc: dict) -> dict:
     for row in doc["step_latency"]:
         models = {}
         for k, v in row["results"].items():  # ratios within a path: Policy.step to SSM's, packed to packed
-            ref = "ssm" + PACKED if k.endswith(PACKED) and "ssm" + PACKED in row["results"] else "ssm"
+            path = k[k.index("/"):] if "/" in k else ""
+            ref = "ssm" + path if "ssm" + path in row["results"] else "ssm"
             models[k] = {"us": _stats(v), "cpu_us": _stats(row["cpu_us"][k]),
                          "ratio_to_ssm_min": min(v) / min(row["results"][ref]),
                          "ratio_to_ssm_cpu_min": min(row["cpu_us"][k]) / min(row["cpu_us"][ref])}
@@ -384,7 +389,9 @@ def render(doc: dict) -> str:
           "`models/packed_step.PackedStep`, what the rollout workers run (weights packed once per rollout: heads "
           "in one `addmm`, the SSM recurrence in real form as two GEMMs; other cores use their own step). "
           "Microseconds per step: wall min / wall median; CPU min; ratio = CPU min / the SSM's CPU min on the same "
-          "path (a ratio above 1: slower than the SSM):", "",
+          "path (a ratio above 1: slower than the SSM); `<model>/packed+zeros`: the same packed step called with an "
+          "all-zero `done_t` tensor, as the rollout workers called it before 2026-12-05 (a reset check every "
+          "step), where `<model>/packed` gets `done_t=None`:", "",
           "| model | " + " | ".join(f"B={e['B']}" for e in s["step_latency"]) + " |",
           "|---|" + "---|" * len(s["step_latency"])]
     step_kinds = list(s["step_latency"][0]["models"]) if s["step_latency"] else []

@@ -28,12 +28,14 @@ def test_model_speed_smoke(tmp_path):
             assert len(r["total_s"]) == row["reps"] and all(t > 0 for t in r["total_s"])
     assert [r["B"] for r in doc["step_latency"]] == doc["config"]["step_batches"]
     for row in doc["step_latency"]:
-        assert set(row["results"]) == set(kinds) | {k + "/packed" for k in kinds}  # Policy.step and rollout path
+        # Policy.step, the rollout path, and the rollout path called with a zeros done_t (the old call)
+        assert set(row["results"]) == set(kinds) | {k + p for k in kinds for p in ("/packed", "/packed+zeros")}
     assert set(doc["memory"]["results"]) == set(doc["models"])
     for e in doc["summary"]["training"]:
         assert e["models"]["ssm"]["ratio_to_ssm_min"] == pytest.approx(1.0)
     for e in doc["summary"]["step_latency"]:  # each path is compared with the SSM on the same path
         assert e["models"]["ssm"]["ratio_to_ssm_min"] == pytest.approx(1.0)
         assert e["models"]["ssm/packed"]["ratio_to_ssm_min"] == pytest.approx(1.0)
+        assert e["models"]["ssm/packed+zeros"]["ratio_to_ssm_min"] == pytest.approx(1.0)
     report = (tmp_path / "MODEL_SPEED.md").read_text()
     assert "SMOKE RUN" in report and "Ratio to the SSM" in report and "Memory at T" in report
