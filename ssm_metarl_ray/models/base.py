@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Protocol, Union
 
-import torch
+import numpy as np
 from torch import Tensor
 
 State = Union[Tensor, tuple["State", ...]]  # noqa: UP007 (recursive alias: needs the string form)
@@ -34,14 +34,17 @@ class SequenceCore(Protocol):
     def forward_sequence(self, x: Tensor, state: State, dones: Tensor) -> tuple[Tensor, State]: ...
 
 
-def make_policy_inputs(obs: Tensor, prev_action: Tensor, prev_reward: Tensor, done: Tensor) -> Tensor:
-    """Concatenate what a recurrent policy sees at each step so it can infer the task in context.
-
-    obs (..., obs_dim), prev_action (..., act_dim) (one-hot for discrete actions), prev_reward (...),
-    done (...) -> (..., obs_dim + act_dim + 2). At an episode's first step prev_action and prev_reward
-    are zeros and done is 1.
-    """
-    return torch.cat([obs, prev_action, prev_reward.unsqueeze(-1), done.unsqueeze(-1)], dim=-1)
+def fill_policy_inputs(out: np.ndarray, obs: np.ndarray, prev_action: np.ndarray, prev_reward: np.ndarray,
+                       done: np.ndarray) -> np.ndarray:
+    """Write what a recurrent policy sees at a step into ``out`` (..., obs_dim + act_dim + 2), in place, so
+    it can infer the task in context: ``[obs (..., obs_dim), prev_action (..., act_dim) (one-hot for
+    discrete actions), prev_reward (...), done (...)]``. At an episode's first step prev_action and
+    prev_reward are zeros and done is 1. Returns ``out`` (a rollout passes a view of its batch array and
+    hands ``torch.from_numpy(out)`` to the policy: no per-step concatenation)."""
+    obs_dim, act_dim = obs.shape[-1], prev_action.shape[-1]
+    out[..., :obs_dim], out[..., obs_dim:obs_dim + act_dim] = obs, prev_action
+    out[..., -2], out[..., -1] = prev_reward, done
+    return out
 
 
 def reset_state(state: State, done_t: Tensor | None) -> State:

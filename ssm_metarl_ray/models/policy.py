@@ -30,7 +30,7 @@ class PolicyOutput(NamedTuple):
 
 
 class Policy(nn.Module):
-    """Recurrent actor-critic over ``make_policy_inputs`` features (obs, prev action, prev reward, done)."""
+    """Recurrent actor-critic over ``fill_policy_inputs`` features (obs, prev action, prev reward, done)."""
 
     def __init__(self, obs_dim: int, act_dim: int, discrete: bool, cfg: ModelConfig):
         super().__init__()

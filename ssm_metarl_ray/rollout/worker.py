@@ -26,6 +26,7 @@ from ssm_metarl_ray.algorithms.returns import (
 from ssm_metarl_ray.config import MetaConfig, ModelConfig
 from ssm_metarl_ray.envs import Task, make_env
 from ssm_metarl_ray.envs.base import task_vector
+from ssm_metarl_ray.models.base import fill_policy_inputs
 from ssm_metarl_ray.models.grouped_step import GroupedPolicy
 from ssm_metarl_ray.models.packed_step import PackedStep
 from ssm_metarl_ray.models.policy import Policy
@@ -179,8 +180,7 @@ class RolloutWorker:
         stepper = PackedStep(policy) if isinstance(policy, Policy) else policy
         state = stepper.initial_state(k)
         for t in range(L):
-            x = inputs[:, t]  # (k, D) view: make_policy_inputs' layout, written in place, the step reads it
-            x[:, :spec.obs_dim], x[:, spec.obs_dim:spec.obs_dim + A], x[:, -2], x[:, -1] = obs, prev_a, prev_r, done
+            x = fill_policy_inputs(inputs[:, t], obs, prev_a, prev_r, done)  # (k, D) view of the batch array
             # resets only at t = 0 (later episodes of a trial keep the state): None = no row done
             out, state = stepper.step(torch.from_numpy(x), state, torch.from_numpy(done) if t == 0 else None)
             a_np, logp = sample_action(out.dist_params, spec.discrete)
