@@ -52,6 +52,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from ssm_metarl_ray.config import MODELS, ModelConfig  # noqa: E402
+from ssm_metarl_ray.models.packed_step import SMALL_BATCH_MAX  # noqa: E402
 from ssm_metarl_ray.models.policy import Policy, PolicyOutput  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "model_speed.json"
@@ -163,6 +164,7 @@ def bench_training(args, kinds: list[str]) -> list[dict]:
 
 PACKED = "/packed"
 ZEROS = "+zeros"  # the same step called with an all-zero done_t tensor instead of None
+UNFUSED = "-unfused"  # the SSM's PackedStep with the small-batch fused layers off (small_batch_max=0)
 
 
 def bench_step(args, kinds: list[str]) -> list[dict]:
@@ -176,6 +178,8 @@ def bench_step(args, kinds: list[str]) -> list[dict]:
     for k, pol in built.items():
         policies[k], policies[k + PACKED] = pol, PackedStep(pol)
         policies[k + PACKED + ZEROS] = policies[k + PACKED]
+        if k == "ssm":  # "ssm/packed" runs the fused layers at B <= SMALL_BATCH_MAX, this row never does
+            policies[k + PACKED + UNFUSED] = PackedStep(pol, small_batch_max=0)
     out = []
     for B in args.step_batches:
         x = torch.randn(B, OBS_DIM + ACT_DIM + 2)
@@ -391,7 +395,9 @@ def render(doc: dict) -> str:
           "Microseconds per step: wall min / wall median; CPU min; ratio = CPU min / the SSM's CPU min on the same "
           "path (a ratio above 1: slower than the SSM); `<model>/packed+zeros`: the same packed step called with an "
           "all-zero `done_t` tensor, as the rollout workers called it before 2026-12-05 (a reset check every "
-          "step), where `<model>/packed` gets `done_t=None`:", "",
+          "step), where `<model>/packed` gets `done_t=None`; `ssm/packed-unfused`: the SSM's packed step without "
+          "the fused small-batch layers (`PackedStep(policy, small_batch_max=0)`; `ssm/packed` uses them at B <= "
+          f"{c.get('small_batch_max', '?')}, one GEMM for the state and the readout):", "",
           "| model | " + " | ".join(f"B={e['B']}" for e in s["step_latency"]) + " |",
           "|---|" + "---|" * len(s["step_latency"])]
     step_kinds = list(s["step_latency"][0]["models"]) if s["step_latency"] else []
@@ -420,7 +426,9 @@ def render(doc: dict) -> str:
           "* Threads: " + m["threads_note"],
           "* Step latency at these sizes is dominated by per-op dispatch and Python overhead, not arithmetic: the "
           "fused ATen LSTM/GRU cells run a whole layer in one call, while a packed SSM layer is nine small ops "
-          "(LayerNorm, two GEMMs for the state, readout GEMM + D u, GELU, GLU GEMM, GLU, residual).",
+          "(LayerNorm, two GEMMs for the state, readout GEMM + D u, GELU, GLU GEMM, GLU, residual), seven in the "
+          "fused small-batch form (LayerNorm, two GEMMs for state and readout together, GELU, GLU GEMM, GLU, "
+          "residual; larger GEMMs, so it pays only at the smallest batches).",
           "* Large fresh allocations are page-fault bound on this VM (glibc returns big blocks to the OS on free), "
           "which inflates every model's time at large T.", ""]
     return "\n".join(L)
@@ -521,7 +529,8 @@ def main(argv=None) -> dict:
                    "hidden_size": args.hidden, "num_layers": args.layers, "state_size": args.state_size,
                    "num_heads": args.heads, "context_len": args.context, "batch": args.batch,
                    "p_reset": args.p_reset, "dtype": "float32", "T": args.T, "threads": args.threads,
-                   "reps": args.reps, "reps_long": args.reps_long, "step_batches": args.step_batches},
+                   "reps": args.reps, "reps_long": args.reps_long, "step_batches": args.step_batches,
+                   "small_batch_max": SMALL_BATCH_MAX},
         "models": models,
         "training": training,
         "step_latency": step,

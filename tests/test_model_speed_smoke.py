@@ -28,8 +28,10 @@ def test_model_speed_smoke(tmp_path):
             assert len(r["total_s"]) == row["reps"] and all(t > 0 for t in r["total_s"])
     assert [r["B"] for r in doc["step_latency"]] == doc["config"]["step_batches"]
     for row in doc["step_latency"]:
-        # Policy.step, the rollout path, and the rollout path called with a zeros done_t (the old call)
-        assert set(row["results"]) == set(kinds) | {k + p for k in kinds for p in ("/packed", "/packed+zeros")}
+        # Policy.step, the rollout path, the rollout path called with a zeros done_t (the old call), and the
+        # SSM's rollout path without its fused small-batch layers
+        assert set(row["results"]) == (set(kinds) | {k + p for k in kinds for p in ("/packed", "/packed+zeros")}
+                                       | {"ssm/packed-unfused"})
     assert set(doc["memory"]["results"]) == set(doc["models"])
     for e in doc["summary"]["training"]:
         assert e["models"]["ssm"]["ratio_to_ssm_min"] == pytest.approx(1.0)

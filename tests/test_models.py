@@ -516,9 +516,11 @@ def test_grouped_step_equals_a_step_per_parameter_set(kind, discrete, head_hidde
 
 @pytest.mark.parametrize("kind", MODELS)
 @pytest.mark.parametrize("discrete, head_hidden, obs_only", [(False, 0, False), (True, 8, False), (False, 8, True)])
-def test_packed_step_equals_policy_step(kind, discrete, head_hidden, obs_only):
-    """PackedStep (weights packed once; heads in one addmm; the SSM in real form) gives what Policy.step
-    gives, outputs and states, over a sequence with episode resets."""
+@pytest.mark.parametrize("B, small_batch_max", [(4, 0), (4, 4), (1, 2)])
+def test_packed_step_equals_policy_step(kind, discrete, head_hidden, obs_only, B, small_batch_max):
+    """PackedStep (weights packed once; heads in one addmm; the SSM in real form, and in the fused
+    small-batch form when B <= small_batch_max) gives what Policy.step gives, outputs and states, over a
+    sequence with episode resets."""
     from ssm_metarl_ray.models.packed_step import PackedStep
     from ssm_metarl_ray.models.policy import Policy
 
@@ -529,12 +531,15 @@ def test_packed_step_equals_policy_step(kind, discrete, head_hidden, obs_only):
     if not discrete:
         with torch.no_grad():
             policy.log_std.add_(0.3)  # a log-std that is not the default
-    B, T = 4, 14
+    T = 14
     x = torch.randn(T, B, policy.input_dim, dtype=torch.float64)
     dones = (torch.rand(T, B) < 0.15).double()
     dones[0] = 1.0
-    packed = PackedStep(policy)
+    dones[7] = 1.0  # a reset after t = 0 in every row (B = 1 too)
+    packed = PackedStep(policy, small_batch_max)
     s_fast, s_ref = packed.initial_state(B), policy.initial_state(B)
+    if kind == "ssm":  # the layout asked for: [h, y] per layer when fused, else h
+        assert s_fast[0].shape == (B, 2 * cfg.state_size + (cfg.hidden_size if B <= small_batch_max else 0))
     with torch.no_grad():
         for t in range(T):
             out, s_fast = packed.step(x[t], s_fast, dones[t])
@@ -560,7 +565,8 @@ def test_step_with_no_done_tensor_equals_all_zero_dones(kind):
     x = torch.randn(T, B, policy.input_dim, dtype=torch.float64)
     first, zeros = torch.ones(B, dtype=torch.float64), torch.zeros(B, dtype=torch.float64)
     sets = [{n: p.detach() + 0.1 * g * torch.randn_like(p) for n, p in policy.named_parameters()} for g in range(2)]
-    steppers = [policy, PackedStep(policy), GroupedPolicy(policy, sets), GroupedPolicy(policy, sets, batched=False)]
+    steppers = [policy, PackedStep(policy, 0), PackedStep(policy, B), GroupedPolicy(policy, sets),
+                GroupedPolicy(policy, sets, batched=False)]
     for stepper in steppers:
         for grad in (True, False):
             if grad and stepper is not policy:

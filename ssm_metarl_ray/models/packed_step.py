@@ -10,7 +10,13 @@ of times with the same weights, so :class:`PackedStep` packs them once, at the s
   ``[Re h_0, Im h_0, Re h_1, ...]``, and ``h_t = lambda * h_{t-1} + gamma B u_t`` becomes
   ``h_t = h_{t-1} @ Lambda^T + u_t @ (gamma B)^T`` with ``Lambda`` the (2P, 2P) block-diagonal matrix of
   the 2x2 rotation-scalings ``[[Re l, -Im l], [Im l, Re l]]``: two GEMMs and no complex views;
-* every weight pre-transposed, so each linear map is one ``mm``/``addmm`` call.
+* every weight pre-transposed, so each linear map is one ``mm``/``addmm`` call;
+* at small batch (``B <= small_batch_max``, where each call's dispatch costs more than its arithmetic) a
+  fused SSM layer: the state is ``z_t = [h_t, y_t]`` (B, 2P + H) and ONE ``addmm`` gives it,
+  ``z_t = z_{t-1} @ [[Lambda^T, Lambda^T C^T], [0, 0]] + u_t @ [(gamma B)^T, (gamma B)^T C^T + diag(D)]``
+  (the readout ``y_t = C h_t + D u_t`` computed from ``h_{t-1}`` and ``u_t`` directly), and the GLU reads
+  ``gelu(z_t)`` through a weight with zero rows for ``h``: seven calls per layer instead of nine, but
+  larger GEMMs, so slower from a few rows up (``benchmarks/model_speed.py``, ``/packed`` rows).
 
 Other cores step with their own ``step`` (their fast paths) under the packed heads. The state of a packed
 SSM step is real; :meth:`PackedStep.policy_state` converts it back to ``Policy.step``'s complex tuple.
@@ -91,11 +97,27 @@ def pack_ssm_layer(p: Params, q: str, state_size: int) -> tuple[Tensor, ...]:
             p[q + "glu.bias"], _t(p[q + "glu.weight"]))
 
 
-class PackedStep:
-    """``Policy.step`` for rollouts, with the weights of ``policy`` as they are now packed once."""
+def fuse_ssm_layer(layer: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """A :func:`pack_ssm_layer` tuple (no group axes) -> the small-batch form for :meth:`PackedStep._ssm_fused`:
+    (LayerNorm weight, bias, W_u (H, 2P+H), W_z (2P+H, 2P+H), GLU bias, GLU weight^T with zero rows (2P+H, 2H))."""
+    nw, nb, BgT, LamT, CT, D, gb, gwT = layer
+    P2, H = LamT.shape[0], CT.shape[1]
+    Wu = torch.cat([BgT, BgT @ CT + torch.diag(D)], 1)
+    Wz = torch.cat([torch.cat([LamT, LamT @ CT], 1), LamT.new_zeros(H, P2 + H)], 0)
+    return nw, nb, Wu, Wz, gb, torch.cat([gwT.new_zeros(P2, gwT.shape[1]), gwT], 0)
 
-    def __init__(self, policy: Policy):
-        self.policy = policy
+
+SMALL_BATCH_MAX = 1  # largest batch that uses the fused SSM layer (measured: benchmarks/model_speed.py)
+
+
+class PackedStep:
+    """``Policy.step`` for rollouts, with the weights of ``policy`` as they are now packed once.
+
+    ``small_batch_max``: SSM states made by :meth:`initial_state` for at most this many rows take the fused
+    small-batch layout (module docstring); ``step`` follows the layout of the state it is given."""
+
+    def __init__(self, policy: Policy, small_batch_max: int = SMALL_BATCH_MAX):
+        self.policy, self.small_batch_max = policy, small_batch_max
         self.core_in = policy.core_input_dim
         self.slice_inputs = policy.cfg.observation_only
         p = {k: v.detach() for k, v in policy.named_parameters()}
@@ -109,19 +131,21 @@ class PackedStep:
                         else None)  # the tanh input layer, if any
             self.layers = [pack_ssm_layer(p, f"core.layers.{i}.", self.P) for i in range(len(core.layers))]
             self.out_norm = (p["core.out_norm.weight"], p["core.out_norm.bias"])
+            self.fused = [fuse_ssm_layer(layer) for layer in self.layers] if small_batch_max > 0 else []
 
     def initial_state(self, batch_size: int) -> State:
         if not self.ssm:
             return self.policy.initial_state(batch_size)
         w = self.enc_wT
-        return tuple(torch.zeros(batch_size, 2 * self.P, dtype=w.dtype, device=w.device) for _ in self.layers)
+        width = 2 * self.P + (self.H if batch_size <= self.small_batch_max else 0)
+        return tuple(torch.zeros(batch_size, width, dtype=w.dtype, device=w.device) for _ in self.layers)
 
     def policy_state(self, state: State) -> State:
         """This step's state in ``Policy.step``'s form (the SSM's complex tuple)."""
         if not self.ssm:
             return state
-        cdtype = _complex_dtype(self.enc_wT.dtype)
-        return tuple(torch.view_as_complex(h.reshape(h.shape[0], self.P, 2).contiguous()).to(cdtype)
+        cdtype = _complex_dtype(self.enc_wT.dtype)  # (the fused layout's state is [h, y]: h first)
+        return tuple(torch.view_as_complex(h[:, :2 * self.P].reshape(h.shape[0], self.P, 2).contiguous()).to(cdtype)
                      for h in cast("tuple[Tensor, ...]", state))
 
     def step(self, inputs_t: Tensor, state: State, done_t: Tensor | None) -> tuple[PolicyOutput, State]:
@@ -150,6 +174,8 @@ class PackedStep:
         if done_t is not None and any_done(done_t):
             keep = (1.0 - done_t.to(x.dtype)).unsqueeze(-1)
             state = tuple(h * keep for h in state)
+        if state[0].shape[1] != 2 * self.P:
+            return self._ssm_fused(x, state)
         new_state = []
         for (nw, nb, BgT, LamT, CT, D, gb, gwT), h in zip(self.layers, state):
             u = torch.layer_norm(x, (H,), nw, nb, eps)
@@ -157,6 +183,19 @@ class PackedStep:
             y = torch.addcmul(torch.mm(h, CT), D, u)  # Re(C h_t) + D u_t
             x = x + _glu(torch.addmm(gb, F.gelu(y, approximate="tanh"), gwT), -1)
             new_state.append(h)
+        w, b = self.out_norm
+        return torch.layer_norm(x, (H,), w, b, eps), tuple(new_state)
+
+    def _ssm_fused(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """The layers of :meth:`_ssm_core` in the fused small-batch form: x (B, H) encoded, state per layer
+        z = [h, y] (B, 2P + H) -> (y (B, H), state)."""
+        H, eps = self.H, self.eps
+        new_state = []
+        for (nw, nb, Wu, Wz, gb, G), z in zip(self.fused, state):
+            u = torch.layer_norm(x, (H,), nw, nb, eps)
+            z = torch.addmm(torch.mm(u, Wu), z, Wz)  # [h_t, Re(C h_t) + D u_t]
+            x = x + _glu(torch.addmm(gb, F.gelu(z, approximate="tanh"), G), -1)  # G reads y only
+            new_state.append(z)
         w, b = self.out_norm
         return torch.layer_norm(x, (H,), w, b, eps), tuple(new_state)
 
