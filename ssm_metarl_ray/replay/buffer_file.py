@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.npyio import NpzFile
 
+from ssm_metarl_ray.utils.atomic import atomic_open
+
 META_KEYS = ("format_version", "capacity", "obs_dim", "act_dim", "discrete", "num_added")
 FORMAT_VERSION = 1
 
@@ -52,15 +54,9 @@ def write_state(state: Mapping[str, np.ndarray], path: str | os.PathLike) -> Pat
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            arrays: dict[str, Any] = dict(state)  # Any: savez's allow_pickle= is no array
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path, "wb") as f:
+        arrays: dict[str, Any] = dict(state)  # Any: savez's allow_pickle= is no array
+        np.savez(f, **arrays)
     return path
 
 

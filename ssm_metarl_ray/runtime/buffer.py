@@ -63,6 +63,8 @@ from ssm_metarl_ray.replay.buffer import ExperienceBuffer
 from ssm_metarl_ray.runtime.block_log import BlockLog
 from ssm_metarl_ray.runtime.cluster import actor_name, get
 from ssm_metarl_ray.runtime.config import RuntimeConfig
+from ssm_metarl_ray.utils import atomic
+from ssm_metarl_ray.utils.atomic import temp_path
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +73,7 @@ def run_files(snapshot_path: Path) -> list[Path]:
     """Every file the buffer actor of a run may write: snapshot, sidecar, log, restart records, temps."""
     s = snapshot_path
     suffixes = (".json", ".json.tmp", ".log", ".restarts.json", ".restarts.json.tmp")
-    return [s, s.with_name(s.name + ".tmp"), *(s.with_suffix(x) for x in suffixes)]
-
-
-def _write_json(path: Path, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename (never half-written)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    return [s, temp_path(s), *(s.with_suffix(x) for x in suffixes)]  # (temps: utils/atomic.temp_path)
 
 
 # ---- the actor -------------------------------------------------------------------------------------
@@ -158,7 +153,7 @@ class ExperienceBufferActor:
         records.append({"restart": len(records) + 1 if path is not None else None, "pid": os.getpid(),
                         "time": time.time(), **self._restored})
         if path is not None:
-            _write_json(path, records)
+            atomic.write_json(path, records)
         self._restarts = records
 
     # ---- writes ---------------------------------------------------------------------------------
@@ -212,7 +207,7 @@ class ExperienceBufferActor:
                                     "keys": sorted(self._keys), "snapshots": self._snapshots + 1}
         self._snap.parent.mkdir(parents=True, exist_ok=True)
         ExperienceBuffer.from_state_dict(state).save(self._snap)
-        _write_json(self._snap.with_suffix(".json"), meta)
+        atomic.write_json(self._snap.with_suffix(".json"), meta)
         if self._log is not None:
             self._log.reset()
         self._snap_adds, self._snap_time, self._snapshots = meta["adds"], time.monotonic(), meta["snapshots"]

@@ -10,13 +10,13 @@ paired per-task difference hybrid - standard with its standard error.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from ssm_metarl_ray.sweeps.spec import SweepSpec
+from ssm_metarl_ray.utils import atomic
 
 MODES = ("standard", "hybrid")
 
@@ -197,9 +197,7 @@ def write_outputs(out: Path, spec: SweepSpec, rows: list[dict], extra: dict) -> 
                     if k in r} for r in rows],
         **extra,
     }
-    tmp = paths["summary"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=_json_default))
-    tmp.replace(paths["summary"])
+    atomic.write_json(paths["summary"], summary, indent=2, default=_json_default)
     if spec.heatmap is not None and cell_list:
         paths["heatmap"] = out / "heatmap.png"
         plot_heatmap(paths["heatmap"], spec, cell_list)

@@ -3,11 +3,11 @@ the learning-health part of the progress line (:func:`health_line`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.training.evaluate import plot_results
+from ssm_metarl_ray.utils import atomic
 
 
 def health_line(m: dict) -> str:
@@ -27,9 +27,7 @@ def health_line(m: dict) -> str:
 def write_outputs(out: Path, cfg: ExperimentConfig, results: dict, history: list[dict], extra: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     metrics = {"config": cfg.to_dict(), "evaluation": results, "history": history, **extra}
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(out / "metrics.json")
+    atomic.write_json(out / "metrics.json", metrics, indent=2)
     plot_results(results, out / "adaptation.png",
                  f"{cfg.env} / {cfg.model.kind}: held-out return vs adaptation steps ({cfg.num_test_tasks} tasks)",
                  env=cfg.env)  # MAML 2017's published curve as a reference where the family has one

@@ -38,6 +38,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO, cast
 
+from ssm_metarl_ray.utils import atomic
+
 PROGRESS = "progress.csv"
 EVENTS_PREFIX = "events.out.tfevents."
 LEADING = ("iteration", "env_steps")
@@ -144,12 +146,11 @@ class RunTracker:
         self.columns = column_order(self.rows)
         if self._csv is not None:
             self._csv.close()
-        path, tmp = self.out / PROGRESS, self.out / f".{PROGRESS}.tmp"
-        with tmp.open("w", newline="") as f:
+        path = self.out / PROGRESS
+        with atomic.atomic_open(path, "w", newline="") as f:
             writer = csv.DictWriter(f, self.columns, restval="")
             writer.writeheader()
             writer.writerows(self.rows)
-        tmp.replace(path)
         self._csv = path.open("a", newline="")
 
     def _add_scalars(self, row: dict[str, float | int]) -> None:
