@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from ssm_metarl_ray.config import ADAPTATION_MODES, MODELS, AdaptConfig, ExperimentConfig
-from ssm_metarl_ray.utils import atomic
+from ssm_metarl_ray.utils.atomic import write_text
 
 RESULT = "benchmark.json"
 # --smoke: train-flag values (tiny sizes, one meta-iteration)
@@ -126,4 +126,4 @@ def benchmark_result(args: argparse.Namespace, cfg: ExperimentConfig, out: Path,
 
 def write_result(out: Path, doc: dict) -> Path:
     """Write ``doc`` to ``out/benchmark.json`` (atomically)."""
-    return atomic.write_text(out / RESULT, json.dumps(doc, indent=2) + "\n")
+    return write_text(out / RESULT, json.dumps(doc, indent=2) + "\n")

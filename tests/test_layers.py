@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parents[1] / "ssm_metarl_ray"
 
 # lowest first; a module may import its own layer and the ones below
 LAYERS = [
-    {"envs", "utils.seeding", "utils.threads", "utils.progress", "utils.stats", "anchors"},
+    {"envs", "utils.seeding", "utils.threads", "utils.progress", "utils.stats", "utils.atomic", "anchors"},
     {"config", "presets"},
     {"models"},
     {"types"},

@@ -63,8 +63,7 @@ from ssm_metarl_ray.replay.buffer import ExperienceBuffer
 from ssm_metarl_ray.runtime.block_log import BlockLog
 from ssm_metarl_ray.runtime.cluster import actor_name, get
 from ssm_metarl_ray.runtime.config import RuntimeConfig
-from ssm_metarl_ray.utils import atomic
-from ssm_metarl_ray.utils.atomic import temp_path
+from ssm_metarl_ray.utils.atomic import temp_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +152,7 @@ class ExperienceBufferActor:
         records.append({"restart": len(records) + 1 if path is not None else None, "pid": os.getpid(),
                         "time": time.time(), **self._restored})
         if path is not None:
-            atomic.write_json(path, records)
+            write_json(path, records)
         self._restarts = records
 
     # ---- writes ---------------------------------------------------------------------------------
@@ -207,7 +206,7 @@ class ExperienceBufferActor:
                                     "keys": sorted(self._keys), "snapshots": self._snapshots + 1}
         self._snap.parent.mkdir(parents=True, exist_ok=True)
         ExperienceBuffer.from_state_dict(state).save(self._snap)
-        atomic.write_json(self._snap.with_suffix(".json"), meta)
+        write_json(self._snap.with_suffix(".json"), meta)
         if self._log is not None:
             self._log.reset()
         self._snap_adds, self._snap_time, self._snapshots = meta["adds"], time.monotonic(), meta["snapshots"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ssm_metarl_ray.sweeps.spec import SweepSpec
-from ssm_metarl_ray.utils import atomic
+from ssm_metarl_ray.utils.atomic import write_json
 
 MODES = ("standard", "hybrid")
 
@@ -197,7 +197,7 @@ def write_outputs(out: Path, spec: SweepSpec, rows: list[dict], extra: dict) -> 
                     if k in r} for r in rows],
         **extra,
     }
-    atomic.write_json(paths["summary"], summary, indent=2, default=_json_default)
+    write_json(paths["summary"], summary, indent=2, default=_json_default)
     if spec.heatmap is not None and cell_list:
         paths["heatmap"] = out / "heatmap.png"
         plot_heatmap(paths["heatmap"], spec, cell_list)

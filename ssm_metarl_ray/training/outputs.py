@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ssm_metarl_ray.config import ExperimentConfig
 from ssm_metarl_ray.training.evaluate import plot_results
-from ssm_metarl_ray.utils import atomic
+from ssm_metarl_ray.utils.atomic import write_json
 
 
 def health_line(m: dict) -> str:
@@ -27,7 +27,7 @@ def health_line(m: dict) -> str:
 def write_outputs(out: Path, cfg: ExperimentConfig, results: dict, history: list[dict], extra: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     metrics = {"config": cfg.to_dict(), "evaluation": results, "history": history, **extra}
-    atomic.write_json(out / "metrics.json", metrics, indent=2)
+    write_json(out / "metrics.json", metrics, indent=2)
     plot_results(results, out / "adaptation.png",
                  f"{cfg.env} / {cfg.model.kind}: held-out return vs adaptation steps ({cfg.num_test_tasks} tasks)",
                  env=cfg.env)  # MAML 2017's published curve as a reference where the family has one

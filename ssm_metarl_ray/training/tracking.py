@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO, cast
 
-from ssm_metarl_ray.utils import atomic
+from ssm_metarl_ray.utils.atomic import atomic_open
 
 PROGRESS = "progress.csv"
 EVENTS_PREFIX = "events.out.tfevents."
@@ -147,7 +147,7 @@ class RunTracker:
         if self._csv is not None:
             self._csv.close()
         path = self.out / PROGRESS
-        with atomic.atomic_open(path, "w", newline="") as f:
+        with atomic_open(path, "w", newline="") as f:
             writer = csv.DictWriter(f, self.columns, restval="")
             writer.writeheader()
             writer.writerows(self.rows)
