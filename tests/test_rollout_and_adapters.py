@@ -34,6 +34,21 @@ def test_rebuilt_inputs_equal_what_the_policy_saw(env):
     np.testing.assert_allclose(rebuilt[m], batch.inputs[m], atol=1e-6)
 
 
+@pytest.mark.parametrize("rows", [1, 3])
+def test_rollout_log_probs_are_what_the_learner_recomputes(rows):
+    """The log-probs a rollout records (PackedStep; at one row the SSM's fused small-batch layers) equal the
+    learner's sequence forward over the same episodes (``Policy`` with the scan), up to float32 rounding."""
+    from ssm_metarl_ray.algorithms.maml import action_log_prob, policy_params
+
+    w = _worker(model=ModelConfig(kind="ssm", hidden_size=16, num_layers=2, state_size=8), episodes=rows)
+    batch = w.sample(_tasks()[0][0], rows)
+    ep = batch.to_torch(torch.float32)
+    with torch.no_grad():
+        logp = action_log_prob(w.policy, policy_params(w.policy), ep)
+    m = ep.mask.bool()
+    torch.testing.assert_close(logp[m], ep.logp[m], rtol=1e-4, atol=1e-4)
+
+
 def test_sample_many_assigns_rows_to_tasks_and_stamps_version():
     w = _worker()
     w.set_weights(w.get_weights(), 7)
