@@ -120,3 +120,13 @@ def test_inference_share_smoke():
     fr = out["results"][0]["median_fractions"]
     assert {"policy_step", "action_sampling", "env_step", "inner_update", "advantages", "other"} <= set(fr)
     assert all(0.0 <= v <= 1.0 for k, v in fr.items() if k != "other") and abs(sum(fr.values()) - 1.0) < 1e-9
+
+
+def test_learner_phases_smoke():
+    out = _run("learner_phases")
+    ms = out["per_task_ms"]
+    assert set(ms) == {"forward", "inner_forward", "inner_backward", "outer_forward", "outer_backward",
+                       "task_meta_gradient", "first_order"} and all(v > 0 for v in ms.values())
+    assert out["meta_batch_s"]["loop"] > 0 and out["meta_batch_s"]["vmap"] > 0
+    ln = out["layer_norm_vmap_relative_error"]
+    assert ln["torch.layer_norm(z) * weight + bias"] < 1e-12  # the written-out affine part is exact under vmap
