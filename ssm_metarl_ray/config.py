@@ -197,8 +197,9 @@ class MetaConfig:
     clip_eps: float = 0.2  # surrogate clipping range
     gamma: float = 0.99  # discount
     gae_lambda: float = 1.0  # GAE lambda (1.0 = Monte-Carlo returns minus baseline, as MAML)
-    baseline: str = "fit"  # inner-loop advantages: "fit" (linear baseline fitted on the same batch, ProMP)
-    #   or "lagged" (rllab/MAML 2017: predicted by the fit on the task's previous batch, 0 for the first)
+    baseline: str = "fit"  # inner-loop advantages: "fit" (linear baseline fitted on the same batch: ProMP,
+    #   and MAML 2017's code, whose rllab fork fits before it predicts: cbfinn/maml_rl rllab/sampler/base.py)
+    #   or "lagged" (upstream rllab's order: predicted by the fit on the task's previous batch, 0 for the first)
     value_coef: float = 0.0  # weight of the value-head regression in the outer loss (0: advantages come
     #   from the linear baseline, the critic is not needed; > 0 trains only the critic head when detached)
     entropy_coef: float = 0.0  # entropy bonus in the outer loss

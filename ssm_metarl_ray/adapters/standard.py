@@ -60,7 +60,7 @@ class StandardAdapter:
         returns, steps, coef = [], 0, None
         for s in range(self.cfg.adapt_steps + 1):
             batch = sampler.sample(task, self.cfg.episodes_per_step, params)
-            if self.cfg.baseline == "lagged":  # rllab: predict with the previous step's fit, then refit
+            if self.cfg.baseline == "lagged":  # upstream rllab: predict with the previous step's fit, then refit
                 coef = lagged_advantages(batch, coef, sampler.meta_cfg.gamma, sampler.meta_cfg.gae_lambda)
             returns.append(batch.mean_episode_return)  # per episode, also when rows are trials
             steps += batch.num_steps

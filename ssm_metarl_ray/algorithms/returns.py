@@ -90,8 +90,9 @@ def predict_linear_baseline(obs: np.ndarray, mask: np.ndarray, coef: np.ndarray 
 def linear_baseline(obs: np.ndarray, returns: np.ndarray, mask: np.ndarray, reg: float = 1e-5) -> np.ndarray:
     """Fit the MAML/ProMP linear feature baseline to ``returns`` and predict V; obs (K, T, D) -> (K, T).
 
-    The same batch is fitted and predicted (ProMP, pytorch-maml-rl). rllab (MAML 2017) predicts with the
-    baseline fitted on the *previous* batch: :func:`fit_linear_baseline` + :func:`predict_linear_baseline`.
+    The same batch is fitted and predicted (ProMP, pytorch-maml-rl, and MAML 2017's own rllab fork, whose
+    ``BaseSampler.process_samples`` fits before it predicts). Upstream rllab predicts with the baseline
+    fitted on the *previous* batch: :func:`fit_linear_baseline` + :func:`predict_linear_baseline`.
     """
     return predict_linear_baseline(obs, mask, fit_linear_baseline(obs, returns, mask, reg))
 
