@@ -16,7 +16,9 @@ of times with the same weights, so :class:`PackedStep` packs them once, at the s
   ``z_t = z_{t-1} @ [[Lambda^T, Lambda^T C^T], [0, 0]] + u_t @ [(gamma B)^T, (gamma B)^T C^T + diag(D)]``
   (the readout ``y_t = C h_t + D u_t`` computed from ``h_{t-1}`` and ``u_t`` directly), and the GLU reads
   ``gelu(z_t)`` through a weight with zero rows for ``h``: seven calls per layer instead of nine, but
-  larger GEMMs, so slower from a few rows up (``benchmarks/model_speed.py``, ``/packed`` rows).
+  larger GEMMs, so it pays only at batch 1 (``benchmarks/model_speed.py``: ``ssm/packed`` against
+  ``ssm/packed-unfused`` at B = 1; a sweep over B = 1..8 when it was written found it level at 2 rows and
+  slower from 3).
 
 Other cores step with their own ``step`` (their fast paths) under the packed heads. The state of a packed
 SSM step is real; :meth:`PackedStep.policy_state` converts it back to ``Policy.step``'s complex tuple.
@@ -107,7 +109,7 @@ def fuse_ssm_layer(layer: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     return nw, nb, Wu, Wz, gb, torch.cat([gwT.new_zeros(P2, gwT.shape[1]), gwT], 0)
 
 
-SMALL_BATCH_MAX = 1  # largest batch that uses the fused SSM layer (measured: benchmarks/model_speed.py)
+SMALL_BATCH_MAX = 1  # largest batch that uses the fused SSM layer (see the module docstring)
 
 
 class PackedStep:
