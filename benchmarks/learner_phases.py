@@ -60,8 +60,8 @@ def sample_batches(cfg):
 
 def time_phases(learner, task) -> dict[str, float]:
     """One pass of every phase on ``task`` (a TorchTaskBatch) -> seconds per phase."""
-    from ssm_metarl_ray.algorithms.losses import clipped_surrogate, pg_loss
-    from ssm_metarl_ray.algorithms.maml import policy_params, run_policy, sgd_step
+    from ssm_metarl_ray.algorithms.losses import clipped_surrogate
+    from ssm_metarl_ray.algorithms.maml import inner_loss, policy_params, run_policy, sgd_step
     from ssm_metarl_ray.models.policy import log_prob
 
     pol, cfg = learner.policy, learner.cfg
@@ -71,8 +71,7 @@ def time_phases(learner, task) -> dict[str, float]:
     with torch.no_grad():
         run_policy(pol, params, pre)
     t1 = time.perf_counter()
-    loss = pg_loss(log_prob(run_policy(pol, params, pre).dist_params, pre.actions, pol.discrete), pre.logp,
-                   pre.advantages, pre.mask)
+    loss = inner_loss(pol, params, pre)
     t2 = time.perf_counter()
     adapted = sgd_step(params, loss, cfg.inner_lr, create_graph=True)
     t3 = time.perf_counter()
@@ -93,12 +92,13 @@ def vmap_meta_gradient(learner, tasks) -> dict[str, torch.Tensor]:
     """grad of mean_i L_clip(theta - lr grad L_pg(theta; pre_i); post_i), vectorised over tasks i."""
     from torch.func import grad, vmap
 
-    from ssm_metarl_ray.algorithms.losses import clipped_surrogate, pg_loss
-    from ssm_metarl_ray.algorithms.maml import policy_params, run_policy
+    from ssm_metarl_ray.algorithms.losses import clipped_surrogate
+    from ssm_metarl_ray.algorithms.maml import inner_loss, policy_params, run_policy
     from ssm_metarl_ray.models.policy import log_prob
     from ssm_metarl_ray.types import TorchEpisodes
 
     pol, cfg = learner.policy, learner.cfg
+
     def stacked(eps) -> dict[str, torch.Tensor]:  # the tasks' episodes, one leading task axis per field
         return {k: torch.stack([task_fields(e)[k] for e in eps]) for k in task_fields(eps[0])}
 
@@ -106,12 +106,7 @@ def vmap_meta_gradient(learner, tasks) -> dict[str, torch.Tensor]:
 
     def task_loss(params, pre_f, post_f):
         pre, post = TorchEpisodes(**pre_f), TorchEpisodes(**post_f)
-
-        def inner(p):
-            return pg_loss(log_prob(run_policy(pol, p, pre).dist_params, pre.actions, pol.discrete), pre.logp,
-                           pre.advantages, pre.mask)
-
-        g = grad(inner)(params)
+        g = grad(lambda p: inner_loss(pol, p, pre))(params)
         adapted = {k: params[k] - cfg.inner_lr * g[k] for k in params}
         out = run_policy(pol, adapted, post)
         return clipped_surrogate(log_prob(out.dist_params, post.actions, pol.discrete), post.logp,
@@ -184,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
     whole: dict[str, list[float]] = {"loop": [], "vmap": []}
     time_phases(learner, tasks[0])  # warm-up
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # functorch's "no batching rule" performance warnings (counted below)
+        warnings.simplefilter("ignore")  # functorch's "no batching rule" performance warnings
         vgrads = vmap_meta_gradient(learner, tasks)
     for _ in range(reps):
         for t in tasks:

@@ -71,8 +71,8 @@ log = logging.getLogger(__name__)
 def run_files(snapshot_path: Path) -> list[Path]:
     """Every file the buffer actor of a run may write: snapshot, sidecar, log, restart records, temps."""
     s = snapshot_path
-    suffixes = (".json", ".json.tmp", ".log", ".restarts.json", ".restarts.json.tmp")
-    return [s, temp_path(s), *(s.with_suffix(x) for x in suffixes)]  # (temps: utils/atomic.temp_path)
+    atomic = [s, s.with_suffix(".json"), s.with_suffix(".restarts.json")]  # written through utils/atomic
+    return [*atomic, *(temp_path(p) for p in atomic), s.with_suffix(".log")]
 
 
 # ---- the actor -------------------------------------------------------------------------------------
