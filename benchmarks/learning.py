@@ -75,7 +75,7 @@ def build_config(a: argparse.Namespace):
                      warmup_schedule=a.warmup_schedule,
                      outer_lr=a.outer_lr or (1e-3 if in_context else cfg.meta.outer_lr),
                      outer_optimizer=a.outer_optimizer or cfg.meta.outer_optimizer, baseline=a.baseline,
-                     inner_params=a.inner_params,
+                     inner_params=a.inner_params, batch_unit=a.batch_unit or cfg.meta.batch_unit,
                      trpo_max_kl=a.max_kl or cfg.meta.trpo_max_kl,
                      trpo_exact_fisher=a.exact_fisher or cfg.meta.trpo_exact_fisher,
                      **(dict(method="in-context", episodes_per_trial=a.episodes_per_trial, value_coef=0.5,
@@ -256,7 +256,8 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
                                      adapt_lr=a.adapt_lr if a.adapt_lr is not None else cfg.adapt.adapt_lr,
                                      adapt_lr_decay=(a.adapt_lr_decay if a.adapt_lr_decay is not None
                                                      else cfg.adapt.adapt_lr_decay),
-                                     adapt_lr_schedule=a.adapt_lr_schedule or cfg.adapt.adapt_lr_schedule)).validate()
+                                     adapt_lr_schedule=a.adapt_lr_schedule or cfg.adapt.adapt_lr_schedule),
+                  meta=replace(cfg.meta, batch_unit=a.batch_unit or cfg.meta.batch_unit)).validate()
     torch.set_num_threads(1)
     weights = torch.load(HERE.parent / "runs" / "learning" / a.env / f"{name}.pt", weights_only=True)
     _, test_tasks = task_splits(make_env(cfg.env), cfg.num_train_tasks, cfg.num_test_tasks, cfg.seed)
@@ -297,7 +298,7 @@ def cmd_suite(a: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ssm_metarl_ray.config import ADAPT_LR_SCHEDULES, BASELINES, MLP_INITS, MODELS
+    from ssm_metarl_ray.config import ADAPT_LR_SCHEDULES, BASELINES, BATCH_UNITS, MLP_INITS, MODELS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -348,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--baseline", choices=BASELINES, default="fit",
                    help="advantages of inner and adaptation steps: baseline fitted on the same batch, or "
                         "rllab's lagged one (fitted on the task's previous batch, 0 for the first)")
+    r.add_argument("--batch-unit", choices=BATCH_UNITS, default=None,
+                   help="--episodes counts episodes, or env steps as rllab's batch_size (whole episodes until "
+                        "--episodes x horizon steps; MAML 2017's samplers); default: the preset's, else episodes")
     r.add_argument("--inner-params", choices=["all", "heads"], default="all",
                    help="what inner and test-time steps adapt: all parameters (MAML) or the heads only (ANIL)")
     r.add_argument("--inner-steps", type=int, default=1, help="inner PG steps in meta-training (MAML: 1)")
@@ -404,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--adapt-lr-schedule", choices=ADAPT_LR_SCHEDULES, default=None,
                    help="geometric: step s at adapt_lr * decay**s; first: every step after the first at "
                         "adapt_lr * decay (MAML 2017's test scripts); default: the run's")
+    e.add_argument("--batch-unit", choices=BATCH_UNITS, default=None,
+                   help="--episodes-per-step counts episodes or env steps (rllab's batch_size); default: the run's")
     e.add_argument("--out-tag", default="", help="write a new result file with this tag added (keeps the run's)")
     sub.add_parser("report", help="tables, CSV and plots from the result files")
     return p

@@ -27,6 +27,7 @@ DEFAULT_INNER_LR = {"ssm": 0.02, "mlp": 0.1, "gru": 0.02, "lstm": 0.02, "transfo
 ADAPTATION_MODES = ("standard", "hybrid")
 BASELINES = ("fit", "lagged")
 ADAPT_LR_SCHEDULES = ("geometric", "first")  # adapt.adapt_lr_schedule
+BATCH_UNITS = ("episodes", "steps")  # meta.batch_unit
 INNER_PARAMS = ("all", "heads")  # meta.inner_params / adapt.adapt_params: what an inner step adapts
 ACTIVATIONS = ("tanh", "relu")
 MLP_INITS = ("torch", "xavier")  # model.mlp_init
@@ -69,7 +70,7 @@ def field_choices(name: str) -> tuple[str, ...] | None:
         return tuple(env_names())
     return {"model.kind": MODELS, "model.activation": ACTIVATIONS, "model.mlp_init": MLP_INITS,
             "adapt.adaptation_mode": ADAPTATION_MODES, "adapt.adapt_lr_schedule": ADAPT_LR_SCHEDULES,
-            "meta.baseline": BASELINES, "adapt.baseline": BASELINES,
+            "meta.baseline": BASELINES, "adapt.baseline": BASELINES, "meta.batch_unit": BATCH_UNITS,
             "meta.inner_params": INNER_PARAMS, "adapt.adapt_params": INNER_PARAMS,
             "meta.outer_optimizer": OUTER_OPTIMIZERS, "meta.method": METHODS,
             "meta.warmup_schedule": WARMUP_SCHEDULES}.get(name)
@@ -163,6 +164,10 @@ class MetaConfig:
     episodes_per_task: int = 10  # K trajectories per task for the inner update and for the outer loss
     #   (in-context: trials per task)
     episodes_per_trial: int = 1  # in-context(-maml): episodes per trial (the state carries across them)
+    batch_unit: str = "episodes"  # what episodes_per_task and adapt.episodes_per_step count: "episodes" (a
+    #   batch is exactly that many episodes) or "steps" (rllab's batch_size, MAML 2017's samplers: whole
+    #   episodes until the batch holds at least that many x horizon env steps, so a batch whose episodes end
+    #   early, as navigation-2d's at the goal, holds more of them); "steps" needs meta.method maml
     ppo_minibatches: int = 4  # in-context: minibatches of trials per PPO epoch (outer_steps epochs)
     anneal_lr: bool = False  # in-context: the Adam step size decays linearly from outer_lr to 0 over the
     #   run's iterations (CleanRL's PPO default)
@@ -276,6 +281,9 @@ class ExperimentConfig:
             raise ConfigError(f"meta.warmup_iterations must be a multiple of meta.warmup_tasks "
                               f"({self.meta.warmup_tasks}) for meta.warmup_schedule in-turn (equal phases), got "
                               f"{self.meta.warmup_iterations}", "meta.warmup_iterations")
+        if self.meta.batch_unit == "steps" and self.meta.method != "maml":
+            raise ConfigError(f"meta.batch_unit steps needs meta.method maml (batches of single episodes), got "
+                              f"meta.method {self.meta.method}", "meta.batch_unit")
         if m.ssm_r_min >= SSM_R_MAX:
             raise ConfigError(f"model.ssm_r_min must be below the largest eigenvalue magnitude {SSM_R_MAX}, got "
                               f"{m.ssm_r_min}", "model.ssm_r_min")

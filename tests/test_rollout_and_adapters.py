@@ -73,6 +73,65 @@ def test_terminated_episodes_are_masked_and_advantages_normalised():
     assert np.all(b.dones[:, 0] == 1) and np.all(b.dones[:, 1:] == 0)
 
 
+@pytest.mark.parametrize("grouped", [False, True])
+def test_steps_batch_unit_collects_whole_episodes_up_to_rllabs_batch_size(grouped):
+    """``meta.batch_unit`` steps (rllab's batch_size): whole episodes until each task's batch holds at least
+    n x horizon env steps and no more (without its last episode it would be short: one-at-a-time
+    collection stops there); the top-up rows are sampled with the task's own parameters."""
+    from ssm_metarl_ray.algorithms.maml import action_log_prob, policy_params
+
+    n, horizon = 2, 200
+    torch.manual_seed(0)
+    w = RolloutWorker("cartpole-physics", SMALL, MetaConfig(episodes_per_task=n, batch_unit="steps"), n, seed=0)
+    train, _ = _tasks("cartpole-physics", 8)  # enough tasks that their rounds need different top-ups
+    meta = policy_params(w.policy)
+    params = [{k: v + 0.05 * i * torch.randn_like(v) for k, v in meta.items()} for i in range(len(train))]
+    batches = w.sample_adapted(train, n, params) if grouped else w.sample_many(train, n)
+    for i, (b, t) in enumerate(zip(batches, train)):
+        lengths = b.mask.sum(1)
+        assert b.task_index == t.index and len(lengths) > n  # a random policy drops the pole early
+        assert lengths.sum() >= n * horizon > lengths[:-1].sum()
+        assert np.all(b.dones[:, 0] == 1) and np.all(np.diff(b.mask, axis=1) <= 0)  # whole episodes, t = 0 on
+        assert abs(b.advantages[b.mask > 0].mean()) < 1e-4  # baseline and normalisation over the whole batch
+        ep = b.to_torch(torch.float32)
+        with torch.no_grad():
+            logp = action_log_prob(w.policy, params[i] if grouped else meta, ep)
+        m = ep.mask.bool()
+        torch.testing.assert_close(logp[m], ep.logp[m], rtol=1e-4, atol=1e-4)
+
+
+def test_steps_batches_get_the_workers_episode_ids_and_never_share_one():
+    """A "steps" batch holds a varying number of episodes: the driver's ids (``add_to_buffer``) are still the
+    ones the Ray workers give (``EpisodeIds.for_slot``, one allotment per slot), distinct across slots and
+    iterations."""
+    from ssm_metarl_ray.replay.episode_ids import EpisodeIds, episodes_of
+    from ssm_metarl_ray.training.meta_train import add_to_buffer, build_state
+
+    meta = MetaConfig(meta_batch_size=2, episodes_per_task=2, batch_unit="steps", inner_lr=0.1)
+    cfg = ExperimentConfig(env="cartpole-physics", model=ModelConfig(kind="mlp", hidden_size=8), meta=meta,
+                           num_train_tasks=4, num_test_tasks=1).validate()
+    state = build_state(cfg)
+    w = RolloutWorker(cfg.env, cfg.model, cfg.meta, 2, seed=0)
+    expected, total = [], 0
+    for version in range(2):
+        batches = w.sample_tasks(state.train_tasks[:2])
+        add_to_buffer(state, batches)
+        for slot, b in enumerate(batches):
+            blocks = EpisodeIds.for_slot(meta, version, slot, w.spec.horizon).blocks(episodes_of([b]))
+            expected += [blk["episode_id"] for blk in blocks]
+            total += sum(ep.rewards.shape[0] for ep in episodes_of([b]))
+    ids = state.buffer.state_dict()["episode_id"][: len(state.buffer)]
+    assert total > 2 * 2 * 2 * 2  # more episodes than "episodes" batches would hold: the pole falls early
+    np.testing.assert_array_equal(np.sort(ids), np.sort(np.concatenate(expected)))
+    assert len(np.unique(ids)) == total
+
+
+def test_steps_batch_unit_needs_single_episode_rows():
+    with pytest.raises(ConfigError, match="meta.batch_unit"):
+        ExperimentConfig(meta=MetaConfig(method="in-context-maml", episodes_per_trial=2,
+                                         batch_unit="steps")).validate()
+
+
 def test_stale_weights_are_ignored():
     w = _worker()
     w.set_weights(w.get_weights(), 3)

@@ -3,10 +3,12 @@
 Every episode stored in a buffer gets an integer id; the buffer uses them to cut whole episodes out of
 its rows. :class:`EpisodeIds` hands out contiguous ids, K for an ``EpisodeBatch`` of K episodes:
 
-* training data: meta-batch slot ``s`` at weights version ``v`` starts at
-  ``(v * meta_batch_size + s) * (inner_steps + 1) * episodes_per_task`` (:meth:`EpisodeIds.for_slot`),
-  which is also what one counter gives when the driver adds every iteration's batches in order (pre
-  batches, then post): the ids are the same whichever process writes a chunk to the buffer;
+* training data: meta-batch slot ``s`` at weights version ``v`` starts at ``(v * meta_batch_size + s) *
+  E``, E = ``(inner_steps + 1) * episodes_per_task`` (:meth:`EpisodeIds.for_slot`), which is also what one
+  counter gives when the driver adds every iteration's batches in order (pre batches, then post): the ids
+  are the same whichever process writes a chunk to the buffer. With ``meta.batch_unit`` "steps" a batch
+  may hold up to ``horizon`` times more episodes (each at least one step), so E is that bound and the
+  slots' ids stay disjoint (the driver's counter advances by E per slot too);
 * adaptation data (episodes an adapter adds while evaluating): from :data:`ADAPTATION_FIRST_ID` = 2**40,
   far above any training id (:meth:`EpisodeIds.for_adaptation`).
 """
@@ -24,10 +26,15 @@ from ssm_metarl_ray.types import EpisodeBatch, TaskBatch
 ADAPTATION_FIRST_ID = 1 << 40
 
 
-def first_episode_id(meta: MetaConfig, version: int, slot: int) -> int:
+def episodes_per_slot(meta: MetaConfig, horizon: int) -> int:
+    """Most episodes one meta-batch slot can store per iteration (its ids' allotment)."""
+    per_batch = meta.episodes_per_task * (horizon if meta.batch_unit == "steps" else 1)
+    return (meta.inner_steps + 1) * per_batch
+
+
+def first_episode_id(meta: MetaConfig, version: int, slot: int, horizon: int) -> int:
     """Id of the first episode of meta-batch ``slot`` at weights ``version``."""
-    per_task = (meta.inner_steps + 1) * meta.episodes_per_task
-    return (version * meta.meta_batch_size + slot) * per_task
+    return (version * meta.meta_batch_size + slot) * episodes_per_slot(meta, horizon)
 
 
 def episodes_of(batches: Iterable[TaskBatch]) -> list[EpisodeBatch]:
@@ -42,8 +49,8 @@ class EpisodeIds:
         self.next_id = next_id
 
     @classmethod
-    def for_slot(cls, meta: MetaConfig, version: int, slot: int) -> EpisodeIds:
-        return cls(first_episode_id(meta, version, slot))
+    def for_slot(cls, meta: MetaConfig, version: int, slot: int, horizon: int) -> EpisodeIds:
+        return cls(first_episode_id(meta, version, slot, horizon))
 
     @classmethod
     def for_adaptation(cls) -> EpisodeIds:

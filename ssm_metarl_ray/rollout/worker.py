@@ -10,6 +10,7 @@ The Ray runtime wraps this class as an actor without changing it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -100,26 +101,53 @@ class RolloutWorker:
     @torch.no_grad()
     def sample_many(self, tasks: list[Task], num_episodes: int, params: Params | None = None) -> list[EpisodeBatch]:
         """``num_episodes`` episodes of every task in ONE batched rollout (same parameters for all rows)."""
-        return self._sample_rows(self._policy_with(params), tasks, num_episodes)
+        return self._sample_rows(lambda idx: self._policy_with(params), tasks, num_episodes)
 
     @torch.no_grad()
     def sample_adapted(self, tasks: list[Task], num_episodes: int, params: list[Params]) -> list[EpisodeBatch]:
         """``num_episodes`` episodes of every task in ONE batched rollout, task i's rows with ``params[i]``
         (its adapted policy): one policy call per env step for all tasks (``GroupedPolicy``)."""
-        return self._sample_rows(GroupedPolicy(self.policy, params), tasks, num_episodes)
+        return self._sample_rows(lambda idx: GroupedPolicy(self.policy, [params[i] for i in idx]), tasks,
+                                 num_episodes)
 
-    def _sample_rows(self, policy: Policy | GroupedPolicy, tasks: list[Task], num_episodes: int
-                     ) -> list[EpisodeBatch]:
+    def _sample_rows(self, policy_for: Callable[[list[int]], Policy | GroupedPolicy], tasks: list[Task],
+                     num_episodes: int) -> list[EpisodeBatch]:
+        """``policy_for(idx)``: the policy that steps ``tasks[i] for i in idx`` (rows grouped by task).
+        ``meta_cfg.batch_unit`` "steps": each task's batch is then topped up to rllab's batch size."""
+        parts = self._task_rows(policy_for(list(range(len(tasks)))), tasks, num_episodes)
+        if self.meta_cfg.batch_unit == "steps":
+            parts = self._top_up(policy_for, tasks, parts, num_episodes * self.spec.horizon)
+        out = []
+        for task, part in zip(tasks, parts):
+            batch = EpisodeBatch(**part, task_index=task.index, weights_version=self.version)
+            out.append(process_episodes(batch, self.meta_cfg.gamma, self.meta_cfg.gae_lambda))
+        return out
+
+    def _task_rows(self, policy: Policy | GroupedPolicy, tasks: list[Task], num_episodes: int
+                   ) -> list[dict[str, np.ndarray]]:
+        """One batched rollout of ``num_episodes`` rows per task; the rows of each task, in task order."""
         rows = [t for t in tasks for _ in range(num_episodes)]
         while len(self.envs) < len(rows):
             self.envs.append(make_env(self.env_name))
         buf = self._rollout(policy, rows, self.meta_cfg.episodes_per_row)  # in-context-maml: rows are trials
-        out = []
-        for i, task in enumerate(tasks):
-            part = {k: v[i * num_episodes:(i + 1) * num_episodes] for k, v in buf.items()}
-            batch = EpisodeBatch(**part, task_index=task.index, weights_version=self.version)
-            out.append(process_episodes(batch, self.meta_cfg.gamma, self.meta_cfg.gae_lambda))
-        return out
+        return [{k: v[i * num_episodes:(i + 1) * num_episodes] for k, v in buf.items()} for i in range(len(tasks))]
+
+    def _top_up(self, policy_for: Callable[[list[int]], Policy | GroupedPolicy], tasks: list[Task],
+                parts: list[dict[str, np.ndarray]], min_steps: int) -> list[dict[str, np.ndarray]]:
+        """rllab's ``batch_size`` (MAML 2017's samplers): whole episodes until each task's rows hold at least
+        ``min_steps`` env steps. A task ``d`` steps short gets ``ceil(d / horizon)`` more episodes per round:
+        fewer cannot reach ``min_steps``, so collecting one episode at a time would take all of them too,
+        and the rounds end where that would. The rows of one rollout are i.i.d. draws of the task's episode,
+        so a task needing fewer than the round's rows keeps its first ones (the rest are dropped unseen)."""
+        horizon = self.spec.horizon
+        while True:
+            need = [max(0, math.ceil((min_steps - int(p["mask"].sum())) / horizon)) for p in parts]
+            short = [i for i, n in enumerate(need) if n > 0]
+            if not short:
+                return parts
+            more = self._task_rows(policy_for(short), [tasks[i] for i in short], max(need[i] for i in short))
+            for i, m in zip(short, more):
+                parts[i] = {k: np.concatenate([parts[i][k], v[:need[i]]]) for k, v in m.items()}
 
     @torch.no_grad()
     def sample_trials(self, tasks: list[Task], num_trials: int, episodes_per_trial: int,

@@ -87,8 +87,9 @@ class RolloutWorkerActor:
         is in the buffer (exactly once: retried/resubmitted adds carry the same key and are skipped).
         Waiting costs milliseconds; not waiting would lose blocks whose writer dies before the buffer has
         fetched them (the block's owner is this process)."""
+        horizon = self.worker.spec.horizon
         blocks = [block for slot, b in enumerate(batches, first_slot)  # ids as the driver's counter gives
-                  for block in EpisodeIds.for_slot(self.cfg.meta, version, slot).blocks(episodes_of([b]))]
+                  for block in EpisodeIds.for_slot(self.cfg.meta, version, slot, horizon).blocks(episodes_of([b]))]
         block = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
         assert self.buffer is not None  # sample() checks
         ref: ray.ObjectRef = self.buffer.add.remote(block, key=f"{version}:{first_slot}:{len(batches)}")

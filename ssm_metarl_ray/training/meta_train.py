@@ -18,7 +18,7 @@ from ssm_metarl_ray.algorithms.maml import MetaLearner
 from ssm_metarl_ray.config import ExperimentConfig, MetaConfig
 from ssm_metarl_ray.envs import Task, make_env, task_splits
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer
-from ssm_metarl_ray.replay.episode_ids import EpisodeIds, episodes_of
+from ssm_metarl_ray.replay.episode_ids import EpisodeIds, episodes_of, episodes_per_slot
 from ssm_metarl_ray.rollout.worker import RolloutWorker
 from ssm_metarl_ray.training.protocols import Learner, Sampler
 from ssm_metarl_ray.types import EnvSpec, TaskBatch
@@ -107,16 +107,18 @@ def make_learner(policy, cfg: ExperimentConfig, task_dim: int = 0) -> Learner:
 
 
 def add_to_buffer(state: TrainState, batches: list[TaskBatch]) -> None:
-    """Store one iteration's episodes in ``state.buffer`` (ids from ``state.episode_counter`` on)."""
-    ids = EpisodeIds(state.episode_counter)
-    for block in ids.blocks(episodes_of(batches)):
-        state.buffer.add(block)
-    state.episode_counter = ids.next_id
+    """Store one iteration's episodes in ``state.buffer``: slot ``s``'s ids from ``state.episode_counter + s
+    * E`` on (E: ``episodes_per_slot``), the ids ``EpisodeIds.for_slot`` gives the Ray workers."""
+    per_slot = episodes_per_slot(state.cfg.meta, state.spec.horizon)
+    for s, b in enumerate(batches):
+        for block in EpisodeIds(state.episode_counter + s * per_slot).blocks(episodes_of([b])):
+            state.buffer.add(block)
+    state.episode_counter += len(batches) * per_slot
 
 
 def count_experience(state: TrainState, batches: list[TaskBatch]) -> None:
     """``add_experience`` for samplers whose workers write to a shared buffer themselves (Ray runtime)."""
-    state.episode_counter += sum(ep.rewards.shape[0] for ep in episodes_of(batches))
+    state.episode_counter += len(batches) * episodes_per_slot(state.cfg.meta, state.spec.horizon)
 
 
 def distinct_task_indices(tasks: Sequence[Task]) -> list[int]:
