@@ -33,6 +33,7 @@ MAML_STEPS = {"halfcheetah-dir": 3.2e7, "halfcheetah-vel": 7.6e7, "navigation-2d
 METHOD_ORDER = {"maml": 0, "multitask": 1, "random": 2, "in-context": 3, "in-context-maml": 4}
 MODEL_ORDER = {"ssm": 0, "gru": 1, "lstm": 2, "transformer": 3, "mlp": 4}
 TARGET_WINDOW = 10  # iterations in the trailing mean of the time-to-target table
+MAML_PER_GOAL = HERE / "results" / "maml2017_per_goal.json"  # benchmarks/maml2017_per_goal.py
 
 
 def load_runs(root: Path) -> dict[str, list[dict]]:
@@ -194,6 +195,7 @@ def env_table(env: str, runs: list[dict]) -> str:
         med = np.median(np.asarray(d["evaluation"]["standard"]["per_task"]), axis=0)
         cells = " | ".join([f"{m:.1f}" for m in med] + [""] * (steps - len(med)))
         lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | {cells} |")
+    lines += direction_table(runs, steps)
     agg = seed_aggregates(runs)
     if agg:
         lines += ["", "Across seeds (mean of the per-seed means ± std over seeds):", "",
@@ -203,6 +205,33 @@ def env_table(env: str, runs: list[dict]) -> str:
             lines.append(f"| {method} | {model} | {mode} | {n} | "
                          + " | ".join(_cell(m, s) for m, s in zip(mean, std)) + " |")
     return "\n".join(lines)
+
+
+def direction_table(runs: list[dict], steps: int) -> list[str]:
+    """Families whose tasks have a ``direction`` (halfcheetah-dir and its -rllab form): the standard
+    adaptation's held-out return per direction (+1 "run forward", -1 "run backward"), with MAML 2017's own
+    per-direction split from its figure data (``results/maml2017_per_goal.json``, when present)."""
+    rows = [d for d in runs if "standard" in d["evaluation"]
+            and "direction" in (d.get("test_task_params") or [{}])[0]]
+    if not rows:
+        return []
+    lines = ["", "Per direction (standard adaptation; mean over the test tasks of each direction, their number in "
+             "brackets):", "", "| method | policy | seed | direction | "
+             + " | ".join(f"{s} steps" for s in range(steps)) + " |", "|" + "---|" * (4 + steps)]
+    maml_file = MAML_PER_GOAL if MAML_PER_GOAL.exists() else None
+    if maml_file is not None:
+        per_step = json.loads(maml_file.read_text())["halfcheetah-dir"]["maml"]
+        n = per_step[0]["forward_goals"]
+        for name, key, count in (("forward", "forward_mean", n), ("backward", "backward_mean", 40 - n)):
+            cells = " | ".join(f"{r[key]:.1f}" for r in per_step[:steps])
+            lines.append(f"| MAML 2017 maml (its figure data) | mlp 100×100 | | {name} ({count}) | {cells} |")
+    for d in rows:
+        per_task = np.asarray(d["evaluation"]["standard"]["per_task"])  # (tasks, steps + 1)
+        direction = np.asarray([p["direction"] for p in d["test_task_params"]])
+        for name, sel in (("forward", direction > 0), ("backward", direction < 0)):
+            cells = " | ".join(f"{m:.1f}" for m in per_task[sel].mean(axis=0))
+            lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | {name} ({int(sel.sum())}) | {cells} |")
+    return lines
 
 
 def plot_env(env: str, runs: list[dict], out: Path) -> list[Path]:

@@ -41,3 +41,14 @@ def test_target_table_rows_for_in_context_runs_only():
     # the 10-iteration mean first reaches -11.7 at iteration 12 (7 of its 10 iterations at -5)
     assert cells[3:6] == ["12", "1.3e+04", "26"] and cells[6] == "-9.0 ± 0.5" and cells[8] == "2026-12-04 19:00"
     assert lr.target_table("navigation-2d", [maml]) == []
+
+
+def test_direction_table_splits_the_test_tasks_by_direction(tmp_path, monkeypatch):
+    monkeypatch.setattr(lr, "MAML_PER_GOAL", tmp_path / "absent.json")  # no MAML row without its file
+    run = {"method": "maml", "model": "mlp", "variant": "", "seed": 3,
+           "test_task_params": [{"direction": 1.0}, {"direction": -1.0}, {"direction": 1.0}],
+           "evaluation": {"standard": {"per_task": [[0.0, 100.0], [-10.0, 50.0], [2.0, 300.0]]}}}
+    rows = [x for x in lr.direction_table([run], 2) if x.startswith("| maml")]
+    cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+    assert [c[3:] for c in cells] == [["forward (2)", "1.0", "200.0"], ["backward (1)", "-10.0", "50.0"]]
+    assert lr.direction_table([{**run, "test_task_params": [{"goal": 1.0}] * 3}], 2) == []  # no directions
