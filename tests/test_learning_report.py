@@ -52,3 +52,38 @@ def test_direction_table_splits_the_test_tasks_by_direction(tmp_path, monkeypatc
     cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows]
     assert [c[3:] for c in cells] == [["forward (2)", "1.0", "200.0"], ["backward (1)", "-10.0", "50.0"]]
     assert lr.direction_table([{**run, "test_task_params": [{"goal": 1.0}] * 3}], 2) == []  # no directions
+
+
+def _per_goal_module():
+    spec = importlib.util.spec_from_file_location("maml2017_per_goal_t", BENCH / "maml2017_per_goal.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_maml_figure_pickles_load_numpy_only(tmp_path):
+    import os
+    import pickle
+
+    import numpy as np
+    import pytest
+
+    mod = _per_goal_module()
+    good = tmp_path / "good.pkl"
+    good.write_bytes(pickle.dumps({"task_avg_returns": [np.arange(40.0), [1.0] * 40]}, protocol=4))
+    np.testing.assert_array_equal(mod.load_returns(good)[0], np.arange(40.0))
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(pickle.dumps({"task_avg_returns": os.getcwd}))  # would import and reference os
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
+        mod.load_returns(bad)
+
+
+def test_maml_per_goal_summary_by_direction():
+    import numpy as np
+
+    mod = _per_goal_module()
+    goals = mod.test_goals("halfcheetah-dir")  # MAML's np.random.seed(1) draw: 18 forward, 22 backward
+    returns = np.where(goals >= 1.0, 300.0, 100.0)[None, :]
+    row = mod.summarise("halfcheetah-dir", returns)[0]
+    assert (row["forward_goals"], row["forward_mean"], row["backward_mean"]) == (18, 300.0, 100.0)
+    assert row["mean"] == round(float(returns.mean()), 3)
