@@ -34,6 +34,8 @@ METHOD_ORDER = {"maml": 0, "multitask": 1, "random": 2, "in-context": 3, "in-con
 MODEL_ORDER = {"ssm": 0, "gru": 1, "lstm": 2, "transformer": 3, "mlp": 4}
 TARGET_WINDOW = 10  # iterations in the trailing mean of the time-to-target table
 MAML_PER_GOAL = HERE / "results" / "maml2017_per_goal.json"  # benchmarks/maml2017_per_goal.py
+DISTANCE_EDGES = (0.2, 0.4)  # navigation-2d goals by distance from the start: near, middle, far
+DISTANCE_STEPS = 3  # adaptation steps 0..2 in the distance table
 
 
 def load_runs(root: Path) -> dict[str, list[dict]]:
@@ -196,6 +198,7 @@ def env_table(env: str, runs: list[dict]) -> str:
         cells = " | ".join([f"{m:.1f}" for m in med] + [""] * (steps - len(med)))
         lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | {cells} |")
     lines += direction_table(runs, steps)
+    lines += distance_table(runs)
     agg = seed_aggregates(runs)
     if agg:
         lines += ["", "Across seeds (mean of the per-seed means ± std over seeds):", "",
@@ -231,6 +234,45 @@ def direction_table(runs: list[dict], steps: int) -> list[str]:
         for name, sel in (("forward", direction > 0), ("backward", direction < 0)):
             cells = " | ".join(f"{m:.1f}" for m in per_task[sel].mean(axis=0))
             lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | {name} ({int(sel.sum())}) | {cells} |")
+    return lines
+
+
+def distance_cells(goals: np.ndarray, per_task: np.ndarray) -> list[str]:
+    """One cell per goal-distance bin: "r0 / r1 / r2 (n)", the bin's mean return after 0..DISTANCE_STEPS-1
+    adaptation steps and its number of goals. goals: (tasks, 2); per_task: (tasks, steps + 1)."""
+    bins = np.digitize(np.linalg.norm(goals, axis=1), DISTANCE_EDGES)  # (tasks,) in 0..len(EDGES)
+    cells = []
+    for b in range(len(DISTANCE_EDGES) + 1):
+        sel = per_task[bins == b, :DISTANCE_STEPS]
+        means = " / ".join(f"{m:.1f}" for m in sel.mean(axis=0)) if len(sel) else "-"
+        cells.append(f"{means} ({len(sel)})")
+    return cells
+
+
+def distance_table(runs: list[dict]) -> list[str]:
+    """navigation-2d (tasks with ``goal_x``/``goal_y``): the standard adaptation's held-out return by the
+    goal's distance from the start, beside MAML 2017's own goals and returns (its figure data,
+    ``results/maml2017_per_goal.json``, when present): where the returns after 1 and 2 steps are lost."""
+    rows = [d for d in runs if "standard" in d["evaluation"]
+            and "goal_x" in (d.get("test_task_params") or [{}])[0]]
+    if not rows:
+        return []
+    e0, e1 = DISTANCE_EDGES
+    lines = ["", "By goal distance from the start (standard adaptation; mean return after 0 / 1 / 2 steps, the "
+             "number of goals in brackets):", "",
+             f"| method | policy | seed | near (< {e0}) | middle ({e0}-{e1}) | far (>= {e1}) |",
+             "|---|---|---|---|---|---|"]
+    if MAML_PER_GOAL.exists():
+        data = json.loads(MAML_PER_GOAL.read_text())
+        goals = np.asarray(data["test_goals"]["navigation-2d"])
+        per_task = np.asarray([r["returns"] for r in data["navigation-2d"]["maml"]]).T  # (goals, steps + 1)
+        lines.append("| MAML 2017 maml (its figure data) | mlp 100×100 | | "
+                     + " | ".join(distance_cells(goals, per_task)) + " |")
+    for d in rows:
+        goals = np.asarray([[p["goal_x"], p["goal_y"]] for p in d["test_task_params"]])
+        per_task = np.asarray(d["evaluation"]["standard"]["per_task"])
+        lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | "
+                     + " | ".join(distance_cells(goals, per_task)) + " |")
     return lines
 
 

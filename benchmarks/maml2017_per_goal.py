@@ -6,8 +6,9 @@ per adaptation step, 40 test goals each, drawn with ``np.random.seed(1)`` (navig
 [-0.5, 0.5]^2; halfcheetah-dir: uniform in [0, 2], "backward" below 1.0 as
 ``HalfCheetahEnvRandDirec.reset`` reads it). Each is ONE meta-trained policy (one training run's snapshot,
 e.g. ``itr_100.pkl`` on halfcheetah-dir) adapted once per goal. This script summarises them per step: mean,
-s.e.m. and median over goals, the worst goal, the correlation with the goal's distance (navigation), and
-the mean per direction (halfcheetah-dir), so our per-seed numbers can be compared with what one MAML run
+s.e.m. and median over goals, the worst goal, the correlation with the goal's distance and every goal's
+return with the goals themselves (navigation; ``learning_report.py`` bins them by distance), and the mean
+per direction (halfcheetah-dir), so our per-seed numbers can be compared with what one MAML run
 gave and how its goals spread.
 
 The pickles are loaded with an unpickler that admits numpy's array reconstruction only (nothing else is
@@ -66,6 +67,7 @@ def summarise(env: str, returns: np.ndarray) -> list[dict]:
                "min": r.min()}
         if env == "navigation-2d":
             row["corr_with_goal_distance"] = float(np.corrcoef(np.linalg.norm(goals, axis=1), r)[0, 1])
+            row["returns"] = [round(float(x), 3) for x in r]  # per goal, in test_goals' order
         else:
             fwd = goals >= 1.0
             row.update(forward_goals=int(fwd.sum()), forward_mean=r[fwd].mean(), backward_mean=r[~fwd].mean())
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     repo = Path(a.maml_repo)
     result: dict = {"source": "github.com/cbfinn/maml_rl icml/*.pkl (MAML 2017's figure data)",
                     "command": "python benchmarks/maml2017_per_goal.py --maml-repo <clone of cbfinn/maml_rl>"}
+    result["test_goals"] = {"navigation-2d": np.round(test_goals("navigation-2d"), 6).tolist()}
     for env, pattern in FILES.items():
         result[env] = {}
         for row in ROWS:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 _spec = importlib.util.spec_from_file_location("learning_report_t", BENCH / "learning_report.py")
 lr = importlib.util.module_from_spec(_spec)
@@ -87,3 +89,29 @@ def test_maml_per_goal_summary_by_direction():
     row = mod.summarise("halfcheetah-dir", returns)[0]
     assert (row["forward_goals"], row["forward_mean"], row["backward_mean"]) == (18, 300.0, 100.0)
     assert row["mean"] == round(float(returns.mean()), 3)
+
+
+def test_distance_table_bins_navigation_goals_by_distance(tmp_path, monkeypatch):
+    monkeypatch.setattr(lr, "MAML_PER_GOAL", tmp_path / "absent.json")  # no MAML row without its file
+    goals = [(0.1, 0.0), (0.0, 0.3), (0.3, 0.3), (-0.4, 0.2), (0.5, 0.5)]  # distances 0.1, 0.3, 0.42, 0.45, 0.71
+    run = {"method": "maml", "model": "mlp", "variant": "", "seed": 1,
+           "test_task_params": [{"goal_x": x, "goal_y": y} for x, y in goals],
+           "evaluation": {"standard": {"per_task": [[-10.0, -5.0, -2.0, -1.0], [-30.0, -8.0, -4.0, -3.0],
+                                                    [-40.0, -6.0, -3.0, -2.0], [-44.0, -10.0, -5.0, -4.0],
+                                                    [-70.0, -20.0, -9.0, -8.0]]}}}
+    rows = [x for x in lr.distance_table([run]) if x.startswith("| maml")]
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[3:] == ["-10.0 / -5.0 / -2.0 (1)", "-30.0 / -8.0 / -4.0 (1)", "-51.3 / -12.0 / -5.7 (3)"]
+    assert lr.distance_cells(np.asarray([[0.5, 0.5]]), np.asarray([[-70.0, -20.0, -9.0]]))[0] == "- (0)"  # empty bin
+    assert lr.distance_table([{**run, "test_task_params": [{"direction": 1.0}] * 5}]) == []  # not navigation
+
+
+def test_maml_navigation_summary_keeps_every_goals_return():
+    import numpy as np
+
+    mod = _per_goal_module()
+    returns = np.stack([-100.0 * np.linalg.norm(mod.test_goals("navigation-2d"), axis=1), -np.arange(40.0)])
+    rows = mod.summarise("navigation-2d", returns)  # (steps, goals) -> one row per step
+    assert rows[0]["corr_with_goal_distance"] == -1.0 and rows[1]["returns"] == [-float(i) for i in range(40)]
+    assert rows[0]["returns"] == [round(float(x), 3) for x in returns[0]]
+    assert "returns" not in mod.summarise("halfcheetah-dir", returns[:, :40])[0]  # per direction instead
