@@ -96,6 +96,8 @@ def test_timeouts_give_clear_errors():
     cfg = tiny_cfg(episodes=10)
     sampler = RaySampler(cfg, rt(sample_timeout_s=0.05, max_worker_failures=0), 1, "timeout")
     sampler.set_weights(build_state(cfg).learner.get_weights(), 0)
+    # keep the worker busy past the timeout: sampling itself can finish within 0.05 s on a fast machine
+    sampler.workers[0].handle.__ray_call__.remote(lambda self: time.sleep(5))
     with pytest.raises(SamplingError, match=r"rollout-0 returned nothing for 0.05 s \(sample_timeout_s\)"):
         sampler.sample_tasks(build_state(cfg).train_tasks[:2])
     assert sampler.workers == []  # gave up and cleaned up
