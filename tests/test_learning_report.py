@@ -67,7 +67,6 @@ def test_maml_figure_pickles_load_numpy_only(tmp_path):
     import os
     import pickle
 
-    import numpy as np
     import pytest
 
     mod = _per_goal_module()
@@ -81,8 +80,6 @@ def test_maml_figure_pickles_load_numpy_only(tmp_path):
 
 
 def test_maml_per_goal_summary_by_direction():
-    import numpy as np
-
     mod = _per_goal_module()
     goals = mod.test_goals("halfcheetah-dir")  # MAML's np.random.seed(1) draw: 18 forward, 22 backward
     returns = np.where(goals >= 1.0, 300.0, 100.0)[None, :]
@@ -107,8 +104,6 @@ def test_distance_table_bins_navigation_goals_by_distance(tmp_path, monkeypatch)
 
 
 def test_maml_navigation_summary_keeps_every_goals_return():
-    import numpy as np
-
     mod = _per_goal_module()
     returns = np.stack([-100.0 * np.linalg.norm(mod.test_goals("navigation-2d"), axis=1), -np.arange(40.0)])
     rows = mod.summarise("navigation-2d", returns)  # (steps, goals) -> one row per step
