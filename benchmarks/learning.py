@@ -41,6 +41,11 @@ METHODS = ("maml", "multitask", "random", "in-context", "in-context-maml")
 LR = {"mlp": 0.1, "ssm": 0.02, "gru": 0.02, "lstm": 0.02, "transformer": 0.02}
 
 
+def pick(given, default):
+    """A flag's value if given (not None), else ``default`` (the preset's or the config's)."""
+    return default if given is None else given
+
+
 def build_config(a: argparse.Namespace):
     from dataclasses import replace
 
@@ -69,8 +74,9 @@ def build_config(a: argparse.Namespace):
         # multitask collects one batch per task instead of two, so it gets twice the iterations: the
         # same env-step budget as maml
         meta=replace(cfg.meta, meta_batch_size=meta_batch, episodes_per_task=episodes, inner_lr=lr,
-                     inner_steps=0 if a.method == "multitask" else a.inner_steps, outer_steps=a.outer_steps,
-                     inner_lr_decay=a.inner_lr_decay, multi_step_loss=a.multi_step_loss,
+                     inner_steps=0 if a.method == "multitask" else pick(a.inner_steps, cfg.meta.inner_steps),
+                     outer_steps=a.outer_steps, inner_lr_decay=pick(a.inner_lr_decay, cfg.meta.inner_lr_decay),
+                     multi_step_loss=a.multi_step_loss or cfg.meta.multi_step_loss,
                      warmup_iterations=a.warmup_iterations, warmup_tasks=a.warmup_tasks,
                      warmup_schedule=a.warmup_schedule,
                      outer_lr=a.outer_lr or (1e-3 if in_context else cfg.meta.outer_lr),
@@ -89,6 +95,7 @@ def build_config(a: argparse.Namespace):
                         if a.method == "in-context-maml" else {})),
         adapt=replace(cfg.adapt, adapt_lr=lr, adapt_steps=a.adapt_steps, baseline=a.baseline,
                       adapt_params=a.inner_params,
+                      batch_unit=a.test_batch_unit or a.batch_unit or cfg.adapt.batch_unit,
                       episodes_per_step=a.episodes or (cfg.adapt.episodes_per_step if a.preset else episodes)))
 
 
@@ -218,7 +225,10 @@ def cmd_run(a: argparse.Namespace) -> dict:
 
 
 # The committed plan: what ``suite`` runs, as (env, method, model, seed, tag, extra flags); results of the
-# learner before the MAML-parity fixes (HalfCheetah, 3.2e6 steps) are kept in results/learning_v1/.
+# learner before the MAML-parity fixes (HalfCheetah, 3.2e6 steps) are kept in results/learning_v1/. The
+# navigation-2d rows up to "random" ran under the maml2017 preset as it stood before 2026-12-05 (one inner
+# step, 100 iterations, test steps 0.5 / 0.125 / 0.031 of 40 episodes); each result file holds its whole
+# config. The "preset" rows run today's (two inner steps, 80 iterations, test batches of 4,000 env steps).
 NAV = ["--preset", "maml2017", "--modes", "standard"]
 PLAN = [
     ("navigation-2d", "maml", "mlp", 0, "", NAV), ("navigation-2d", "maml", "mlp", 1, "", NAV),
@@ -230,6 +240,7 @@ PLAN = [
     ("navigation-2d", "maml", "mlp", 0, "inner2", [*NAV, "--inner-steps", "2", "--iterations", "66"]),
     ("navigation-2d", "maml", "mlp", 0, "lagged", [*NAV, "--baseline", "lagged"]),
     ("navigation-2d", "random", "mlp", 0, "", NAV),
+    *[("navigation-2d", "maml", "mlp", seed, "preset-msl", NAV) for seed in range(3)],
     ("halfcheetah-dir", "maml", "mlp", 0, "", ["--preset", "maml2017", "--modes", "standard",
                                                "--checkpoint-every", "1", "--resume"]),
 ]
@@ -256,8 +267,8 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
                                      adapt_lr=a.adapt_lr if a.adapt_lr is not None else cfg.adapt.adapt_lr,
                                      adapt_lr_decay=(a.adapt_lr_decay if a.adapt_lr_decay is not None
                                                      else cfg.adapt.adapt_lr_decay),
-                                     adapt_lr_schedule=a.adapt_lr_schedule or cfg.adapt.adapt_lr_schedule),
-                  meta=replace(cfg.meta, batch_unit=a.batch_unit or cfg.meta.batch_unit)).validate()
+                                     adapt_lr_schedule=a.adapt_lr_schedule or cfg.adapt.adapt_lr_schedule,
+                                     batch_unit=a.batch_unit or cfg.adapt.batch_unit)).validate()
     torch.set_num_threads(1)
     weights = torch.load(HERE.parent / "runs" / "learning" / a.env / f"{name}.pt", weights_only=True)
     _, test_tasks = task_splits(make_env(cfg.env), cfg.num_train_tasks, cfg.num_test_tasks, cfg.seed)
@@ -351,14 +362,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "rllab's lagged one (fitted on the task's previous batch, 0 for the first)")
     r.add_argument("--batch-unit", choices=BATCH_UNITS, default=None,
                    help="--episodes counts episodes, or env steps as rllab's batch_size (whole episodes until "
-                        "--episodes x horizon steps; MAML 2017's samplers); default: the preset's, else episodes")
+                        "--episodes x horizon steps; MAML 2017's samplers), in training and at test time; "
+                        "default: the preset's, else episodes")
+    r.add_argument("--test-batch-unit", choices=BATCH_UNITS, default=None,
+                   help="what test-time steps' batches count (default: --batch-unit, else the preset's)")
     r.add_argument("--inner-params", choices=["all", "heads"], default="all",
                    help="what inner and test-time steps adapt: all parameters (MAML) or the heads only (ANIL)")
-    r.add_argument("--inner-steps", type=int, default=1, help="inner PG steps in meta-training (MAML: 1)")
-    r.add_argument("--inner-lr-decay", type=float, default=1.0,
-                   help="inner step s uses --lr x decay^s in meta-training (default 1)")
+    r.add_argument("--inner-steps", type=int, default=None,
+                   help="inner PG steps in meta-training (default: the preset's, else 1; MAML: 1)")
+    r.add_argument("--inner-lr-decay", type=float, default=None,
+                   help="inner step s uses --lr x decay^s in meta-training (default: the preset's, else 1)")
     r.add_argument("--multi-step-loss", action="store_true",
-                   help="with --inner-steps > 1: outer loss after every inner step, not only the last")
+                   help="with --inner-steps > 1: outer loss after every inner step, not only the last "
+                        "(also on where the preset sets it)")
     r.add_argument("--outer-optimizer", choices=["clipped", "trpo"], default=None)
     r.add_argument("--outer-lr", type=float, default=None)
     r.add_argument("--shared-critic", action="store_true",

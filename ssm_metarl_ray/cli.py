@@ -44,7 +44,8 @@ class _Parser(argparse.ArgumentParser):
 # ---- train flags: one per config field, generated from the dataclasses ------------------------------------
 # A field's flag is --<last part of its dotted name, dashed>, except these ...
 _FLAG_OF = {"meta.trpo_max_kl": "--max-kl", "num_threads": "--threads", "model.kind": "--model",
-            "adapt.clip_eps": "--adapt-clip-eps", "adapt.baseline": "--adapt-baseline"}
+            "adapt.clip_eps": "--adapt-clip-eps", "adapt.baseline": "--adapt-baseline",
+            "adapt.batch_unit": "--adapt-batch-unit"}
 # ... and it also accepts the seed's spellings
 _ALIASES = {"env": ("--env_name", "--env-name"), "iterations": ("--num_epochs", "--num-epochs"),
             "output_dir": ("--save_dir",), "meta.inner_lr": ("--inner_lr",), "meta.outer_lr": ("--outer_lr",),

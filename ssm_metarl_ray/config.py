@@ -27,7 +27,7 @@ DEFAULT_INNER_LR = {"ssm": 0.02, "mlp": 0.1, "gru": 0.02, "lstm": 0.02, "transfo
 ADAPTATION_MODES = ("standard", "hybrid")
 BASELINES = ("fit", "lagged")
 ADAPT_LR_SCHEDULES = ("geometric", "first")  # adapt.adapt_lr_schedule
-BATCH_UNITS = ("episodes", "steps")  # meta.batch_unit
+BATCH_UNITS = ("episodes", "steps")  # meta.batch_unit, adapt.batch_unit
 INNER_PARAMS = ("all", "heads")  # meta.inner_params / adapt.adapt_params: what an inner step adapts
 ACTIVATIONS = ("tanh", "relu")
 MLP_INITS = ("torch", "xavier")  # model.mlp_init
@@ -71,7 +71,7 @@ def field_choices(name: str) -> tuple[str, ...] | None:
     return {"model.kind": MODELS, "model.activation": ACTIVATIONS, "model.mlp_init": MLP_INITS,
             "adapt.adaptation_mode": ADAPTATION_MODES, "adapt.adapt_lr_schedule": ADAPT_LR_SCHEDULES,
             "meta.baseline": BASELINES, "adapt.baseline": BASELINES, "meta.batch_unit": BATCH_UNITS,
-            "meta.inner_params": INNER_PARAMS, "adapt.adapt_params": INNER_PARAMS,
+            "adapt.batch_unit": BATCH_UNITS, "meta.inner_params": INNER_PARAMS, "adapt.adapt_params": INNER_PARAMS,
             "meta.outer_optimizer": OUTER_OPTIMIZERS, "meta.method": METHODS,
             "meta.warmup_schedule": WARMUP_SCHEDULES}.get(name)
 
@@ -164,10 +164,10 @@ class MetaConfig:
     episodes_per_task: int = 10  # K trajectories per task for the inner update and for the outer loss
     #   (in-context: trials per task)
     episodes_per_trial: int = 1  # in-context(-maml): episodes per trial (the state carries across them)
-    batch_unit: str = "episodes"  # what episodes_per_task and adapt.episodes_per_step count: "episodes" (a
-    #   batch is exactly that many episodes) or "steps" (rllab's batch_size, MAML 2017's samplers: whole
-    #   episodes until the batch holds at least that many x horizon env steps, so a batch whose episodes end
-    #   early, as navigation-2d's at the goal, holds more of them); "steps" needs meta.method maml
+    batch_unit: str = "episodes"  # what episodes_per_task counts: "episodes" (a batch is exactly that many
+    #   episodes) or "steps" (rllab's batch_size, MAML 2017's samplers: whole episodes until the batch holds
+    #   at least that many x horizon env steps, so a batch whose episodes end early, as navigation-2d's at
+    #   the goal, holds more of them); "steps" needs meta.method maml
     ppo_minibatches: int = 4  # in-context: minibatches of trials per PPO epoch (outer_steps epochs)
     anneal_lr: bool = False  # in-context: the Adam step size decays linearly from outer_lr to 0 over the
     #   run's iterations (CleanRL's PPO default)
@@ -236,6 +236,8 @@ class AdaptConfig:
     #   "first": step 0 uses adapt_lr and every later step adapt_lr * adapt_lr_decay (MAML 2017's test scripts:
     #   rllab's VPG with init_learning_rate, e.g. 0.1, 0.05, 0.05 on HalfCheetah)
     episodes_per_step: int = 10  # fresh trajectories per adaptation step
+    batch_unit: str = "episodes"  # what episodes_per_step counts at test time, as meta.batch_unit in training
+    #   (follows it unless set: MAML 2017's navigation test batches are 4,000 env steps, "steps")
     grad_clip: float = 10.0  # clip each adaptation gradient to this global norm
     baseline: str = "fit"  # "fit": linear baseline fitted on the step's own trajectories (ProMP); "lagged":
     #   predicted by the baseline fitted on the previous step's (rllab, MAML 2017's test; 0 at step 0)
@@ -261,6 +263,11 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def test_meta(self) -> MetaConfig:
+        """``meta`` as test-time sampling sees it: batches counted in ``adapt.batch_unit``."""
+        return replace(self.meta, batch_unit=self.adapt.batch_unit)
+
     def validate(self) -> ExperimentConfig:
         """Check every field against the rule table and the cross-field rules; returns self.
         ``ConfigError`` (one line, the dotted field named) at the first problem."""
@@ -281,9 +288,10 @@ class ExperimentConfig:
             raise ConfigError(f"meta.warmup_iterations must be a multiple of meta.warmup_tasks "
                               f"({self.meta.warmup_tasks}) for meta.warmup_schedule in-turn (equal phases), got "
                               f"{self.meta.warmup_iterations}", "meta.warmup_iterations")
-        if self.meta.batch_unit == "steps" and self.meta.method != "maml":
-            raise ConfigError(f"meta.batch_unit steps needs meta.method maml (batches of single episodes), got "
-                              f"meta.method {self.meta.method}", "meta.batch_unit")
+        for name, unit in (("meta.batch_unit", self.meta.batch_unit), ("adapt.batch_unit", self.adapt.batch_unit)):
+            if unit == "steps" and self.meta.method != "maml":
+                raise ConfigError(f"{name} steps needs meta.method maml (batches of single episodes), got "
+                                  f"meta.method {self.meta.method}", name)
         if m.ssm_r_min >= SSM_R_MAX:
             raise ConfigError(f"model.ssm_r_min must be below the largest eigenvalue magnitude {SSM_R_MAX}, got "
                               f"{m.ssm_r_min}", "model.ssm_r_min")
@@ -298,6 +306,7 @@ class ExperimentConfig:
         types and out-of-range values raise ``ConfigError`` (a ``ValueError``) naming them."""
         if not isinstance(d, dict):
             raise ConfigError(f"config must be a mapping, got {type(d).__name__}")
+        d = _with_adapt_batch_unit(d)
         kwargs: dict[str, Any] = {}
         known = {f.name for f in fields(cls)}
         for k, v in d.items():
@@ -317,6 +326,15 @@ class ExperimentConfig:
 
 
 SUBCONFIGS: dict[str, type] = {"model": ModelConfig, "meta": MetaConfig, "adapt": AdaptConfig}
+
+
+def _with_adapt_batch_unit(d: dict) -> dict:
+    """A stored config from before ``adapt.batch_unit`` existed (test batches then counted in
+    ``meta.batch_unit``) with it filled in, so it evaluates as it did."""
+    adapt, meta = d.get("adapt"), d.get("meta")
+    if not (isinstance(adapt, dict) and isinstance(meta, dict)) or "batch_unit" in adapt or "batch_unit" not in meta:
+        return d
+    return {**d, "adapt": {**adapt, "batch_unit": meta["batch_unit"]}}
 
 
 def field_types() -> dict[str, str]:
@@ -374,7 +392,8 @@ __all__ = ["ModelConfig", "MetaConfig", "AdaptConfig", "ExperimentConfig", "Conf
 # ---- defaults that depend on other fields (applied by derive() to the fields left unset) -------------------
 # fields that take another field's value
 FOLLOWS = {"adapt.adapt_lr": "meta.inner_lr", "adapt.episodes_per_step": "meta.episodes_per_task",
-           "adapt.baseline": "meta.baseline", "adapt.adapt_params": "meta.inner_params"}
+           "adapt.baseline": "meta.baseline", "adapt.adapt_params": "meta.inner_params",
+           "adapt.batch_unit": "meta.batch_unit"}
 # meta.method "in-context": recurrent PPO over 2-episode trials (VariBAD-like) ...
 IN_CONTEXT_DEFAULTS = {"meta.outer_lr": 1e-3, "meta.outer_steps": 4, "meta.value_coef": 0.5,
                        "meta.episodes_per_task": 4, "meta.episodes_per_trial": 2, "meta.gae_lambda": 0.95}

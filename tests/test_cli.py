@@ -364,7 +364,7 @@ def test_every_config_field_has_a_train_flag_with_its_comment_as_help():
 
 def test_dependent_defaults_and_precedence():
     """Unset fields take the defaults that depend on others (config.derive); a preset sits under the flags
-    given: navigation-2d's maml2017 preset now also sets its test-time step decay."""
+    given: navigation-2d's maml2017 preset also sets its test-time step decay and test batch unit."""
     assert _config("--model", "mlp").meta.inner_lr == 0.1 and _config("--model", "mlp").adapt.adapt_lr == 0.1
     assert _config("--inner-lr", "0.3").adapt.adapt_lr == 0.3
     assert _config("--inner-lr", "0.3", "--adapt-lr", "0.2").adapt.adapt_lr == 0.2
@@ -374,7 +374,11 @@ def test_dependent_defaults_and_precedence():
     assert (ic.meta.value_coef, ic.meta.episodes_per_trial, ic.meta.gae_lambda) == (0.5, 2, 0.9)
     assert ic.adapt.episodes_per_step == 4  # follows the in-context episodes_per_task
     p = _config("--preset", "maml2017", "--meta-batch-size", "3")
-    assert (p.meta.meta_batch_size, p.meta.episodes_per_task, p.adapt.adapt_lr_decay) == (3, 20, 0.25)
+    assert (p.meta.meta_batch_size, p.meta.episodes_per_task, p.adapt.adapt_lr_decay) == (3, 20, 0.5)
+    assert (p.meta.batch_unit, p.adapt.batch_unit) == ("episodes", "steps")
+    assert _config("--batch-unit", "steps").adapt.batch_unit == "steps"  # follows meta.batch_unit
+    assert _config("--batch-unit", "steps", "--adapt-batch-unit", "episodes").adapt.batch_unit == "episodes"
+    assert _config("--preset", "maml2017", "--adapt-batch-unit", "episodes").adapt.batch_unit == "episodes"
 
 
 def test_sweeps_build_configs_through_the_same_derive():

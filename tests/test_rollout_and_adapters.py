@@ -130,6 +130,39 @@ def test_steps_batch_unit_needs_single_episode_rows():
     with pytest.raises(ConfigError, match="meta.batch_unit"):
         ExperimentConfig(meta=MetaConfig(method="in-context-maml", episodes_per_trial=2,
                                          batch_unit="steps")).validate()
+    with pytest.raises(ConfigError, match="adapt.batch_unit steps needs meta.method maml"):
+        ExperimentConfig(meta=MetaConfig(method="in-context-maml", episodes_per_trial=2),
+                         adapt=AdaptConfig(batch_unit="steps")).validate()
+
+
+def test_test_batches_count_in_adapt_batch_unit_and_training_batches_in_meta():
+    """``adapt.batch_unit`` "steps" with ``meta.batch_unit`` "episodes" (the maml2017 navigation-2d preset):
+    the evaluator's batches are topped up to episodes x horizon env steps, the trainer's are not."""
+    from ssm_metarl_ray.training.evaluate import Evaluator
+    from ssm_metarl_ray.training.meta_train import build_state
+
+    cfg = ExperimentConfig(env="cartpole-physics", model=ModelConfig(kind="mlp", hidden_size=8),
+                           meta=MetaConfig(meta_batch_size=1, episodes_per_task=2, inner_lr=0.1),
+                           adapt=AdaptConfig(batch_unit="steps", episodes_per_step=2, adapt_steps=1),
+                           num_train_tasks=2, num_test_tasks=1).validate()
+    assert cfg.test_meta.batch_unit == "steps" and cfg.meta.batch_unit == "episodes"
+    task = build_state(cfg).train_tasks[0]
+    ev = Evaluator(cfg, seed=0)
+    test_batch = ev.worker.sample(task, 2)
+    train_batch = RolloutWorker(cfg.env, cfg.model, cfg.meta, 2, seed=0).sample(task, 2)
+    horizon = ev.worker.spec.horizon
+    assert test_batch.mask.sum() >= 2 * horizon and test_batch.rewards.shape[0] > 2  # the pole falls early
+    assert train_batch.rewards.shape[0] == 2 and train_batch.mask.sum() < 2 * horizon
+
+
+def test_configs_stored_before_adapt_batch_unit_evaluate_as_they_did():
+    """A stored config without ``adapt.batch_unit`` (test batches then counted in ``meta.batch_unit``) gets
+    the meta unit; a config that has it keeps its own."""
+    d = ExperimentConfig(meta=MetaConfig(batch_unit="steps")).to_dict()
+    del d["adapt"]["batch_unit"]
+    assert ExperimentConfig.from_dict(d).adapt.batch_unit == "steps"
+    d["adapt"]["batch_unit"] = "episodes"
+    assert ExperimentConfig.from_dict(d).adapt.batch_unit == "episodes"
 
 
 def test_stale_weights_are_ignored():

@@ -22,7 +22,7 @@ from ssm_metarl_ray.utils.stats import mean_sem
 class Evaluator:
     def __init__(self, cfg: ExperimentConfig, seed: int = 0):
         self.cfg = cfg
-        self.worker = RolloutWorker(cfg.env, cfg.model, cfg.meta, cfg.adapt.episodes_per_step, seed)
+        self.worker = RolloutWorker(cfg.env, cfg.model, cfg.test_meta, cfg.adapt.episodes_per_step, seed)
         self.seed = seed
 
     def set_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
