@@ -58,7 +58,7 @@ def build_config(a: argparse.Namespace):
                         ssm_r_min=a.ssm_r_min, ssm_input_hidden=a.ssm_input_hidden,
                         head_init_gain=a.head_init_gain,
                         observation_only=a.observation_only, critic_detached=not a.shared_critic,
-                        head_hidden=a.head_hidden, mlp_init=a.mlp_init)
+                        head_hidden=a.head_hidden, head_obs=a.head_obs, mlp_init=a.mlp_init)
     cfg = ExperimentConfig(env=a.env, num_threads=1, seed=a.seed, model=model)
     if a.preset:  # the published protocol; explicit flags below still override it
         cfg = apply_preset(cfg, a.preset)
@@ -96,6 +96,7 @@ def build_config(a: argparse.Namespace):
         adapt=replace(cfg.adapt, adapt_lr=lr, adapt_steps=a.adapt_steps, baseline=a.baseline,
                       adapt_params=a.inner_params,
                       batch_unit=a.test_batch_unit or a.batch_unit or cfg.adapt.batch_unit,
+                      adapt_lr_decay=pick(a.adapt_lr_decay, cfg.adapt.adapt_lr_decay),
                       episodes_per_step=a.episodes or (cfg.adapt.episodes_per_step if a.preset else episodes)))
 
 
@@ -355,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--recurrent-lr-scale", type=float, default=1.0,
                    help="in-context: Adam step of the SSM's recurrence parameters relative to --outer-lr")
     r.add_argument("--ppo-minibatches", type=int, default=4, help="in-context: minibatches per PPO epoch")
+    r.add_argument("--head-obs", action="store_true",
+                   help="the actor and critic heads read the observation beside the core's output")
     r.add_argument("--observation-only", action="store_true",
                    help="the policy sees the observation only (MAML 2017), not previous action/reward/done")
     r.add_argument("--baseline", choices=BASELINES, default="fit",
@@ -390,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the adapted policies' Fisher with the inner step's Jacobian taken as the identity)")
     r.add_argument("--test-tasks", type=int, default=40, help="held-out test tasks (MAML: 40)")
     r.add_argument("--adapt-steps", type=int, default=3, help="adaptation steps (MAML: 0..3)")
+    r.add_argument("--adapt-lr-decay", type=float, default=None,
+                   help="test-time steps after the first are smaller by this factor (default: the preset's, "
+                        "else the config's)")
     r.add_argument("--outer-steps", type=int, default=5,
                    help="clipped-surrogate steps per meta-iteration (ProMP uses 5)")
     r.add_argument("--lr", type=float, default=None, help="inner/adaptation step size (default per model)")

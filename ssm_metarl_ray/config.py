@@ -151,6 +151,9 @@ class ModelConfig:
     #   never drag the shared core (and with it the meta-gradient)
     head_hidden: int = 0  # width of one hidden tanh layer in the actor and critic heads (0: linear heads;
     #   Lu et al. 2023's in-context S5 agent uses MLP heads)
+    head_obs: bool = False  # the actor and critic heads read the current observation beside the core's
+    #   output (as Ni et al. 2022's recurrent actor-critics): the core carries what the history says,
+    #   the heads map the observation precisely
 
 
 @dataclass(frozen=True)

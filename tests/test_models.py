@@ -486,10 +486,36 @@ def test_observation_only_policy_ignores_reward_and_action_inputs(kind):
     torch.testing.assert_close(torch.stack(steps, 1), seq.dist_params)
 
 
-@pytest.mark.parametrize("kind, discrete, head_hidden, obs_only", [
-    ("ssm", False, 0, False), ("ssm", True, 8, False), ("mlp", False, 8, False), ("mlp", True, 0, True),
-    ("ssm", False, 0, True), ("gru", False, 0, False)])
-def test_grouped_step_equals_a_step_per_parameter_set(kind, discrete, head_hidden, obs_only):
+@pytest.mark.parametrize("kind", ["ssm", "lstm", "transformer"])
+def test_head_obs_heads_read_the_observation_and_step_equals_sequence(kind):
+    """``head_obs``: the heads are sized for and given [core output, observation] (``head_input``), and
+    ``step`` == ``forward_sequence`` with them."""
+    from ssm_metarl_ray.models.policy import Policy
+
+    torch.manual_seed(1)
+    cfg = ModelConfig(kind=kind, hidden_size=8, num_layers=1, state_size=4, num_heads=2, context_len=6,
+                      head_hidden=4, head_obs=True)
+    pol = Policy(obs_dim=3, act_dim=2, discrete=False, cfg=cfg).double()
+    assert pol.actor[0].in_features == 8 + 3 and pol.critic[0].in_features == 8 + 3
+    x = torch.randn(2, 5, pol.input_dim, dtype=torch.float64)
+    dones = torch.zeros(2, 5, dtype=torch.float64)
+    dones[:, 0] = 1
+    seq, _ = pol.forward_sequence(x, pol.initial_state(2), dones)
+    state, steps = pol.initial_state(2), []
+    for t in range(5):
+        out, state = pol.step(x[:, t], state, dones[:, t])
+        steps.append(out.dist_params)
+    torch.testing.assert_close(torch.stack(steps, 1), seq.dist_params, rtol=1e-9, atol=1e-9)
+    y = torch.randn(2, 8, dtype=torch.float64)
+    head_in = pol.head_input(y, x[:, 0])
+    torch.testing.assert_close(head_in, torch.cat([y, x[:, 0, :3]], -1))
+
+
+@pytest.mark.parametrize("kind, discrete, head_hidden, obs_only, head_obs", [
+    ("ssm", False, 0, False, False), ("ssm", True, 8, False, False), ("mlp", False, 8, False, False),
+    ("mlp", True, 0, True, False), ("ssm", False, 0, True, False), ("gru", False, 0, False, False),
+    ("ssm", False, 8, False, True), ("ssm", True, 0, True, True), ("gru", False, 8, False, True)])
+def test_grouped_step_equals_a_step_per_parameter_set(kind, discrete, head_hidden, obs_only, head_obs):
     """GroupedPolicy's batched step (G parameter sets, one call per op) gives what G calls of Policy.step
     with each set give (the reference loop, which cores without a batched step use), resets included."""
     from ssm_metarl_ray.models.grouped_step import GroupedPolicy
@@ -497,7 +523,7 @@ def test_grouped_step_equals_a_step_per_parameter_set(kind, discrete, head_hidde
 
     torch.manual_seed(3)
     cfg = ModelConfig(kind=kind, hidden_size=16, num_layers=2, state_size=8, head_hidden=head_hidden,
-                      observation_only=obs_only)
+                      observation_only=obs_only, head_obs=head_obs)
     policy = Policy(5, 3, discrete, cfg).double()
     G, k, T = 3, 4, 12
     sets = [{n: p.detach() + 0.1 * g * torch.randn_like(p) for n, p in policy.named_parameters()} for g in range(G)]
@@ -515,9 +541,10 @@ def test_grouped_step_equals_a_step_per_parameter_set(kind, discrete, head_hidde
 
 
 @pytest.mark.parametrize("kind", MODELS)
-@pytest.mark.parametrize("discrete, head_hidden, obs_only", [(False, 0, False), (True, 8, False), (False, 8, True)])
+@pytest.mark.parametrize("discrete, head_hidden, obs_only, head_obs", [
+    (False, 0, False, False), (True, 8, False, False), (False, 8, True, False), (False, 8, False, True)])
 @pytest.mark.parametrize("B, small_batch_max", [(4, 0), (4, 4), (1, 2)])
-def test_packed_step_equals_policy_step(kind, discrete, head_hidden, obs_only, B, small_batch_max):
+def test_packed_step_equals_policy_step(kind, discrete, head_hidden, obs_only, head_obs, B, small_batch_max):
     """PackedStep (weights packed once; heads in one addmm; the SSM in real form, and in the fused
     small-batch form when B <= small_batch_max) gives what Policy.step gives, outputs and states, over a
     sequence with episode resets."""
@@ -526,7 +553,7 @@ def test_packed_step_equals_policy_step(kind, discrete, head_hidden, obs_only, B
 
     torch.manual_seed(5)
     cfg = ModelConfig(kind=kind, hidden_size=16, num_layers=2, state_size=8, num_heads=2, context_len=6,
-                      head_hidden=head_hidden, observation_only=obs_only)
+                      head_hidden=head_hidden, observation_only=obs_only, head_obs=head_obs)
     policy = Policy(5, 3, discrete, cfg).double()
     if not discrete:
         with torch.no_grad():

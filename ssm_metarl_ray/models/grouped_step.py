@@ -128,6 +128,7 @@ class GroupedPolicy:
         else:
             keep = (1.0 - done_t.to(x.dtype)).view(G, k, 1) if done_t is not None and any_done(done_t) else None
             y, state = _ssm_core_step(self.packed, x, state, keep, cast(Any, pol.core).out_norm.eps)
+        y = pol.head_input(y, inputs_t.view(G, k, -1))
         *hidden, last = self.heads
         for b, wT in hidden:
             y = torch.tanh(torch.baddbmm(b, y, wT))

@@ -161,6 +161,7 @@ class PackedStep:
                 y, state = self.policy.core.step(x, state, done_t)
         else:  # rollouts run under no_grad: the cores' own fast step paths
             y, state = self.policy.core.step(x, state, done_t)
+        y = self.policy.head_input(y, inputs_t)
         *hidden, last = self.heads
         for b, wT in hidden:
             y = torch.tanh(torch.addmm(b, y, wT))

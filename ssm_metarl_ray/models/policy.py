@@ -39,7 +39,7 @@ class Policy(nn.Module):
         # observation_only: the core sees the observation alone (MAML 2017's feed-forward policy)
         self.core_input_dim = obs_dim if cfg.observation_only else self.input_dim
         self.core = cast(SequenceCore, make_core(cfg, self.core_input_dim))  # an nn.Module too
-        h = self.core.output_dim
+        h = self.core.output_dim + (obs_dim if cfg.head_obs else 0)  # the heads' input width
         actor, critic = _head_layers(h, act_dim, cfg.head_hidden), _head_layers(h, 1, cfg.head_hidden)
         _init_head(actor, cfg.head_init_gain)
         _init_head(critic, 1.0)
@@ -52,10 +52,9 @@ class Policy(nn.Module):
         return self.core.initial_state(batch_size)
 
     def step(self, inputs_t: Tensor, state: State, done_t: Tensor | None) -> tuple[PolicyOutput, State]:
-        if self.cfg.observation_only:
-            inputs_t = inputs_t[..., :self.core_input_dim]
-        y, state = self.core.step(inputs_t, state, done_t)  # (B, H)
-        return self._heads(y), state
+        x = inputs_t[..., :self.core_input_dim] if self.cfg.observation_only else inputs_t
+        y, state = self.core.step(x, state, done_t)  # (B, H)
+        return self._heads(self.head_input(y, inputs_t)), state
 
     def forward_sequence(self, inputs: Tensor, state: State, dones: Tensor) -> tuple[PolicyOutput, State]:
         out, _, state = self.forward_with_features(inputs, state, dones)
@@ -63,14 +62,18 @@ class Policy(nn.Module):
 
     def forward_with_features(self, inputs: Tensor, state: State,
                               dones: Tensor) -> tuple[PolicyOutput, Tensor, State]:
-        """``forward_sequence`` that also returns the core's output (B, T, H), the heads' input."""
-        if self.cfg.observation_only:
-            inputs = inputs[..., :self.core_input_dim]
-        y, state = self.core.forward_sequence(inputs, state, dones)  # (B, T, H)
-        return self._heads(y), y, state
+        """``forward_sequence`` that also returns the core's output (B, T, H)."""
+        x = inputs[..., :self.core_input_dim] if self.cfg.observation_only else inputs
+        y, state = self.core.forward_sequence(x, state, dones)  # (B, T, H)
+        return self._heads(self.head_input(y, inputs)), y, state
 
     def forward(self, inputs: Tensor, state: State, dones: Tensor) -> tuple[PolicyOutput, State]:
         return self.forward_sequence(inputs, state, dones)
+
+    def head_input(self, y: Tensor, inputs: Tensor) -> Tensor:
+        """The heads' input: the core's output y (..., H), with ``head_obs`` followed by the observation
+        (the first ``obs_dim`` input features) -> (..., H [+ obs_dim])."""
+        return torch.cat([y, inputs[..., :self.obs_dim]], -1) if self.cfg.head_obs else y
 
     def _heads(self, y: Tensor) -> PolicyOutput:
         out = self.actor(y)
