@@ -58,7 +58,8 @@ def build_config(a: argparse.Namespace):
                         ssm_r_min=a.ssm_r_min, ssm_input_hidden=a.ssm_input_hidden,
                         head_init_gain=a.head_init_gain,
                         observation_only=a.observation_only, critic_detached=not a.shared_critic,
-                        head_hidden=a.head_hidden, head_obs=a.head_obs, mlp_init=a.mlp_init)
+                        head_hidden=a.head_hidden, head_obs=a.head_obs, history_only=a.history_only,
+                        mlp_init=a.mlp_init)
     cfg = ExperimentConfig(env=a.env, num_threads=1, seed=a.seed, model=model)
     if a.preset:  # the published protocol; explicit flags below still override it
         cfg = apply_preset(cfg, a.preset)
@@ -358,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ppo-minibatches", type=int, default=4, help="in-context: minibatches per PPO epoch")
     r.add_argument("--head-obs", action="store_true",
                    help="the actor and critic heads read the observation beside the core's output")
+    r.add_argument("--history-only", action="store_true",
+                   help="the core sees the previous action, reward and done only (with --head-obs)")
     r.add_argument("--observation-only", action="store_true",
                    help="the policy sees the observation only (MAML 2017), not previous action/reward/done")
     r.add_argument("--baseline", choices=BASELINES, default="fit",

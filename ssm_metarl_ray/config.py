@@ -154,6 +154,9 @@ class ModelConfig:
     head_obs: bool = False  # the actor and critic heads read the current observation beside the core's
     #   output (as Ni et al. 2022's recurrent actor-critics): the core carries what the history says,
     #   the heads map the observation precisely
+    history_only: bool = False  # the core sees the previous action, reward and done only, not the
+    #   observation (needs head_obs: the heads read it): the core infers the task from the history, the
+    #   heads act on the observation
 
 
 @dataclass(frozen=True)
@@ -295,6 +298,10 @@ class ExperimentConfig:
             if unit == "steps" and self.meta.method != "maml":
                 raise ConfigError(f"{name} steps needs meta.method maml (batches of single episodes), got "
                                   f"meta.method {self.meta.method}", name)
+        if m.history_only and (m.observation_only or not m.head_obs):
+            raise ConfigError("model.history_only needs model.head_obs (the heads must see the observation) and "
+                              f"excludes model.observation_only, got head_obs {m.head_obs}, observation_only "
+                              f"{m.observation_only}", "model.history_only")
         if m.ssm_r_min >= SSM_R_MAX:
             raise ConfigError(f"model.ssm_r_min must be below the largest eigenvalue magnitude {SSM_R_MAX}, got "
                               f"{m.ssm_r_min}", "model.ssm_r_min")

@@ -487,15 +487,18 @@ def test_observation_only_policy_ignores_reward_and_action_inputs(kind):
 
 
 @pytest.mark.parametrize("kind", ["ssm", "lstm", "transformer"])
-def test_head_obs_heads_read_the_observation_and_step_equals_sequence(kind):
+@pytest.mark.parametrize("history_only", [False, True])
+def test_head_obs_heads_read_the_observation_and_step_equals_sequence(kind, history_only):
     """``head_obs``: the heads are sized for and given [core output, observation] (``head_input``), and
-    ``step`` == ``forward_sequence`` with them."""
+    ``step`` == ``forward_sequence`` with them; ``history_only``: the core's input is everything but the
+    observation."""
     from ssm_metarl_ray.models.policy import Policy
 
     torch.manual_seed(1)
     cfg = ModelConfig(kind=kind, hidden_size=8, num_layers=1, state_size=4, num_heads=2, context_len=6,
-                      head_hidden=4, head_obs=True)
+                      head_hidden=4, head_obs=True, history_only=history_only)
     pol = Policy(obs_dim=3, act_dim=2, discrete=False, cfg=cfg).double()
+    assert pol.core_input_dim == (2 + 2 if history_only else 3 + 2 + 2)
     assert pol.actor[0].in_features == 8 + 3 and pol.critic[0].in_features == 8 + 3
     x = torch.randn(2, 5, pol.input_dim, dtype=torch.float64)
     dones = torch.zeros(2, 5, dtype=torch.float64)
@@ -509,12 +512,23 @@ def test_head_obs_heads_read_the_observation_and_step_equals_sequence(kind):
     y = torch.randn(2, 8, dtype=torch.float64)
     head_in = pol.head_input(y, x[:, 0])
     torch.testing.assert_close(head_in, torch.cat([y, x[:, 0, :3]], -1))
+    torch.testing.assert_close(pol.core_input(x), x[..., 3:] if history_only else x)
+
+
+def test_history_only_needs_head_obs():
+    from ssm_metarl_ray.config import ConfigError, ExperimentConfig
+
+    with pytest.raises(ConfigError, match="model.history_only needs model.head_obs"):
+        ExperimentConfig(model=ModelConfig(history_only=True)).validate()
+    with pytest.raises(ConfigError, match="excludes model.observation_only"):
+        ExperimentConfig(model=ModelConfig(history_only=True, head_obs=True, observation_only=True)).validate()
 
 
 @pytest.mark.parametrize("kind, discrete, head_hidden, obs_only, head_obs", [
     ("ssm", False, 0, False, False), ("ssm", True, 8, False, False), ("mlp", False, 8, False, False),
     ("mlp", True, 0, True, False), ("ssm", False, 0, True, False), ("gru", False, 0, False, False),
-    ("ssm", False, 8, False, True), ("ssm", True, 0, True, True), ("gru", False, 8, False, True)])
+    ("ssm", False, 8, False, True), ("ssm", True, 0, True, True), ("gru", False, 8, False, True),
+    ("ssm", False, 8, "history", True), ("mlp", False, 0, "history", True)])
 def test_grouped_step_equals_a_step_per_parameter_set(kind, discrete, head_hidden, obs_only, head_obs):
     """GroupedPolicy's batched step (G parameter sets, one call per op) gives what G calls of Policy.step
     with each set give (the reference loop, which cores without a batched step use), resets included."""
@@ -523,7 +537,7 @@ def test_grouped_step_equals_a_step_per_parameter_set(kind, discrete, head_hidde
 
     torch.manual_seed(3)
     cfg = ModelConfig(kind=kind, hidden_size=16, num_layers=2, state_size=8, head_hidden=head_hidden,
-                      observation_only=obs_only, head_obs=head_obs)
+                      observation_only=obs_only is True, history_only=obs_only == "history", head_obs=head_obs)
     policy = Policy(5, 3, discrete, cfg).double()
     G, k, T = 3, 4, 12
     sets = [{n: p.detach() + 0.1 * g * torch.randn_like(p) for n, p in policy.named_parameters()} for g in range(G)]
@@ -542,7 +556,8 @@ def test_grouped_step_equals_a_step_per_parameter_set(kind, discrete, head_hidde
 
 @pytest.mark.parametrize("kind", MODELS)
 @pytest.mark.parametrize("discrete, head_hidden, obs_only, head_obs", [
-    (False, 0, False, False), (True, 8, False, False), (False, 8, True, False), (False, 8, False, True)])
+    (False, 0, False, False), (True, 8, False, False), (False, 8, True, False), (False, 8, False, True),
+    (False, 0, "history", True)])
 @pytest.mark.parametrize("B, small_batch_max", [(4, 0), (4, 4), (1, 2)])
 def test_packed_step_equals_policy_step(kind, discrete, head_hidden, obs_only, head_obs, B, small_batch_max):
     """PackedStep (weights packed once; heads in one addmm; the SSM in real form, and in the fused
@@ -553,7 +568,8 @@ def test_packed_step_equals_policy_step(kind, discrete, head_hidden, obs_only, h
 
     torch.manual_seed(5)
     cfg = ModelConfig(kind=kind, hidden_size=16, num_layers=2, state_size=8, num_heads=2, context_len=6,
-                      head_hidden=head_hidden, observation_only=obs_only, head_obs=head_obs)
+                      head_hidden=head_hidden, observation_only=obs_only is True,
+                      history_only=obs_only == "history", head_obs=head_obs)
     policy = Policy(5, 3, discrete, cfg).double()
     if not discrete:
         with torch.no_grad():

@@ -122,7 +122,7 @@ class GroupedPolicy:
                 states.append(st)
             return PolicyOutput(torch.cat([o.dist_params for o in outs]), torch.cat([o.value for o in outs])), states
         pol, G = self.policy, self.groups
-        x = inputs_t.view(G, k, -1)[..., :pol.core_input_dim]
+        x = pol.core_input(inputs_t.view(G, k, -1))
         if pol.cfg.kind == "mlp":
             y = _mlp_core_step(pol.core, self.params, "core.", x)
         else:

@@ -120,8 +120,6 @@ class PackedStep:
 
     def __init__(self, policy: Policy, small_batch_max: int = SMALL_BATCH_MAX):
         self.policy, self.small_batch_max = policy, small_batch_max
-        self.core_in = policy.core_input_dim
-        self.slice_inputs = policy.cfg.observation_only
         p = {k: v.detach() for k, v in policy.named_parameters()}
         self.heads, self.value_col = pack_heads(p, policy.discrete, policy.cfg.head_hidden)
         core: Any = policy.core
@@ -153,7 +151,7 @@ class PackedStep:
     def step(self, inputs_t: Tensor, state: State, done_t: Tensor | None) -> tuple[PolicyOutput, State]:
         """inputs_t (B, D), done_t (B,) or None (no row done) -> (PolicyOutput (B, ...), state), as
         ``Policy.step``."""
-        x = inputs_t[..., :self.core_in] if self.slice_inputs else inputs_t
+        x = self.policy.core_input(inputs_t)
         if self.ssm:
             y, state = self._ssm_core(x, state, done_t)
         elif torch.is_grad_enabled():

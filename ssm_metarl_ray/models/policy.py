@@ -36,8 +36,10 @@ class Policy(nn.Module):
         super().__init__()
         self.obs_dim, self.act_dim, self.discrete, self.cfg = obs_dim, act_dim, discrete, cfg
         self.input_dim = obs_dim + act_dim + 2
-        # observation_only: the core sees the observation alone (MAML 2017's feed-forward policy)
-        self.core_input_dim = obs_dim if cfg.observation_only else self.input_dim
+        # observation_only: the core sees the observation alone (MAML 2017's feed-forward policy);
+        # history_only: the previous action, reward and done alone (the heads read the observation)
+        self.core_input_dim = (obs_dim if cfg.observation_only else
+                               self.input_dim - obs_dim if cfg.history_only else self.input_dim)
         self.core = cast(SequenceCore, make_core(cfg, self.core_input_dim))  # an nn.Module too
         h = self.core.output_dim + (obs_dim if cfg.head_obs else 0)  # the heads' input width
         actor, critic = _head_layers(h, act_dim, cfg.head_hidden), _head_layers(h, 1, cfg.head_hidden)
@@ -52,8 +54,7 @@ class Policy(nn.Module):
         return self.core.initial_state(batch_size)
 
     def step(self, inputs_t: Tensor, state: State, done_t: Tensor | None) -> tuple[PolicyOutput, State]:
-        x = inputs_t[..., :self.core_input_dim] if self.cfg.observation_only else inputs_t
-        y, state = self.core.step(x, state, done_t)  # (B, H)
+        y, state = self.core.step(self.core_input(inputs_t), state, done_t)  # (B, H)
         return self._heads(self.head_input(y, inputs_t)), state
 
     def forward_sequence(self, inputs: Tensor, state: State, dones: Tensor) -> tuple[PolicyOutput, State]:
@@ -63,12 +64,18 @@ class Policy(nn.Module):
     def forward_with_features(self, inputs: Tensor, state: State,
                               dones: Tensor) -> tuple[PolicyOutput, Tensor, State]:
         """``forward_sequence`` that also returns the core's output (B, T, H)."""
-        x = inputs[..., :self.core_input_dim] if self.cfg.observation_only else inputs
-        y, state = self.core.forward_sequence(x, state, dones)  # (B, T, H)
+        y, state = self.core.forward_sequence(self.core_input(inputs), state, dones)  # (B, T, H)
         return self._heads(self.head_input(y, inputs)), y, state
 
     def forward(self, inputs: Tensor, state: State, dones: Tensor) -> tuple[PolicyOutput, State]:
         return self.forward_sequence(inputs, state, dones)
+
+    def core_input(self, inputs: Tensor) -> Tensor:
+        """The core's input features (..., D) -> (..., core_input_dim): all of them, the observation only
+        (``observation_only``) or the previous action, reward and done only (``history_only``)."""
+        if self.cfg.observation_only:
+            return inputs[..., :self.obs_dim]
+        return inputs[..., self.obs_dim:] if self.cfg.history_only else inputs
 
     def head_input(self, y: Tensor, inputs: Tensor) -> Tensor:
         """The heads' input: the core's output y (..., H), with ``head_obs`` followed by the observation
