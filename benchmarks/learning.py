@@ -77,7 +77,7 @@ def build_config(a: argparse.Namespace):
         meta=replace(cfg.meta, meta_batch_size=meta_batch, episodes_per_task=episodes, inner_lr=lr,
                      inner_steps=0 if a.method == "multitask" else pick(a.inner_steps, cfg.meta.inner_steps),
                      outer_steps=a.outer_steps, inner_lr_decay=pick(a.inner_lr_decay, cfg.meta.inner_lr_decay),
-                     multi_step_loss=a.multi_step_loss or cfg.meta.multi_step_loss,
+                     multi_step_loss=pick(a.multi_step_loss, cfg.meta.multi_step_loss),
                      warmup_iterations=a.warmup_iterations, warmup_tasks=a.warmup_tasks,
                      warmup_schedule=a.warmup_schedule,
                      outer_lr=a.outer_lr or (1e-3 if in_context else cfg.meta.outer_lr),
@@ -266,9 +266,8 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
     data["variant"] = " ".join(x for x in (data.get("variant", ""), a.out_tag) if x)
     cfg = ExperimentConfig.from_dict(data["config"])
     cfg = replace(cfg, adapt=replace(cfg.adapt, episodes_per_step=a.episodes_per_step, baseline=a.baseline,
-                                     adapt_lr=a.adapt_lr if a.adapt_lr is not None else cfg.adapt.adapt_lr,
-                                     adapt_lr_decay=(a.adapt_lr_decay if a.adapt_lr_decay is not None
-                                                     else cfg.adapt.adapt_lr_decay),
+                                     adapt_lr=pick(a.adapt_lr, cfg.adapt.adapt_lr),
+                                     adapt_lr_decay=pick(a.adapt_lr_decay, cfg.adapt.adapt_lr_decay),
                                      adapt_lr_schedule=a.adapt_lr_schedule or cfg.adapt.adapt_lr_schedule,
                                      batch_unit=a.batch_unit or cfg.adapt.batch_unit)).validate()
     torch.set_num_threads(1)
@@ -378,9 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inner PG steps in meta-training (default: the preset's, else 1; MAML: 1)")
     r.add_argument("--inner-lr-decay", type=float, default=None,
                    help="inner step s uses --lr x decay^s in meta-training (default: the preset's, else 1)")
-    r.add_argument("--multi-step-loss", action="store_true",
+    r.add_argument("--multi-step-loss", action=argparse.BooleanOptionalAction, default=None,
                    help="with --inner-steps > 1: outer loss after every inner step, not only the last "
-                        "(also on where the preset sets it)")
+                        "(default: the preset's, else off)")
     r.add_argument("--outer-optimizer", choices=["clipped", "trpo"], default=None)
     r.add_argument("--outer-lr", type=float, default=None)
     r.add_argument("--shared-critic", action="store_true",

@@ -58,14 +58,13 @@ _IN_CONTEXT: dict[str, dict[str, object]] = {
 }
 
 PRESETS: dict[str, dict] = {"maml2017": _MAML2017, "in-context": _IN_CONTEXT}
-# test-time steps after the first: MAML's test scripts run every later step at half the first (schedule
-# "first", decay 0.5); ours on navigation-2d halves every step ("geometric", 0.5), as its meta-training does
-_ADAPT_LR_SCHEDULE = {"navigation-2d": ("geometric", 0.5)}
-# maml2017 settings beyond the table, per family (dotted fields): navigation-2d meta-trains through the
-# first two test steps (benchmarks/README.md, "with MAML's own second step") and tests on rllab batches
+# maml2017 settings beyond the table, per family (dotted fields). Test-time steps after the first: MAML's
+# test scripts run every later step at half the first (schedule "first", decay 0.5, every family's
+# default); ours on navigation-2d halve every step ("geometric", 0.5), as its meta-training through the
+# first two test steps does (benchmarks/README.md, "with MAML's own second step"), on rllab batches
 _MAML2017_EXTRA: dict[str, dict[str, object]] = {
     "navigation-2d": {"meta.inner_steps": 2, "meta.multi_step_loss": True, "meta.inner_lr_decay": 0.5,
-                      "adapt.batch_unit": "steps"}}
+                      "adapt.adapt_lr_schedule": "geometric", "adapt.batch_unit": "steps"}}
 
 
 def preset_names() -> tuple[str, ...]:
@@ -88,11 +87,10 @@ def preset_overrides(name: str, env: str) -> dict[str, dict]:
     if name == "in-context":
         return _nest({**_IN_CONTEXT_COMMON, **_IN_CONTEXT[env]}, {"": {"env": env}})
     meta_batch, episodes, lr, iterations, test_episodes = PRESETS[name][env]
-    schedule, decay = _ADAPT_LR_SCHEDULE.get(env, ("first", 0.5))
     base = {"": {"env": env, "iterations": iterations, "num_train_tasks": 1000, "num_test_tasks": 40},
             "meta": {"meta_batch_size": meta_batch, "episodes_per_task": episodes, "inner_lr": lr,
                      "inner_steps": 1, "outer_optimizer": "clipped", "outer_steps": 5, "trpo_max_kl": 0.01},
-            "adapt": {"adapt_lr": lr, "adapt_lr_schedule": schedule, "adapt_lr_decay": decay, "adapt_steps": 3,
+            "adapt": {"adapt_lr": lr, "adapt_lr_schedule": "first", "adapt_lr_decay": 0.5, "adapt_steps": 3,
                       "episodes_per_step": test_episodes}}
     return _nest(_MAML2017_EXTRA.get(env, {}), base)
 

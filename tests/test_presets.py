@@ -112,5 +112,5 @@ def test_maml2017_preset_is_the_same_config_in_the_script_and_the_cli(env):
     assert (script.iterations, script.num_test_tasks, script.num_train_tasks) == (
         cli.iterations, cli.num_test_tasks, cli.num_train_tasks)
     over = bench.build_config(bench.parse_args(["run", "--env", env, "--preset", "maml2017", "--inner-steps", "1",
-                                                "--test-batch-unit", "episodes"]))
-    assert over.meta.inner_steps == 1 and over.adapt.batch_unit == "episodes"
+                                                "--no-multi-step-loss", "--test-batch-unit", "episodes"]))
+    assert over.meta.inner_steps == 1 and not over.meta.multi_step_loss and over.adapt.batch_unit == "episodes"
