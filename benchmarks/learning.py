@@ -59,7 +59,7 @@ def build_config(a: argparse.Namespace):
                         head_init_gain=a.head_init_gain,
                         observation_only=a.observation_only, critic_detached=not a.shared_critic,
                         head_hidden=a.head_hidden, head_obs=a.head_obs, history_only=a.history_only,
-                        mlp_init=a.mlp_init)
+                        history_gate=a.history_gate, mlp_init=a.mlp_init)
     cfg = ExperimentConfig(env=a.env, num_threads=1, seed=a.seed, model=model)
     if a.preset:  # the published protocol; explicit flags below still override it
         cfg = apply_preset(cfg, a.preset)
@@ -360,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the actor and critic heads read the observation beside the core's output")
     r.add_argument("--history-only", action="store_true",
                    help="the core sees the previous action, reward and done only (with --head-obs)")
+    r.add_argument("--history-gate", action="store_true",
+                   help="the heads read the core's output times a gate meta-learned per inner step (with --head-obs)")
     r.add_argument("--observation-only", action="store_true",
                    help="the policy sees the observation only (MAML 2017), not previous action/reward/done")
     r.add_argument("--baseline", choices=BASELINES, default="fit",

@@ -157,6 +157,9 @@ class ModelConfig:
     history_only: bool = False  # the core sees the previous action, reward and done only, not the
     #   observation (needs head_obs: the heads read it): the core infers the task from the history, the
     #   heads act on the observation
+    history_gate: bool = False  # the heads read the core's output times a gate whose value per adaptation step
+    #   is meta-learned (``Policy.history_gate`` before adaptation, plus ``history_gate_deltas[s]`` at inner
+    #   step s; not a gradient step): later steps can turn the core's history features down (needs head_obs)
 
 
 @dataclass(frozen=True)
@@ -302,6 +305,9 @@ class ExperimentConfig:
             raise ConfigError("model.history_only needs model.head_obs (the heads must see the observation) and "
                               f"excludes model.observation_only, got head_obs {m.head_obs}, observation_only "
                               f"{m.observation_only}", "model.history_only")
+        if m.history_gate and not m.head_obs:
+            raise ConfigError("model.history_gate needs model.head_obs (a gate at 0 must leave the heads the "
+                              f"observation), got head_obs {m.head_obs}", "model.history_gate")
         if m.ssm_r_min >= SSM_R_MAX:
             raise ConfigError(f"model.ssm_r_min must be below the largest eigenvalue magnitude {SSM_R_MAX}, got "
                               f"{m.ssm_r_min}", "model.ssm_r_min")

@@ -21,16 +21,22 @@ from ssm_metarl_ray.models.policy import log_prob
 from ssm_metarl_ray.rollout.worker import RolloutWorker
 
 
-def _tiny(kind: str, inner_steps: int = 1, first_order: bool = False, shared_critic: bool = False):
+def _tiny(kind: str, inner_steps: int = 1, first_order: bool = False, shared_critic: bool = False,
+          gate: tuple[float, list[float]] | None = None):
     """A tiny policy and one task's data. ``shared_critic``: the critic reads undetached core features and
     the value loss is part of the outer loss (otherwise the loss is the detached-critic default's, whose
-    value term is a separate objective and so not part of a finite-difference check of the meta-loss)."""
+    value term is a separate objective and so not part of a finite-difference check of the meta-loss).
+    ``gate``: a ``model.history_gate`` policy (with ``head_obs``), its gate and gate changes set to these."""
     torch.manual_seed(0)
     model = ModelConfig(kind=kind, hidden_size=8, num_layers=1, state_size=4, num_heads=2, context_len=8,
-                        critic_detached=not shared_critic)
+                        critic_detached=not shared_critic, head_obs=gate is not None, history_gate=gate is not None)
     meta = MetaConfig(episodes_per_task=3, inner_steps=inner_steps, inner_lr=0.5, first_order=first_order,
                       value_coef=0.5 if shared_critic else 0.0, entropy_coef=0.01)
     worker = RolloutWorker("navigation-2d", model, meta, num_envs=3, seed=0)
+    if gate is not None:
+        with torch.no_grad():
+            worker.policy.history_gate.fill_(gate[0])
+            worker.policy.history_gate_deltas.copy_(torch.tensor(gate[1]))
     train, _ = task_splits(make_env("navigation-2d"), 4, 1, seed=0)
     tb = worker.sample_task(train[0])
     for ep in [*tb.pre, tb.post]:  # shorten episodes to keep finite differences cheap
@@ -165,6 +171,54 @@ def test_heads_only_inner_step_keeps_the_core_and_its_meta_gradient_matches_fini
                if not n.startswith("critic"))
 
 
+@pytest.mark.parametrize("which", ["all", "heads"])
+def test_history_gate_moves_by_its_meta_learned_changes_and_its_meta_gradient_matches_finite_differences(which):
+    """model.history_gate: inner step s sets the gate to gate + deltas[s] (no gradient step on either, also
+    with every parameter adapted), the worker samples pre[1] and post with exactly those parameters, a
+    test-time step s does the same (the last change reused after the last), and the second-order
+    meta-gradient of the multi-step loss reaches the changes of the steps taken and matches finite
+    differences."""
+    from ssm_metarl_ray.adapters.standard import StandardAdapter
+    from ssm_metarl_ray.config import AdaptConfig
+    from ssm_metarl_ray.models.policy import GATE, GATE_DELTAS
+
+    policy, task, meta = _tiny("ssm", inner_steps=2, gate=(0.9, [-0.3, -0.5, 0.2]))
+    meta = MetaConfig(**{**meta.__dict__, "inner_params": which, "multi_step_loss": True})
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in policy_params(policy).items()}
+    thetas, _ = adapt_steps(policy, params, task.pre, meta.inner_lr, True, which=which)
+    assert [float(t[GATE].detach()) for t in thetas] == pytest.approx([0.9, 0.6, 0.1], abs=1e-6)
+    assert all(t[GATE_DELTAS] is params[GATE_DELTAS] for t in thetas)
+    assert not torch.equal(thetas[1]["actor.weight"], params["actor.weight"])
+    loss, _ = outer_loss(policy, params, task, meta)
+    grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+    assert float(grads[GATE_DELTAS][0].abs()) > 0 and float(grads[GATE_DELTAS][1].abs()) > 0
+    assert float(grads[GATE_DELTAS][2]) == 0.0  # a third step is not taken in training
+    d = {k: torch.as_tensor(np.random.default_rng(3).normal(size=v.shape)) for k, v in params.items()}
+    eps = 1e-5
+    shifted = [{k: (v + sign * eps * d[k]).detach().requires_grad_(True) for k, v in params.items()}
+               for sign in (1, -1)]
+    fd = (outer_loss(policy, shifted[0], task, meta)[0] - outer_loss(policy, shifted[1], task, meta)[0]) / (2 * eps)
+    an = sum((g * d[k]).sum() for k, g in grads.items())
+    assert torch.isclose(an, fd, rtol=1e-4, atol=1e-7), (float(an), float(fd))
+    # the worker's inner steps move the gate the same way: pre[1] and post's log-probs are reproduced
+    torch.manual_seed(0)
+    model = ModelConfig(kind="ssm", hidden_size=8, num_layers=1, state_size=4, head_obs=True, history_gate=True)
+    worker = RolloutWorker("navigation-2d", model, MetaConfig(episodes_per_task=3, inner_lr=0.5, inner_steps=2,
+                                                              inner_params=which), num_envs=3, seed=0)
+    with torch.no_grad():
+        worker.policy.history_gate_deltas.copy_(torch.tensor([-0.3, -0.5, 0.2]))
+    split = task_splits(make_env("navigation-2d"), 4, 1, seed=0)[0]
+    tb = TorchTaskBatch(worker.sample_task(split[0]))
+    thetas, _ = adapt_steps(worker.policy, policy_params(worker.policy), tb.pre, 0.5, False, which=which)
+    for theta, ep in zip(thetas[1:], [tb.pre[1], tb.post]):
+        with torch.no_grad():
+            logp = log_prob(run_policy(worker.policy, theta, ep).dist_params, ep.actions, False)
+        torch.testing.assert_close(logp * ep.mask, ep.logp * ep.mask, atol=2e-4, rtol=0)
+    result = StandardAdapter(worker.policy, AdaptConfig(adapt_lr=0.5, adapt_steps=4, episodes_per_step=2,
+                                                        adapt_params=which)).adapt(worker, split[1])
+    assert float(result.params[GATE]) == pytest.approx(1.0 - 0.3 - 0.5 + 0.2 + 0.2, abs=1e-6)
+
+
 def test_detached_critic_value_loss_moves_only_the_critic():
     policy, task, meta = _tiny("ssm")
     meta = MetaConfig(**{**meta.__dict__, "value_coef": 1.0, "entropy_coef": 0.0})
@@ -203,3 +257,33 @@ def test_meta_learner_update_changes_weights_and_reports_metrics():
                 "grad/core", "grad/actor", "grad/log_std"):
         assert np.isfinite(metrics[key]), key
     assert metrics["health/action_change"] > 0 and metrics["health/kl"] > 0
+    assert not any(k.startswith("health/gate") for k in metrics)
+
+
+def test_meta_learner_reports_the_history_gate_after_each_inner_step():
+    """model.history_gate: ``health/gate_s`` is the gate after s inner steps (before, then plus each change),
+    the meta-update moves the changes of the steps taken, and the inner-step gradient norms leave the gate out."""
+    torch.manual_seed(0)
+    model = ModelConfig(kind="ssm", hidden_size=16, num_layers=1, state_size=8, head_obs=True, history_gate=True)
+    meta = MetaConfig(episodes_per_task=4, outer_steps=2, inner_steps=2, inner_params="heads", multi_step_loss=True)
+    worker = RolloutWorker("navigation-2d", model, meta, num_envs=4, seed=0)
+    train, _ = task_splits(make_env("navigation-2d"), 4, 1, seed=0)
+    learner = MetaLearner(worker.spec.make_policy(model), meta)
+    worker.set_weights(learner.get_weights(), learner.version)
+    metrics = learner.update([worker.sample_task(t) for t in train[:2]])
+    w = learner.get_weights()
+    gate, deltas = float(w["history_gate"]), w["history_gate_deltas"]
+    assert deltas[0] != 0 and deltas[1] != 0 and deltas[2] == 0
+    expected = [gate, gate + deltas[0], gate + deltas[0] + deltas[1], gate + deltas[:3].sum()]
+    assert [metrics[f"health/gate_{s}"] for s in range(4)] == pytest.approx(expected, abs=1e-6)
+    assert metrics["health/inner_grad/core"] == 0.0  # heads-only steps: the gate's move is no gradient
+
+
+def test_health_line_shows_the_history_gate_only_when_there_is_one():
+    from ssm_metarl_ray.training.outputs import health_line
+
+    m = {"health/action_change": 0.2, "health/kl": 0.05, "grad/core": 0.1, "grad/actor": 0.3}
+    assert "gate" not in health_line(m)
+    line = health_line({**m, "health/gate_0": 1.0, "health/gate_1": 0.8, "health/gate_2": 0.25, "health/gate_3": 0.2})
+    assert line.endswith("| gate 1.00/0.80/0.25")
+    assert health_line({}) == "no inner step"

@@ -515,6 +515,42 @@ def test_head_obs_heads_read_the_observation_and_step_equals_sequence(kind, hist
     torch.testing.assert_close(pol.core_input(x), x[..., 3:] if history_only else x)
 
 
+@pytest.mark.parametrize("kind", ["ssm", "mlp"])
+def test_history_gate_scales_the_core_output_the_heads_read_and_step_equals_sequence(kind):
+    """``history_gate``: the heads read [gate * core output, observation] (a gate of 0 leaves them the
+    observation alone), and ``step`` == ``forward_sequence``."""
+    from ssm_metarl_ray.models.policy import GATE_STEPS, Policy
+
+    torch.manual_seed(1)
+    cfg = ModelConfig(kind=kind, hidden_size=8, num_layers=1, state_size=4, head_hidden=4, head_obs=True,
+                      history_gate=True)
+    pol = Policy(obs_dim=3, act_dim=2, discrete=False, cfg=cfg).double()
+    assert float(pol.history_gate.detach()) == 1.0 and pol.history_gate_deltas.shape == (GATE_STEPS,)
+    x = torch.randn(2, 5, pol.input_dim, dtype=torch.float64)
+    dones = torch.zeros(2, 5, dtype=torch.float64)
+    dones[:, 0] = 1
+    with torch.no_grad():
+        pol.history_gate.fill_(0.0)
+    out, y, _ = pol.forward_with_features(x, pol.initial_state(2), dones)
+    torch.testing.assert_close(out.dist_params, pol._heads(pol.head_input(torch.zeros_like(y), x)).dist_params)
+    with torch.no_grad():
+        pol.history_gate.fill_(0.6)
+    seq, y, _ = pol.forward_with_features(x, pol.initial_state(2), dones)
+    torch.testing.assert_close(seq.dist_params, pol._heads(pol.head_input(0.6 * y, x)).dist_params)
+    state, steps = pol.initial_state(2), []
+    for t in range(5):
+        step_out, state = pol.step(x[:, t], state, dones[:, t])
+        steps.append(step_out.dist_params)
+    torch.testing.assert_close(torch.stack(steps, 1), seq.dist_params, rtol=1e-9, atol=1e-9)
+
+
+def test_history_gate_needs_head_obs():
+    from ssm_metarl_ray.config import ConfigError, ExperimentConfig
+
+    with pytest.raises(ConfigError, match="model.history_gate needs model.head_obs"):
+        ExperimentConfig(model=ModelConfig(history_gate=True)).validate()
+
+
 def test_history_only_needs_head_obs():
     from ssm_metarl_ray.config import ConfigError, ExperimentConfig
 
@@ -528,16 +564,19 @@ def test_history_only_needs_head_obs():
     ("ssm", False, 0, False, False), ("ssm", True, 8, False, False), ("mlp", False, 8, False, False),
     ("mlp", True, 0, True, False), ("ssm", False, 0, True, False), ("gru", False, 0, False, False),
     ("ssm", False, 8, False, True), ("ssm", True, 0, True, True), ("gru", False, 8, False, True),
-    ("ssm", False, 8, "history", True), ("mlp", False, 0, "history", True)])
+    ("ssm", False, 8, "history", True), ("mlp", False, 0, "history", True), ("ssm", False, 8, "history", "gate"),
+    ("ssm", False, 0, False, "gate"), ("gru", False, 8, False, "gate")])
 def test_grouped_step_equals_a_step_per_parameter_set(kind, discrete, head_hidden, obs_only, head_obs):
     """GroupedPolicy's batched step (G parameter sets, one call per op) gives what G calls of Policy.step
-    with each set give (the reference loop, which cores without a batched step use), resets included."""
+    with each set give (the reference loop, which cores without a batched step use), resets included.
+    ``head_obs`` "gate": with ``history_gate`` too (a different gate per set)."""
     from ssm_metarl_ray.models.grouped_step import GroupedPolicy
     from ssm_metarl_ray.models.policy import Policy
 
     torch.manual_seed(3)
     cfg = ModelConfig(kind=kind, hidden_size=16, num_layers=2, state_size=8, head_hidden=head_hidden,
-                      observation_only=obs_only is True, history_only=obs_only == "history", head_obs=head_obs)
+                      observation_only=obs_only is True, history_only=obs_only == "history",
+                      head_obs=bool(head_obs), history_gate=head_obs == "gate")
     policy = Policy(5, 3, discrete, cfg).double()
     G, k, T = 3, 4, 12
     sets = [{n: p.detach() + 0.1 * g * torch.randn_like(p) for n, p in policy.named_parameters()} for g in range(G)]
@@ -557,23 +596,26 @@ def test_grouped_step_equals_a_step_per_parameter_set(kind, discrete, head_hidde
 @pytest.mark.parametrize("kind", MODELS)
 @pytest.mark.parametrize("discrete, head_hidden, obs_only, head_obs", [
     (False, 0, False, False), (True, 8, False, False), (False, 8, True, False), (False, 8, False, True),
-    (False, 0, "history", True)])
+    (False, 0, "history", True), (False, 8, False, "gate"), (True, 0, "history", "gate")])
 @pytest.mark.parametrize("B, small_batch_max", [(4, 0), (4, 4), (1, 2)])
 def test_packed_step_equals_policy_step(kind, discrete, head_hidden, obs_only, head_obs, B, small_batch_max):
     """PackedStep (weights packed once; heads in one addmm; the SSM in real form, and in the fused
     small-batch form when B <= small_batch_max) gives what Policy.step gives, outputs and states, over a
-    sequence with episode resets."""
+    sequence with episode resets. ``head_obs`` "gate": with ``history_gate`` too, at a gate of 0.37."""
     from ssm_metarl_ray.models.packed_step import PackedStep
     from ssm_metarl_ray.models.policy import Policy
 
     torch.manual_seed(5)
     cfg = ModelConfig(kind=kind, hidden_size=16, num_layers=2, state_size=8, num_heads=2, context_len=6,
                       head_hidden=head_hidden, observation_only=obs_only is True,
-                      history_only=obs_only == "history", head_obs=head_obs)
+                      history_only=obs_only == "history", head_obs=bool(head_obs), history_gate=head_obs == "gate")
     policy = Policy(5, 3, discrete, cfg).double()
     if not discrete:
         with torch.no_grad():
             policy.log_std.add_(0.3)  # a log-std that is not the default
+    if cfg.history_gate:
+        with torch.no_grad():
+            policy.history_gate.fill_(0.37)
     T = 14
     x = torch.randn(T, B, policy.input_dim, dtype=torch.float64)
     dones = (torch.rand(T, B) < 0.15).double()

@@ -200,7 +200,7 @@ def test_adaptation_step_sizes_follow_the_schedule(schedule, lrs):
     cfg = AdaptConfig(adapt_lr=0.4, adapt_lr_decay=0.5, adapt_lr_schedule=schedule, adapt_steps=3, episodes_per_step=2)
     adapter = StandardAdapter(w.policy, cfg)
     seen: list[float] = []
-    adapter.step = lambda params, batch, lr: seen.append(lr) or params  # type: ignore[method-assign]
+    adapter.step = lambda params, batch, lr, s: seen.append(lr) or params  # type: ignore[method-assign]
     adapter.adapt(w, _tasks()[1][0])
     assert seen == pytest.approx(lrs)
     with pytest.raises(ConfigError, match="adapt_lr_schedule 'halving'; allowed: geometric, first"):

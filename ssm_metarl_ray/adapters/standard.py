@@ -65,12 +65,13 @@ class StandardAdapter:
             returns.append(batch.mean_episode_return)  # per episode, also when rows are trials
             steps += batch.num_steps
             if s < self.cfg.adapt_steps:
-                params = self.step(params, batch, adapt_lr_at(self.cfg, s))
+                params = self.step(params, batch, adapt_lr_at(self.cfg, s), s)
             self.observe(batch)
         return AdaptResult(task.index, returns, steps, params)
 
-    def step(self, params: Params, batch: EpisodeBatch, lr: float) -> Params:
+    def step(self, params: Params, batch: EpisodeBatch, lr: float, s: int = 0) -> Params:
+        """Test-time step number ``s`` (0-based) at step size ``lr``."""
         params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         new = sgd_step(params, self.loss(params, batch), lr, create_graph=False, max_grad_norm=self.cfg.grad_clip,
-                       which=self.cfg.adapt_params)
+                       which=self.cfg.adapt_params, step=s)
         return {k: v.detach() for k, v in new.items()}

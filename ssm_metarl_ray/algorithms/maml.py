@@ -30,7 +30,7 @@ from ssm_metarl_ray.algorithms.trpo import (
     unflat,
 )
 from ssm_metarl_ray.config import MetaConfig
-from ssm_metarl_ray.models.policy import Policy, PolicyOutput, entropy, kl_divergence, log_prob
+from ssm_metarl_ray.models.policy import GATE, GATE_DELTAS, Policy, PolicyOutput, entropy, kl_divergence, log_prob
 from ssm_metarl_ray.types import TaskBatch, TorchEpisodes
 
 Params = dict[str, Tensor]
@@ -67,17 +67,29 @@ def group_of(name: str) -> str:
 
 
 def adapted_names(params: Params, which: str) -> list[str]:
-    """The parameters an inner step changes: ``all``, or the ``heads`` (every group but the core: ANIL)."""
+    """The parameters an inner step's gradient changes: ``all``, or the ``heads`` (every group but the core:
+    ANIL); never the history gate's (:func:`advance_gate` moves it)."""
     if which == "all":
-        return list(params)
+        return [n for n in params if n not in (GATE, GATE_DELTAS)]
     if which == "heads":
         return [n for n in params if group_of(n) != "core"]
     raise ValueError(f"inner parameters must be 'all' or 'heads', got {which!r}")
 
 
+def advance_gate(params: Params, step: int) -> Params:
+    """``model.history_gate``: the gate after inner step ``step`` (0-based) is the gate before it plus its
+    meta-learned change ``history_gate_deltas[step]`` (the last one for later steps); in the graph, so the
+    meta-gradient reaches the changes. Parameters without a gate are returned as they are."""
+    if GATE_DELTAS not in params:
+        return params
+    deltas = params[GATE_DELTAS]  # (GATE_STEPS,)
+    return {**params, GATE: params[GATE] + deltas[min(step, deltas.shape[0] - 1)]}
+
+
 def sgd_step(params: Params, loss: Tensor, lr: float, create_graph: bool,
-             max_grad_norm: float | None = None, which: str = "all") -> Params:
-    """theta' = theta - lr * clip(grad loss) on the parameters ``which`` selects (:func:`adapted_names`);
+             max_grad_norm: float | None = None, which: str = "all", step: int = 0) -> Params:
+    """theta' = theta - lr * clip(grad loss) on the parameters ``which`` selects (:func:`adapted_names`),
+    and the history gate advanced as inner step ``step`` (0-based) advances it (:func:`advance_gate`);
     returns new tensors, ``params`` is left untouched (the others are passed through as they are).
 
     Parameters the loss does not depend on (e.g. the critic in a policy-gradient loss) keep their value.
@@ -90,13 +102,14 @@ def sgd_step(params: Params, loss: Tensor, lr: float, create_graph: bool,
     if max_grad_norm is not None:
         norm = float(torch.sqrt(cast(Tensor, sum((g.detach() ** 2).sum() for g in grads))))
         grads = [g * min(1.0, max_grad_norm / (norm + 1e-6)) for g in grads]
-    return {**params, **{n: params[n] - lr * g for n, g in zip(names, grads)}}
+    return advance_gate({**params, **{n: params[n] - lr * g for n, g in zip(names, grads)}}, step)
 
 
 def inner_update(policy: Policy, params: Params, ep: TorchEpisodes, lr: float, create_graph: bool,
-                 which: str = "all") -> Params:
-    """One functional policy-gradient step of the MAML inner loop (on the parameters ``which`` selects)."""
-    return sgd_step(params, inner_loss(policy, params, ep), lr, create_graph, which=which)
+                 which: str = "all", step: int = 0) -> Params:
+    """One functional policy-gradient step of the MAML inner loop (on the parameters ``which`` selects; the
+    ``step``-th of the task's inner steps, 0-based)."""
+    return sgd_step(params, inner_loss(policy, params, ep), lr, create_graph, which=which, step=step)
 
 
 def adapt(policy: Policy, params: Params, episodes: Iterable[TorchEpisodes], lr: float,
@@ -120,7 +133,7 @@ def adapt_steps(policy: Policy, params: Params, episodes: Iterable[TorchEpisodes
             dists.append(dist.detach())
         logps.append(log_prob(dist, ep.actions, policy.discrete))
         loss = pg_loss(logps[-1], ep.logp, ep.advantages, ep.mask)
-        thetas.append(sgd_step(thetas[-1], loss, lr * lr_decay**s, create_graph, which=which))
+        thetas.append(sgd_step(thetas[-1], loss, lr * lr_decay**s, create_graph, which=which, step=s))
     return thetas, logps
 
 
@@ -207,7 +220,7 @@ def inner_step_health(policy: Policy, params: Params, adapted: Params, pre: Torc
         (mb, lsb), (ma, _) = before.chunk(2, -1), after.chunk(2, -1)
         diff = (ma - mb) * torch.exp(-lsb)
     change = masked_mean(diff.pow(2).mean(-1), pre.mask).sqrt()
-    grads = {n: (params[n] - adapted[n]) / lr for n in params}
+    grads = {n: (params[n] - adapted[n]) / lr for n in params if n not in (GATE, GATE_DELTAS)}
     return {"action_change": float(change), "kl": float(kl),
             **{f"inner_grad/{k}": v for k, v in group_norms(grads).items()}}
 
@@ -331,7 +344,15 @@ class MetaLearner:
         self.version += 1
         pre = np.mean([(b.pre[0] if b.pre else b.post).mean_episode_return for b in batches])
         post = np.mean([b.post.mean_episode_return for b in batches])
-        return {"meta/pre_return": float(pre), "meta/post_return": float(post), **logs}
+        return {"meta/pre_return": float(pre), "meta/post_return": float(post), **logs, **self._gate_values()}
+
+    def _gate_values(self) -> dict[str, float]:
+        """``model.history_gate``: the gate's value after 0, 1, ... inner steps (``health/gate_s``)."""
+        params = policy_params(self.policy)
+        if GATE_DELTAS not in params:
+            return {}
+        gates = params[GATE] + torch.cat([params[GATE_DELTAS].new_zeros(1), params[GATE_DELTAS].cumsum(0)])
+        return {f"health/gate_{s}": g for s, g in enumerate(gates.tolist())}
 
     def _clipped_update(self, tasks: list[TorchTaskBatch], batches: list[TaskBatch]) -> dict[str, float]:
         params = policy_params(self.policy)

@@ -78,7 +78,8 @@ class GroupedPolicy:
         self.batched = policy.cfg.kind in self.BATCHED if batched is None else batched
         if self.batched:
             self.params = p = stack_params(params)
-            chain, self.value_col = pack_heads(p, policy.discrete, policy.cfg.head_hidden)
+            chain, self.value_col = pack_heads(p, policy.discrete, policy.cfg.head_hidden,
+                                               policy.core.output_dim)
             self.heads = [_grouped(link) for link in chain]
             if policy.cfg.kind == "ssm":
                 core: Any = policy.core

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ssm_metarl_ray.models.base import State
-from ssm_metarl_ray.models.policy import Policy, PolicyOutput
+from ssm_metarl_ray.models.policy import GATE, Policy, PolicyOutput
 from ssm_metarl_ray.models.ssm import SSMCore, _complex_dtype
 
 Params = dict[str, Tensor]
@@ -60,11 +60,19 @@ def _t(w: Tensor) -> Tensor:
     return w.transpose(-1, -2).contiguous()
 
 
-def pack_heads(p: Params, discrete: bool, head_hidden: int) -> tuple[list[tuple[Tensor, Tensor]], int]:
+def pack_heads(p: Params, discrete: bool, head_hidden: int,
+               core_width: int = 0) -> tuple[list[tuple[Tensor, Tensor]], int]:
     """Actor, log-std and critic as a chain of (bias (..., out), weight^T (..., in, out)) links for
     ``addmm`` (tanh between two links); output columns ``[actor, log_std (continuous only), value]``.
-    Returns (chain, index of the value column)."""
+    With ``model.history_gate`` (``p`` holds the gate, () or (G,)) the first links' weights on the core's
+    output (the first ``core_width`` input columns) are multiplied by it, as ``Policy.gated`` multiplies the
+    output. Returns (chain, index of the value column)."""
+    first = ("actor.0", "critic.0") if head_hidden else ("actor", "critic")
+
     def w(name: str) -> Tensor:
+        if GATE in p and name in first:
+            weight, gate = p[name + ".weight"], p[GATE][..., None, None]
+            return torch.cat([weight[..., :core_width] * gate, weight[..., core_width:]], -1)
         return p[name + ".weight"]
 
     def b(name: str) -> Tensor:
@@ -121,7 +129,7 @@ class PackedStep:
     def __init__(self, policy: Policy, small_batch_max: int = SMALL_BATCH_MAX):
         self.policy, self.small_batch_max = policy, small_batch_max
         p = {k: v.detach() for k, v in policy.named_parameters()}
-        self.heads, self.value_col = pack_heads(p, policy.discrete, policy.cfg.head_hidden)
+        self.heads, self.value_col = pack_heads(p, policy.discrete, policy.cfg.head_hidden, policy.core.output_dim)
         core: Any = policy.core
         self.ssm = isinstance(core, SSMCore)
         if self.ssm:

@@ -23,6 +23,9 @@ from ssm_metarl_ray.config import ModelConfig
 from ssm_metarl_ray.models.base import SequenceCore, State
 from ssm_metarl_ray.models.registry import make_core
 
+GATE, GATE_DELTAS = "history_gate", "history_gate_deltas"  # ``model.history_gate``'s parameters
+GATE_STEPS = 3  # meta-learned gate changes: one per inner step, the last reused for later steps
+
 
 class PolicyOutput(NamedTuple):
     dist_params: Tensor  # (..., 2*act_dim) Gaussian [mean, log_std] | (..., n_actions) logits
@@ -48,6 +51,9 @@ class Policy(nn.Module):
         self.actor, self.critic = _as_module(actor), _as_module(critic)
         if not discrete:
             self.log_std = nn.Parameter(torch.full((act_dim,), float(cfg.init_log_std)))
+        if cfg.history_gate:  # the gate's value before adaptation and its change at each inner step
+            self.history_gate = nn.Parameter(torch.ones(()))
+            self.history_gate_deltas = nn.Parameter(torch.zeros(GATE_STEPS))
 
     # ---- recurrent contract -------------------------------------------------------------------
     def initial_state(self, batch_size: int) -> State:
@@ -55,7 +61,7 @@ class Policy(nn.Module):
 
     def step(self, inputs_t: Tensor, state: State, done_t: Tensor | None) -> tuple[PolicyOutput, State]:
         y, state = self.core.step(self.core_input(inputs_t), state, done_t)  # (B, H)
-        return self._heads(self.head_input(y, inputs_t)), state
+        return self._heads(self.head_input(self.gated(y), inputs_t)), state
 
     def forward_sequence(self, inputs: Tensor, state: State, dones: Tensor) -> tuple[PolicyOutput, State]:
         out, _, state = self.forward_with_features(inputs, state, dones)
@@ -65,7 +71,7 @@ class Policy(nn.Module):
                               dones: Tensor) -> tuple[PolicyOutput, Tensor, State]:
         """``forward_sequence`` that also returns the core's output (B, T, H)."""
         y, state = self.core.forward_sequence(self.core_input(inputs), state, dones)  # (B, T, H)
-        return self._heads(self.head_input(y, inputs)), y, state
+        return self._heads(self.head_input(self.gated(y), inputs)), y, state
 
     def forward(self, inputs: Tensor, state: State, dones: Tensor) -> tuple[PolicyOutput, State]:
         return self.forward_sequence(inputs, state, dones)
@@ -76,6 +82,11 @@ class Policy(nn.Module):
         if self.cfg.observation_only:
             return inputs[..., :self.obs_dim]
         return inputs[..., self.obs_dim:] if self.cfg.history_only else inputs
+
+    def gated(self, y: Tensor) -> Tensor:
+        """The core's output (..., H) times ``history_gate`` (``model.history_gate``; else unchanged). The
+        rollout steps fold the gate into the heads' first layer instead (``packed_step.pack_heads``)."""
+        return y * self.history_gate if self.cfg.history_gate else y
 
     def head_input(self, y: Tensor, inputs: Tensor) -> Tensor:
         """The heads' input: the core's output y (..., H), with ``head_obs`` followed by the observation

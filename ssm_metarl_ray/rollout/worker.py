@@ -271,18 +271,18 @@ class RolloutWorker:
                 if cfg.baseline == "lagged":
                     coefs[j] = lagged_advantages(ep, coefs[j], cfg.gamma, cfg.gae_lambda)
                 pre[j].append(ep)
-                params[j] = self._inner_step(params[j], ep, cfg.inner_lr * cfg.inner_lr_decay**i)
+                params[j] = self._inner_step(params[j], ep, cfg.inner_lr * cfg.inner_lr_decay**i, i)
         posts = self.sample_adapted(tasks, cfg.episodes_per_task, params)
         if cfg.baseline == "lagged":
             for post, coef in zip(posts, coefs):
                 lagged_advantages(post, coef, cfg.gamma, cfg.gae_lambda)
         return [TaskBatch(t.index, p, post) for t, p, post in zip(tasks, pre, posts)]
 
-    def _inner_step(self, params: Params, ep: EpisodeBatch, lr: float) -> Params:
-        """One local inner update (first-order, no graph kept)."""
+    def _inner_step(self, params: Params, ep: EpisodeBatch, lr: float, step: int) -> Params:
+        """Inner update number ``step`` (0-based), local (first-order, no graph kept)."""
         params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
         params = inner_update(self.policy, params, ep.to_torch(), lr, create_graph=False,
-                              which=self.meta_cfg.inner_params)
+                              which=self.meta_cfg.inner_params, step=step)
         return {k: v.detach() for k, v in params.items()}
 
     def sample_task(self, task: Task) -> TaskBatch:

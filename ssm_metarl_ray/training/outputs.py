@@ -15,13 +15,15 @@ def health_line(m: dict) -> str:
 
     ``step`` is the RMS change of the mean action from one inner step in units of the action std,
     ``inner-kl`` KL(adapted || meta), ``|g|`` the meta-gradient norm by group, ``clip`` the fraction of
-    clipped meta-updates (TRPO: rejected steps).
+    clipped meta-updates (TRPO: rejected steps), ``gate`` (``model.history_gate``) the gate after 0, 1, 2
+    inner steps.
     """
     if "health/action_change" not in m:
         return "no inner step"
     groups = " ".join(f"{g} {m[f'grad/{g}']:.2g}" for g in ("core", "actor", "log_std") if f"grad/{g}" in m)
+    gates = "/".join(f"{m[f'health/gate_{s}']:.2f}" for s in range(3) if f"health/gate_{s}" in m)
     return (f"step {m['health/action_change']:.3f}std inner-kl {m['health/kl']:.3g} | |g| {groups} | "
-            f"clip {100 * m.get('health/clipped_frac', 0.0):.0f}%")
+            f"clip {100 * m.get('health/clipped_frac', 0.0):.0f}%" + (f" | gate {gates}" if gates else ""))
 
 
 def write_outputs(out: Path, cfg: ExperimentConfig, results: dict, history: list[dict], extra: dict) -> None:
