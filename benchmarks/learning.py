@@ -232,6 +232,8 @@ def cmd_run(a: argparse.Namespace) -> dict:
 # step, 100 iterations, test steps 0.5 / 0.125 / 0.031 of 40 episodes); each result file holds its whole
 # config. The "preset" rows run today's (two inner steps, 80 iterations, test batches of 4,000 env steps).
 NAV = ["--preset", "maml2017", "--modes", "standard"]
+NAV_SSM = [*NAV, "--head-hidden", "64", "--inner-params", "heads", "--lr", "0.05", "--inner-lr-decay", "1.0",
+           "--adapt-lr-decay", "1.0", "--head-obs", "--history-only", "--outer-lr", "0.006", "--outer-steps", "10"]
 PLAN = [
     ("navigation-2d", "maml", "mlp", 0, "", NAV), ("navigation-2d", "maml", "mlp", 1, "", NAV),
     ("navigation-2d", "maml", "mlp", 2, "", NAV), ("navigation-2d", "multitask", "mlp", 0, "", NAV),
@@ -243,6 +245,11 @@ PLAN = [
     ("navigation-2d", "maml", "mlp", 0, "lagged", [*NAV, "--baseline", "lagged"]),
     ("navigation-2d", "random", "mlp", 0, "", NAV),
     *[("navigation-2d", "maml", "mlp", seed, "preset-msl", NAV) for seed in range(3)],
+    # the SSM (ANIL, MLP heads that read the observation, a core of the action/reward history, a faster
+    # outer step); its result files also hold the evaluation with the preset's halving test steps, made
+    # with ``evaluate ... --adapt-lr-decay 0.5 --out-tag decay0.5``
+    *[("navigation-2d", "maml", "ssm", seed, "msl-hh64-lr0.05-heads-nodecay-hist-olr0.006-os10", NAV_SSM)
+      for seed in range(3)],
     ("halfcheetah-dir", "maml", "mlp", 0, "", ["--preset", "maml2017", "--modes", "standard",
                                                "--checkpoint-every", "1", "--resume"]),
 ]
