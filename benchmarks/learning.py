@@ -62,7 +62,7 @@ def build_config(a: argparse.Namespace):
                         history_gate=a.history_gate, mlp_init=a.mlp_init)
     cfg = ExperimentConfig(env=a.env, num_threads=1, seed=a.seed, model=model)
     if a.preset:  # the published protocol; explicit flags below still override it
-        cfg = apply_preset(cfg, a.preset)
+        cfg = apply_preset(cfg, a.preset, per_model=False)  # those came in as flags (parse_args)
     lr = a.lr if a.lr is not None else (cfg.meta.inner_lr if a.preset else LR[a.model])
     iters = a.iterations if a.iterations is not None else (cfg.iterations if a.preset else 40)
     meta_batch = a.meta_batch or (cfg.meta.meta_batch_size if a.preset else 10)
@@ -101,15 +101,29 @@ def build_config(a: argparse.Namespace):
                       episodes_per_step=a.episodes or (cfg.adapt.episodes_per_step if a.preset else episodes)))
 
 
-# flags of this script for the config fields that the in-context preset sets (ssm_metarl_ray/presets.py)
+# flags of this script for the config fields that the in-context preset and maml2017's per-model settings set
+# (ssm_metarl_ray/presets.py)
 _PRESET_FLAGS = {"iterations": "--iterations", "num_test_tasks": "--test-tasks", "meta.method": "--method",
                  "meta.meta_batch_size": "--meta-batch", "meta.episodes_per_task": "--episodes",
                  "meta.episodes_per_trial": "--episodes-per-trial", "meta.ppo_minibatches": "--ppo-minibatches",
                  "meta.outer_lr": "--outer-lr", "meta.outer_steps": "--outer-steps",
                  "meta.task_inference_coef": "--task-inference-coef", "meta.normalize_rewards": "--normalize-rewards",
                  "meta.warmup_iterations": "--warmup-iterations", "meta.warmup_tasks": "--warmup-tasks",
-                 "model.head_hidden": "--head-hidden"}
-_IN_CONTEXT_FIXED = {"env", "meta.value_coef", "meta.gae_lambda"}  # build_config's in-context settings already
+                 "model.head_hidden": "--head-hidden", "model.head_obs": "--head-obs",
+                 "model.history_only": "--history-only", "meta.inner_params": "--inner-params",
+                 "meta.inner_lr": "--lr", "meta.inner_lr_decay": "--inner-lr-decay"}
+# fields build_config sets already (the in-context settings; --lr and --inner-params set the test-time ones)
+_IMPLIED = {"env", "meta.value_coef", "meta.gae_lambda", "adapt.adapt_lr", "adapt.adapt_params"}
+
+
+def _as_flags(fields: dict[str, object]) -> list[str]:
+    """Dotted config fields as this script's flags (booleans as switches)."""
+    flags: list[str] = []
+    for field, value in fields.items():
+        if field in _IMPLIED or value is False:
+            continue
+        flags += [_PRESET_FLAGS[field]] + ([] if value is True else [str(value)])
+    return flags
 
 
 def in_context_preset_flags(env: str) -> list[str]:
@@ -121,14 +135,8 @@ def in_context_preset_flags(env: str) -> list[str]:
         nested = preset_overrides("in-context", env)
     except ValueError as e:
         raise SystemExit(f"learning.py: {e}") from None
-    flags = []
-    for sub, part in nested.items():
-        for short, value in part.items():
-            field = f"{sub}.{short}" if sub else short
-            if field in _IN_CONTEXT_FIXED or value is False:
-                continue
-            flags += [_PRESET_FLAGS[field]] + ([] if value is True else [str(value)])
-    return [*flags, "--modes", "in-context", "--tag", "preset"]
+    fields = {(f"{sub}.{short}" if sub else short): v for sub, part in nested.items() for short, v in part.items()}
+    return [*_as_flags(fields), "--modes", "in-context", "--tag", "preset"]
 
 
 def checkpoint_path(a: argparse.Namespace) -> Path:
@@ -246,10 +254,13 @@ PLAN = [
     ("navigation-2d", "random", "mlp", 0, "", NAV),
     *[("navigation-2d", "maml", "mlp", seed, "preset-msl", NAV) for seed in range(3)],
     # the SSM (ANIL, MLP heads that read the observation, a core of the action/reward history, a faster
-    # outer step); its result files also hold the evaluation with the preset's halving test steps, made
-    # with ``evaluate ... --adapt-lr-decay 0.5 --out-tag decay0.5``
+    # outer step: the preset's SSM settings since 2026-12-06; the "" SSM row above ran before them) with
+    # every test step 0.05, re-evaluated with the preset's halving test steps by ``evaluate ...
+    # --adapt-lr-decay 0.5 --out-tag decay0.5``; "ssm-recipe" is the preset alone (identical to seed 0's
+    # decay0.5 evaluation)
     *[("navigation-2d", "maml", "ssm", seed, "msl-hh64-lr0.05-heads-nodecay-hist-olr0.006-os10", NAV_SSM)
       for seed in range(3)],
+    ("navigation-2d", "maml", "ssm", 0, "ssm-recipe", NAV),
     ("halfcheetah-dir", "maml", "mlp", 0, "", ["--preset", "maml2017", "--modes", "standard",
                                                "--checkpoint-every", "1", "--resume"]),
 ]
@@ -457,6 +468,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         at = args.index("run") + 1
         a = p.parse_args([*args[:at], *in_context_preset_flags(a.env), *args[at:]])
         a.preset = None
+    elif a.command == "run" and a.preset:  # maml2017's settings for this model, before the flags given
+        from ssm_metarl_ray.presets import model_preset_fields
+
+        args = list(sys.argv[1:] if argv is None else argv)
+        at = args.index("run") + 1
+        a = p.parse_args([*args[:at], *_as_flags(model_preset_fields(a.preset, a.env, a.model)), *args[at:]])
     return a
 
 

@@ -22,6 +22,7 @@ from ssm_metarl_ray.config import (
     SUBCONFIGS,
     ConfigError,
     ExperimentConfig,
+    ModelConfig,
     build_experiment_config,
     field_choices,
     field_comments,
@@ -203,22 +204,24 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     flat["env"] = resolve_env_flag(str(flat.get("env", ExperimentConfig().env)))[0]  # gymnasium id -> its family
     if args.adaptation_mode in ADAPTATION_MODES:
         flat["adapt.adaptation_mode"] = args.adaptation_mode
-    preset = _preset_fields(args.preset, str(flat["env"])) if getattr(args, "preset", None) else {}
+    model = str(flat.get("model.kind", ModelConfig().kind))
+    preset = _preset_fields(args.preset, str(flat["env"]), model) if getattr(args, "preset", None) else {}
     try:
         return build_experiment_config(preset, flat)
     except ConfigError as e:
         raise flag_error(e) from None
 
 
-def _preset_fields(name: str, env: str) -> dict[str, object]:
-    """Dotted fields of preset ``name`` for family ``env``; ``UsageError`` for an unknown one."""
+def _preset_fields(name: str, env: str, model: str) -> dict[str, object]:
+    """Dotted fields of preset ``name`` for family ``env`` and the ``model`` kind on it; ``UsageError`` for an
+    unknown one."""
     from ssm_metarl_ray.envs import env_names
     from ssm_metarl_ray.presets import preset_names, preset_overrides
 
     _check(name in preset_names(), f"unknown --preset {name!r}; allowed: {', '.join(preset_names())}")
     _check(env in env_names(), f"unknown --env {env!r}; allowed: {', '.join(env_names())}")
     try:
-        overrides = preset_overrides(name, env)
+        overrides = preset_overrides(name, env, model)
     except ValueError as e:
         raise UsageError(str(e)) from None
     return {(f"{sub}.{k}" if sub else k): v for sub, part in overrides.items() for k, v in part.items()}

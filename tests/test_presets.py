@@ -98,15 +98,17 @@ def test_in_context_preset_names_its_families():
         _learning_script().parse_args(["run", "--env", "ant-goal", "--preset", "in-context"])
 
 
-@pytest.mark.parametrize("env", ["navigation-2d", "halfcheetah-dir-rllab"])
-def test_maml2017_preset_is_the_same_config_in_the_script_and_the_cli(env):
+@pytest.mark.parametrize("env, model", [("navigation-2d", "mlp"), ("halfcheetah-dir-rllab", "mlp"),
+                                        ("navigation-2d", "ssm"), ("halfcheetah-dir-rllab", "ssm")])
+def test_maml2017_preset_is_the_same_config_in_the_script_and_the_cli(env, model):
     """``benchmarks/learning.py run --preset maml2017`` (the committed parity runs) and ``ssm-metarl train
-    --preset maml2017`` build the same training and test settings; the script's flags still win."""
+    --preset maml2017`` build the same training and test settings, the per-model ones included (the SSM on
+    navigation-2d); the script's flags still win."""
     from ssm_metarl_ray.cli import build_parser, config_from_args
 
     bench = _learning_script()
-    script = bench.build_config(bench.parse_args(["run", "--env", env, "--model", "mlp", "--preset", "maml2017"]))
-    cli = config_from_args(build_parser().parse_args(["train", "--env", env, "--model", "mlp", "--preset",
+    script = bench.build_config(bench.parse_args(["run", "--env", env, "--model", model, "--preset", "maml2017"]))
+    cli = config_from_args(build_parser().parse_args(["train", "--env", env, "--model", model, "--preset",
                                                       "maml2017"]))
     assert (script.meta, script.adapt, script.model) == (cli.meta, cli.adapt, cli.model)
     assert (script.iterations, script.num_test_tasks, script.num_train_tasks) == (
@@ -114,3 +116,38 @@ def test_maml2017_preset_is_the_same_config_in_the_script_and_the_cli(env):
     over = bench.build_config(bench.parse_args(["run", "--env", env, "--preset", "maml2017", "--inner-steps", "1",
                                                 "--no-multi-step-loss", "--test-batch-unit", "episodes"]))
     assert over.meta.inner_steps == 1 and not over.meta.multi_step_loss and over.adapt.batch_unit == "episodes"
+
+
+def test_maml2017_ssm_on_navigation_is_the_measured_command():
+    """The maml2017 preset's SSM settings on navigation-2d are those of the committed SSM runs
+    (benchmarks/README.md, "A faster outer step"): the preset alone gives the config of the run made with
+    the whole command, in the script and in the CLI (default model: the SSM) and ``apply_preset``; a flag
+    given still wins, and other models and families get none of them."""
+    import json
+    from pathlib import Path
+
+    from ssm_metarl_ray.cli import build_parser, config_from_args
+
+    bench = _learning_script()
+    measured = ("--head-hidden 64 --inner-params heads --lr 0.05 --inner-lr-decay 1.0 --head-obs --history-only "
+                "--outer-lr 0.006 --outer-steps 10").split()
+    base = ["run", "--env", "navigation-2d", "--model", "ssm", "--preset", "maml2017", "--modes", "standard"]
+    preset = bench.build_config(bench.parse_args(base))
+    assert preset == bench.build_config(bench.parse_args([*base, *measured]))
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "learning" / "navigation-2d"
+    result = results / "maml-ssm-ssm-recipe-s0.json"
+    assert preset == ExperimentConfig.from_dict(json.loads(result.read_text())["config"])
+    m, meta, adapt = preset.model, preset.meta, preset.adapt
+    assert (m.head_hidden, m.head_obs, m.history_only, meta.inner_params, adapt.adapt_params) == (
+        64, True, True, "heads", "heads")
+    assert (meta.inner_lr, meta.inner_lr_decay, adapt.adapt_lr, adapt.adapt_lr_decay, meta.outer_lr,
+            meta.outer_steps) == (0.05, 1.0, 0.05, 0.5, 0.006, 10)
+    cli = config_from_args(build_parser().parse_args(["train", "--env", "navigation-2d", "--preset", "maml2017"]))
+    assert (cli.model, cli.meta, cli.adapt) == (preset.model, preset.meta, preset.adapt)
+    assert apply_preset(ExperimentConfig(env="navigation-2d"), "maml2017").meta == preset.meta
+    assert bench.build_config(bench.parse_args([*base, "--outer-steps", "5", "--lr", "0.1"])).meta.outer_steps == 5
+    assert config_from_args(build_parser().parse_args(
+        ["train", "--env", "navigation-2d", "--preset", "maml2017", "--outer-steps", "5"])).meta.outer_steps == 5
+    for env, kind in (("navigation-2d", "mlp"), ("navigation-2d", "gru"), ("halfcheetah-dir", "ssm")):
+        other = apply_preset(ExperimentConfig(env=env, model=ModelConfig(kind=kind)), "maml2017")
+        assert (other.meta.outer_steps, other.meta.inner_params, other.model.head_obs) == (5, "all", False)
