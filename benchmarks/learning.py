@@ -79,7 +79,7 @@ def build_config(a: argparse.Namespace):
                      outer_steps=a.outer_steps, inner_lr_decay=pick(a.inner_lr_decay, cfg.meta.inner_lr_decay),
                      multi_step_loss=pick(a.multi_step_loss, cfg.meta.multi_step_loss),
                      warmup_iterations=a.warmup_iterations, warmup_tasks=a.warmup_tasks,
-                     warmup_schedule=a.warmup_schedule,
+                     warmup_schedule=a.warmup_schedule, balanced_tasks=a.balanced_tasks,
                      outer_lr=a.outer_lr or (1e-3 if in_context else cfg.meta.outer_lr),
                      outer_optimizer=a.outer_optimizer or cfg.meta.outer_optimizer, baseline=a.baseline,
                      inner_params=a.inner_params, batch_unit=a.batch_unit or cfg.meta.batch_unit,
@@ -378,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the actor and critic heads read the observation beside the core's output")
     r.add_argument("--history-only", action="store_true",
                    help="the core sees the previous action, reward and done only (with --head-obs)")
+    r.add_argument("--balanced-tasks", action="store_true",
+                   help="every meta-batch holds each distinct training task equally often (halfcheetah-dir)")
     r.add_argument("--history-gate", action="store_true",
                    help="the heads read the core's output times a gate meta-learned per inner step (with --head-obs)")
     r.add_argument("--observation-only", action="store_true",

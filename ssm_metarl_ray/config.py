@@ -196,6 +196,9 @@ class MetaConfig:
     #   "in-turn": the warm-up splits into warmup_tasks equal phases and phase p trains only on distinct
     #   training task p mod d (d: the number of distinct task parameters; halfcheetah-dir with 2: one
     #   direction, then the other; with 4: forward, backward, forward, backward)
+    balanced_tasks: bool = False  # every meta-batch draws each distinct training task parameter set equally
+    #   often (stratified; needs meta_batch_size a multiple of their number: halfcheetah-dir's two
+    #   directions), instead of meta_batch_size draws from all training tasks
     inner_lr: float = 0.02  # step size of the inner policy-gradient update
     inner_steps: int = 1  # inner updates per task during meta-training
     inner_params: str = "all"  # what the inner step adapts: "all" parameters (MAML) or only the "heads"

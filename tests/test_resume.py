@@ -110,3 +110,31 @@ def test_in_turn_warmup_trains_on_each_distinct_task_in_turn():
     np.testing.assert_array_equal(draws[8:], refs[8:])
     with pytest.raises(ConfigError, match="meta.warmup_iterations must be a multiple of meta.warmup_tasks"):
         replace(ExperimentConfig(), meta=replace(meta, warmup_iterations=9)).validate()
+
+
+def test_balanced_meta_batches_hold_each_distinct_task_equally_often():
+    """meta.balanced_tasks: every meta-batch after the warm-up draws meta_batch_size / d tasks of each of the
+    d distinct parameter sets (with replacement within each), from the same seeded stream on every call (so
+    a resumed run replays it); a meta-batch size that d does not divide is a ConfigError."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from ssm_metarl_ray.config import ConfigError, MetaConfig
+    from ssm_metarl_ray.envs import Task
+    from ssm_metarl_ray.training.meta_train import check_balanced, meta_batch_indices, task_groups
+
+    tasks = [Task("halfcheetah-dir", i, {"direction": d}) for i, d in enumerate([1.0, 1.0, -1.0, 1.0, -1.0, 1.0])]
+    groups = task_groups(tasks)
+    assert [g.tolist() for g in groups] == [[0, 1, 3, 5], [2, 4]]
+    meta = MetaConfig(meta_batch_size=6, balanced_tasks=True, warmup_iterations=2)
+    draws = [meta_batch_indices(np.random.default_rng(5), len(tasks), meta, i, (), groups) for i in range(4)]
+    for d in draws[2:]:
+        assert sorted(tasks[i].params["direction"] for i in d) == [-1.0] * 3 + [1.0] * 3
+    assert set(draws[0].tolist()) == {0}  # the warm-up's pool (warmup_tasks 1) is unchanged
+    rng = np.random.default_rng(7)
+    stream = [meta_batch_indices(rng, len(tasks), meta, i, (), groups) for i in range(8)]
+    assert len({tuple(s) for s in stream[2:]}) > 1  # fresh draws every iteration
+    check_balanced(meta, groups)
+    with pytest.raises(ConfigError, match=r"meta.balanced_tasks needs meta.meta_batch_size \(5\)"):
+        check_balanced(replace(meta, meta_batch_size=5), groups)

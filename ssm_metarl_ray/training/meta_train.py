@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ssm_metarl_ray.algorithms.maml import MetaLearner
-from ssm_metarl_ray.config import ExperimentConfig, MetaConfig
+from ssm_metarl_ray.config import ConfigError, ExperimentConfig, MetaConfig
 from ssm_metarl_ray.envs import Task, make_env, task_splits
 from ssm_metarl_ray.replay.buffer import ExperienceBuffer
 from ssm_metarl_ray.replay.episode_ids import EpisodeIds, episodes_of, episodes_per_slot
@@ -129,13 +129,35 @@ def distinct_task_indices(tasks: Sequence[Task]) -> list[int]:
     return list(seen.values())
 
 
+def task_groups(tasks: Sequence[Task]) -> list[np.ndarray]:
+    """Indices of the tasks of each distinct parameter set, in order of first appearance (halfcheetah-dir:
+    the forward and the backward ones)."""
+    groups: dict[str, list[int]] = {}
+    for i, t in enumerate(tasks):
+        groups.setdefault(repr(sorted(t.params.items())), []).append(i)
+    return [np.asarray(g) for g in groups.values()]
+
+
+def check_balanced(meta: MetaConfig, groups: Sequence[np.ndarray]) -> None:
+    """``meta.balanced_tasks`` needs a meta-batch that holds every distinct training task equally often."""
+    if meta.balanced_tasks and meta.meta_batch_size % len(groups):
+        raise ConfigError(f"meta.balanced_tasks needs meta.meta_batch_size ({meta.meta_batch_size}) to be a "
+                          f"multiple of the number of distinct training tasks, got {len(groups)}",
+                          "meta.balanced_tasks")
+
+
 def meta_batch_indices(rng: np.random.Generator, num_tasks: int, meta: MetaConfig, iteration: int,
-                       turns: Sequence[int] = ()) -> np.ndarray:
+                       turns: Sequence[int] = (), groups: Sequence[np.ndarray] = ()) -> np.ndarray:
     """Training-task indices (meta_batch_size,) of 0-based meta-iteration ``iteration``, drawn with
     replacement; during the warm-up (``meta.warmup_iterations``) from the first ``meta.warmup_tasks`` only
     (schedule "pool"), or (schedule "in-turn") all equal to ``turns[phase % len(turns)]``, ``turns`` being
-    ``distinct_task_indices`` of the training tasks and ``phase`` the warm-up's equal part it is in."""
+    ``distinct_task_indices`` of the training tasks and ``phase`` the warm-up's equal part it is in. With
+    ``meta.balanced_tasks`` (after any warm-up) ``meta_batch_size / len(groups)`` from each of ``groups``
+    (:func:`task_groups`), group by group."""
     warm = iteration < meta.warmup_iterations
+    if meta.balanced_tasks and not warm:
+        per = meta.meta_batch_size // len(groups)
+        return np.concatenate([g[rng.integers(len(g), size=per)] for g in groups])
     idx = rng.choice(meta.warmup_tasks if warm else num_tasks, meta.meta_batch_size)  # one stream for both
     if warm and meta.warmup_schedule == "in-turn":
         phase = iteration * meta.warmup_tasks // meta.warmup_iterations
@@ -148,12 +170,13 @@ def meta_train(state: TrainState, sampler: Sampler, on_iteration: Callable[[Trai
     """Run meta-iterations from ``state.iteration`` up to ``cfg.iterations``; returns the state."""
     cfg = state.cfg
     rng = np.random.default_rng([cfg.seed, 7])
-    turns = distinct_task_indices(state.train_tasks)
+    turns, groups = distinct_task_indices(state.train_tasks), task_groups(state.train_tasks)
+    check_balanced(cfg.meta, groups)
     for i in range(state.iteration):  # resume: replay the task-sampling stream
-        meta_batch_indices(rng, len(state.train_tasks), cfg.meta, i, turns)
+        meta_batch_indices(rng, len(state.train_tasks), cfg.meta, i, turns, groups)
     while state.iteration < cfg.iterations:
         t0 = time.perf_counter()
-        idx = meta_batch_indices(rng, len(state.train_tasks), cfg.meta, state.iteration, turns)
+        idx = meta_batch_indices(rng, len(state.train_tasks), cfg.meta, state.iteration, turns, groups)
         tasks = [state.train_tasks[i] for i in idx]
         sampler.set_weights(state.learner.get_weights(), state.learner.version)
         batches = sampler.sample_tasks(tasks)  # pre/post-adaptation trajectories per task
