@@ -305,6 +305,21 @@ def cmd_envs() -> int:
     return 0
 
 
+def _check_balanced_tasks(cfg: ExperimentConfig) -> None:
+    """``--balanced-tasks`` against the training tasks themselves (the number of distinct ones must divide
+    the meta-batch size); ``UsageError`` otherwise."""
+    if not cfg.meta.balanced_tasks:
+        return
+    from ssm_metarl_ray.envs import make_env, task_splits
+    from ssm_metarl_ray.training.meta_train import check_balanced, task_groups
+
+    train, _ = task_splits(make_env(cfg.env), cfg.num_train_tasks, cfg.num_test_tasks, cfg.seed)
+    try:
+        check_balanced(cfg.meta, task_groups(train))
+    except ConfigError as e:
+        raise flag_error(e) from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     rt = runtime_from_args(args)
     resume, note = None, None
@@ -322,6 +337,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         note = resolve_env_flag(args.env or ExperimentConfig().env)[1]
         cfg = config_from_args(args)
     _check_memory(cfg, rt.address)
+    _check_balanced_tasks(cfg)
     out = _check_output_dir(cfg.output_dir)  # last: it creates the directory
     print_note(note)  # e.g. which family --env CartPole-v1 runs
     modes = eval_modes(args.adaptation_mode, cfg)

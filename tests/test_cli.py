@@ -108,6 +108,9 @@ def test_original_flag_spellings(tmp_path):
     (["train", "--ssm-r-min", "-0.1"], "--ssm-r-min must be in [0, 1]"),
     (["train", "--ssm-input-hidden", "-3"], "--ssm-input-hidden must be an integer >= 0, got -3"),
     (["train", "--recurrent-lr-scale", "0"], "--recurrent-lr-scale"),
+    (["train", "--balanced-tasks"], "--balanced-tasks needs a meta-batch size that is a multiple of the number of "
+                                    "distinct training tasks (100), got 10"),
+    (["train", "--env", "halfcheetah-dir", "--balanced-tasks", "--meta-batch-size", "3"], "tasks (2), got 3"),
     (["evaluate", "--checkpoint", "/nonexistent/ckpt", "--num-test-tasks", "-2"], "--num-test-tasks"),
 ])
 def test_bad_input_one_line_exit_2(tmp_path, capsys, args, needle):

@@ -136,5 +136,5 @@ def test_balanced_meta_batches_hold_each_distinct_task_equally_often():
     stream = [meta_batch_indices(rng, len(tasks), meta, i, (), groups) for i in range(8)]
     assert len({tuple(s) for s in stream[2:]}) > 1  # fresh draws every iteration
     check_balanced(meta, groups)
-    with pytest.raises(ConfigError, match=r"meta.balanced_tasks needs meta.meta_batch_size \(5\)"):
+    with pytest.raises(ConfigError, match=r"multiple of the number of distinct training tasks \(2\), got 5"):
         check_balanced(replace(meta, meta_batch_size=5), groups)

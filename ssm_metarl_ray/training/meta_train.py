@@ -141,9 +141,8 @@ def task_groups(tasks: Sequence[Task]) -> list[np.ndarray]:
 def check_balanced(meta: MetaConfig, groups: Sequence[np.ndarray]) -> None:
     """``meta.balanced_tasks`` needs a meta-batch that holds every distinct training task equally often."""
     if meta.balanced_tasks and meta.meta_batch_size % len(groups):
-        raise ConfigError(f"meta.balanced_tasks needs meta.meta_batch_size ({meta.meta_batch_size}) to be a "
-                          f"multiple of the number of distinct training tasks, got {len(groups)}",
-                          "meta.balanced_tasks")
+        raise ConfigError(f"meta.balanced_tasks needs a meta-batch size that is a multiple of the number of "
+                          f"distinct training tasks ({len(groups)}), got {meta.meta_batch_size}", "meta.balanced_tasks")
 
 
 def meta_batch_indices(rng: np.random.Generator, num_tasks: int, meta: MetaConfig, iteration: int,
