@@ -52,6 +52,17 @@ def _tiny(kind: str, inner_steps: int = 1, first_order: bool = False, shared_cri
     return policy, task, meta
 
 
+def _assert_matches_finite_differences(policy, params, grads, task, meta, rng, eps=1e-5):
+    """The meta-gradient ``grads`` (name -> tensor) along a random direction drawn from ``rng`` equals the
+    central difference of ``outer_loss`` along it."""
+    d = {k: torch.as_tensor(rng.normal(size=v.shape)) for k, v in params.items()}
+    shifted = [{k: (v + sign * eps * d[k]).detach().requires_grad_(True) for k, v in params.items()}
+               for sign in (1, -1)]
+    fd = (outer_loss(policy, shifted[0], task, meta)[0] - outer_loss(policy, shifted[1], task, meta)[0]) / (2 * eps)
+    an = sum((grads[k] * d[k]).sum() for k in params)
+    assert torch.isclose(an, fd, rtol=1e-4, atol=1e-7), (float(an), float(fd))
+
+
 @pytest.mark.parametrize("kind,shared_critic", [("mlp", False), ("ssm", False), ("gru", False),
                                                 ("lstm", False), ("transformer", False),
                                                 ("mlp", True)])
@@ -59,16 +70,10 @@ def test_second_order_meta_gradient_matches_finite_differences(kind, shared_crit
     policy, task, meta = _tiny(kind, shared_critic=shared_critic)
     params = {k: v.detach().clone().requires_grad_(True) for k, v in policy_params(policy).items()}
     loss, _ = outer_loss(policy, params, task, meta)
-    grads = torch.autograd.grad(loss, list(params.values()))
+    grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
     rng = np.random.default_rng(0)
-    eps = 1e-5
     for _ in range(3):
-        d = {k: torch.as_tensor(rng.normal(size=v.shape)) for k, v in params.items()}
-        plus = {k: (v + eps * d[k]).detach().requires_grad_(True) for k, v in params.items()}
-        minus = {k: (v - eps * d[k]).detach().requires_grad_(True) for k, v in params.items()}
-        fd = (outer_loss(policy, plus, task, meta)[0] - outer_loss(policy, minus, task, meta)[0]) / (2 * eps)
-        an = sum((g * d[k]).sum() for g, k in zip(grads, params))
-        assert torch.isclose(an, fd, rtol=1e-4, atol=1e-7), (kind, float(an), float(fd))
+        _assert_matches_finite_differences(policy, params, grads, task, meta, rng)
 
 
 def test_first_order_differs_from_second_order_and_two_inner_steps_work():
@@ -117,14 +122,8 @@ def test_multi_step_loss_averages_the_surrogate_after_every_step():
     torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
     single, _ = outer_loss(policy, params, task, MetaConfig(**{**meta.__dict__, "multi_step_loss": False}))
     assert not torch.isclose(single, loss)
-    grads = torch.autograd.grad(loss, list(params.values()))
-    d = {k: torch.as_tensor(np.random.default_rng(1).normal(size=v.shape)) for k, v in params.items()}
-    eps = 1e-5
-    shifted = [{k: (v + sign * eps * d[k]).detach().requires_grad_(True) for k, v in params.items()}
-               for sign in (1, -1)]
-    fd = (outer_loss(policy, shifted[0], task, meta)[0] - outer_loss(policy, shifted[1], task, meta)[0]) / (2 * eps)
-    an = sum((g * d[k]).sum() for g, k in zip(grads, params))
-    assert torch.isclose(an, fd, rtol=1e-4, atol=1e-7), (float(an), float(fd))
+    grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+    _assert_matches_finite_differences(policy, params, grads, task, meta, np.random.default_rng(1))
 
 
 def test_heads_only_inner_step_keeps_the_core_and_its_meta_gradient_matches_finite_differences():
@@ -147,13 +146,7 @@ def test_heads_only_inner_step_keeps_the_core_and_its_meta_gradient_matches_fini
     loss, _ = outer_loss(policy, params, task, meta)
     grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
     assert float(sum(g.abs().sum() for n, g in grads.items() if group_of(n) == "core")) > 0
-    d = {k: torch.as_tensor(np.random.default_rng(2).normal(size=v.shape)) for k, v in params.items()}
-    eps = 1e-5
-    shifted = [{k: (v + sign * eps * d[k]).detach().requires_grad_(True) for k, v in params.items()}
-               for sign in (1, -1)]
-    fd = (outer_loss(policy, shifted[0], task, meta)[0] - outer_loss(policy, shifted[1], task, meta)[0]) / (2 * eps)
-    an = sum((g * d[k]).sum() for k, g in grads.items())
-    assert torch.isclose(an, fd, rtol=1e-4, atol=1e-7), (float(an), float(fd))
+    _assert_matches_finite_differences(policy, params, grads, task, meta, np.random.default_rng(2))
     # the worker's own inner step adapts the same parameters: post's recorded log-probs are reproduced
     torch.manual_seed(0)
     worker = RolloutWorker("navigation-2d", ModelConfig(kind="ssm", hidden_size=8, num_layers=1, state_size=4),
@@ -193,13 +186,7 @@ def test_history_gate_moves_by_its_meta_learned_changes_and_its_meta_gradient_ma
     grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
     assert float(grads[GATE_DELTAS][0].abs()) > 0 and float(grads[GATE_DELTAS][1].abs()) > 0
     assert float(grads[GATE_DELTAS][2]) == 0.0  # a third step is not taken in training
-    d = {k: torch.as_tensor(np.random.default_rng(3).normal(size=v.shape)) for k, v in params.items()}
-    eps = 1e-5
-    shifted = [{k: (v + sign * eps * d[k]).detach().requires_grad_(True) for k, v in params.items()}
-               for sign in (1, -1)]
-    fd = (outer_loss(policy, shifted[0], task, meta)[0] - outer_loss(policy, shifted[1], task, meta)[0]) / (2 * eps)
-    an = sum((g * d[k]).sum() for k, g in grads.items())
-    assert torch.isclose(an, fd, rtol=1e-4, atol=1e-7), (float(an), float(fd))
+    _assert_matches_finite_differences(policy, params, grads, task, meta, np.random.default_rng(3))
     # the worker's inner steps move the gate the same way: pre[1] and post's log-probs are reproduced
     torch.manual_seed(0)
     model = ModelConfig(kind="ssm", hidden_size=8, num_layers=1, state_size=4, head_obs=True, history_gate=True)
