@@ -85,8 +85,9 @@ def build_config(a: argparse.Namespace):
                      inner_params=a.inner_params, batch_unit=a.batch_unit or cfg.meta.batch_unit,
                      trpo_max_kl=a.max_kl or cfg.meta.trpo_max_kl,
                      trpo_exact_fisher=a.exact_fisher or cfg.meta.trpo_exact_fisher,
+                     gae_lambda=pick(a.gae_lambda, 0.95 if in_context else cfg.meta.gae_lambda),
                      **(dict(method="in-context", episodes_per_trial=a.episodes_per_trial, value_coef=0.5,
-                             gae_lambda=0.95, normalize_rewards=a.normalize_rewards,
+                             normalize_rewards=a.normalize_rewards,
                              task_inference_coef=a.task_inference_coef,
                              ppo_minibatches=a.ppo_minibatches, recurrent_lr_scale=a.recurrent_lr_scale,
                              anneal_lr=a.anneal_lr)
@@ -283,11 +284,12 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
     path = result_path(a.env, a.method, a.model, a.seed, "-".join(x for x in (a.tag, a.out_tag) if x))
     data["variant"] = " ".join(x for x in (data.get("variant", ""), a.out_tag) if x)
     cfg = ExperimentConfig.from_dict(data["config"])
-    cfg = replace(cfg, adapt=replace(cfg.adapt, episodes_per_step=a.episodes_per_step, baseline=a.baseline,
-                                     adapt_lr=pick(a.adapt_lr, cfg.adapt.adapt_lr),
-                                     adapt_lr_decay=pick(a.adapt_lr_decay, cfg.adapt.adapt_lr_decay),
-                                     adapt_lr_schedule=a.adapt_lr_schedule or cfg.adapt.adapt_lr_schedule,
-                                     batch_unit=a.batch_unit or cfg.adapt.batch_unit)).validate()
+    cfg = replace(cfg, meta=replace(cfg.meta, gae_lambda=pick(a.gae_lambda, cfg.meta.gae_lambda)),
+                  adapt=replace(cfg.adapt, episodes_per_step=a.episodes_per_step, baseline=a.baseline,
+                                adapt_lr=pick(a.adapt_lr, cfg.adapt.adapt_lr),
+                                adapt_lr_decay=pick(a.adapt_lr_decay, cfg.adapt.adapt_lr_decay),
+                                adapt_lr_schedule=a.adapt_lr_schedule or cfg.adapt.adapt_lr_schedule,
+                                batch_unit=a.batch_unit or cfg.adapt.batch_unit)).validate()
     torch.set_num_threads(1)
     weights = torch.load(HERE.parent / "runs" / "learning" / a.env / f"{name}.pt", weights_only=True)
     _, test_tasks = task_splits(make_env(cfg.env), cfg.num_train_tasks, cfg.num_test_tasks, cfg.seed)
@@ -384,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the heads read the core's output times a gate meta-learned per inner step (with --head-obs)")
     r.add_argument("--observation-only", action="store_true",
                    help="the policy sees the observation only (MAML 2017), not previous action/reward/done")
+    r.add_argument("--gae-lambda", type=float, default=None,
+                   help="GAE lambda of every advantage (inner, outer and test-time steps; default 1.0 as MAML, "
+                        "in-context 0.95)")
     r.add_argument("--baseline", choices=BASELINES, default="fit",
                    help="advantages of inner and adaptation steps: baseline fitted on the same batch, or "
                         "rllab's lagged one (fitted on the task's previous batch, 0 for the first)")
@@ -449,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--baseline", choices=BASELINES, default="fit",
                    help="adaptation-step baseline: fitted on the step's batch, or rllab's lagged one")
     e.add_argument("--adapt-lr", type=float, default=None, help="adaptation step size (default: the run's)")
+    e.add_argument("--gae-lambda", type=float, default=None,
+                   help="GAE lambda of the adaptation steps' advantages (default: the run's)")
     e.add_argument("--adapt-lr-decay", type=float, default=None,
                    help="later steps are smaller by this factor (default: the run's; MAML 2017 halves them)")
     e.add_argument("--adapt-lr-schedule", choices=ADAPT_LR_SCHEDULES, default=None,

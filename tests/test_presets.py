@@ -116,6 +116,9 @@ def test_maml2017_preset_is_the_same_config_in_the_script_and_the_cli(env, model
     over = bench.build_config(bench.parse_args(["run", "--env", env, "--preset", "maml2017", "--inner-steps", "1",
                                                 "--no-multi-step-loss", "--test-batch-unit", "episodes"]))
     assert over.meta.inner_steps == 1 and not over.meta.multi_step_loss and over.adapt.batch_unit == "episodes"
+    assert script.meta.gae_lambda == 1.0  # MAML's Monte-Carlo advantages unless --gae-lambda
+    gae = bench.build_config(bench.parse_args(["run", "--env", env, "--preset", "maml2017", "--gae-lambda", "0.97"]))
+    assert gae.meta.gae_lambda == 0.97
 
 
 def test_maml2017_ssm_on_navigation_is_the_measured_command():
