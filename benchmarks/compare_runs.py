@@ -5,7 +5,9 @@ early, its checkpoint's ``state.json``.
 
     python benchmarks/compare_runs.py --out NAME BASELINE VARIANT [BASELINE VARIANT ...]
 
-writes ``results/learning/comparisons/NAME.json``.
+writes ``results/learning/comparisons/NAME.json``: ``{"pairs": [one entry per pair], "pooled_paired_held_out":
+(mean, s.e.m.) per step over the test goals of every pair evaluated}`` (files made before 2026-12-06's second
+session are the bare list of pairs).
 """
 
 from __future__ import annotations
@@ -24,14 +26,18 @@ def load(path: Path) -> dict:
     return json.loads((path / "state.json" if path.is_dir() else path).read_text())
 
 
-def paired_steps(base: dict, variant: dict) -> list[tuple[float, float]] | None:
-    """(mean, s.e.m.) over test goals of variant - baseline at every adaptation step; None without both
-    standard evaluations."""
+def per_goal_differences(base: dict, variant: dict) -> np.ndarray | None:
+    """variant - baseline held-out return per test goal and adaptation step, (tasks, steps + 1); None without
+    both standard evaluations."""
     if "evaluation" not in base or "evaluation" not in variant:
         return None
     a = np.asarray(base["evaluation"]["standard"]["per_task"])  # (tasks, steps + 1)
     b = np.asarray(variant["evaluation"]["standard"]["per_task"])
-    d = b - a
+    return b - a
+
+
+def mean_sem(d: np.ndarray) -> list[tuple[float, float]]:
+    """(mean, s.e.m.) over the rows of ``d`` (tasks, steps + 1), per step, rounded to 0.1."""
     return [(round(float(d[:, s].mean()), 1), round(float(d[:, s].std(ddof=1) / np.sqrt(len(d))), 1))
             for s in range(d.shape[1])]
 
@@ -49,7 +55,7 @@ def compare(base_path: Path, variant_path: Path, width: float, root: Path) -> di
     base, variant = load(root / base_path), load(root / variant_path)
     end = max(h["env_steps"] for h in variant["history"])
     return {"baseline": str(base_path), "variant": str(variant_path), "window_env_steps": width,
-            "paired_held_out": paired_steps(base, variant),
+            "paired_held_out": None if (d := per_goal_differences(base, variant)) is None else mean_sem(d),
             "train_post_return_windows": {"baseline": windows(base["history"], width, end),
                                           "variant": windows(variant["history"], width, end)}}
 
@@ -65,11 +71,15 @@ def main() -> None:
     root = Path(__file__).resolve().parent.parent
     rel = [r.resolve().relative_to(root) if r.resolve().is_relative_to(root) else r.resolve() for r in a.runs]
     data = [compare(rel[i], rel[i + 1], a.window, root) for i in range(0, len(rel), 2)]
+    diffs = [d for i in range(0, len(rel), 2)
+             if (d := per_goal_differences(load(root / rel[i]), load(root / rel[i + 1]))) is not None]
+    pooled = mean_sem(np.concatenate(diffs)) if diffs else None  # every evaluated pair's goals together
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{a.out}.json"
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    path.write_text(json.dumps({"pairs": data, "pooled_paired_held_out": pooled}, indent=1) + "\n")
     for d in data:
         print(d["variant"], d["paired_held_out"], d["train_post_return_windows"], sep="\n  ")
+    print(f"pooled over {sum(len(d) for d in diffs)} goals: {pooled}")
     print(f"wrote {path}")
 
 

@@ -112,9 +112,13 @@ _PRESET_FLAGS = {"iterations": "--iterations", "num_test_tasks": "--test-tasks",
                  "meta.warmup_iterations": "--warmup-iterations", "meta.warmup_tasks": "--warmup-tasks",
                  "model.head_hidden": "--head-hidden", "model.head_obs": "--head-obs",
                  "model.history_only": "--history-only", "meta.inner_params": "--inner-params",
-                 "meta.inner_lr": "--lr", "meta.inner_lr_decay": "--inner-lr-decay"}
+                 "meta.inner_lr": "--lr", "meta.inner_lr_decay": "--inner-lr-decay",
+                 "meta.outer_optimizer": "--outer-optimizer", "meta.trpo_max_kl": "--max-kl",
+                 "meta.trpo_exact_fisher": "--exact-fisher", "meta.gae_lambda": "--gae-lambda",
+                 "model.activation": "--activation", "model.hidden_size": "--hidden-size",
+                 "model.observation_only": "--observation-only", "model.mlp_init": "--mlp-init"}
 # fields build_config sets already (the in-context settings; --lr and --inner-params set the test-time ones)
-_IMPLIED = {"env", "meta.value_coef", "meta.gae_lambda", "adapt.adapt_lr", "adapt.adapt_params"}
+_IMPLIED = {"env", "meta.value_coef", "adapt.adapt_lr", "adapt.adapt_params"}
 
 
 def _as_flags(fields: dict[str, object]) -> list[str]:
@@ -384,11 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="every meta-batch holds each distinct training task equally often (halfcheetah-dir)")
     r.add_argument("--history-gate", action="store_true",
                    help="the heads read the core's output times a gate meta-learned per inner step (with --head-obs)")
-    r.add_argument("--observation-only", action="store_true",
+    r.add_argument("--observation-only", action=argparse.BooleanOptionalAction, default=False,
                    help="the policy sees the observation only (MAML 2017), not previous action/reward/done")
     r.add_argument("--gae-lambda", type=float, default=None,
-                   help="GAE lambda of every advantage (inner, outer and test-time steps; default 1.0 as MAML, "
-                        "in-context 0.95)")
+                   help="GAE lambda of every advantage (inner, outer and test-time steps; default: the preset's for "
+                        "the model (maml2017 MLP on halfcheetah-dir-rllab 0.97), else 1.0 as MAML, in-context 0.95)")
     r.add_argument("--baseline", choices=BASELINES, default="fit",
                    help="advantages of inner and adaptation steps: baseline fitted on the same batch, or "
                         "rllab's lagged one (fitted on the task's previous batch, 0 for the first)")
@@ -417,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "HalfCheetahDir checkpoint: 0.02)")
     r.add_argument("--mlp-init", choices=MLP_INITS, default="torch",
                    help="MLP core's layers: torch's default init or rllab's (MAML 2017: Xavier-uniform, zero biases)")
-    r.add_argument("--exact-fisher", action="store_true",
+    r.add_argument("--exact-fisher", action=argparse.BooleanOptionalAction, default=False,
                    help="TRPO: the KL's Hessian through the inner step, as MAML's rllab code (third order; "
                    "default: the adapted policies' Fisher with the inner step's Jacobian taken as the identity)")
     r.add_argument("--test-tasks", type=int, default=40, help="held-out test tasks (MAML: 40)")

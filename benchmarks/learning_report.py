@@ -36,11 +36,14 @@ TARGET_WINDOW = 10  # iterations in the trailing mean of the time-to-target tabl
 MAML_PER_GOAL = HERE / "results" / "maml2017_per_goal.json"  # benchmarks/maml2017_per_goal.py
 DISTANCE_EDGES = (0.2, 0.4)  # navigation-2d goals by distance from the start: near, middle, far
 DISTANCE_STEPS = 3  # adaptation steps 0..2 in the distance table
+COMPARISONS = "comparisons"  # results/learning/comparisons: paired comparisons of runs (compare_runs.py)
 
 
 def load_runs(root: Path) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = defaultdict(list)
     for f in sorted(root.glob("*/*.json")):
+        if f.parent.name == COMPARISONS:  # benchmarks/compare_runs.py's outputs, not runs
+            continue
         d = json.loads(f.read_text())
         d["file"] = str(f.relative_to(HERE)) if f.is_relative_to(HERE) else str(f)
         runs[d["env"]].append(d)

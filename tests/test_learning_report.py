@@ -110,3 +110,18 @@ def test_maml_navigation_summary_keeps_every_goals_return():
     assert rows[0]["corr_with_goal_distance"] == -1.0 and rows[1]["returns"] == [-float(i) for i in range(40)]
     assert rows[0]["returns"] == [round(float(x), 3) for x in returns[0]]
     assert "returns" not in mod.summarise("halfcheetah-dir", returns[:, :40])[0]  # per direction instead
+
+
+def test_load_runs_reads_run_results_and_skips_the_comparisons(tmp_path):
+    """Result files under results/learning/<env>/ are runs; results/learning/comparisons/ holds
+    benchmarks/compare_runs.py's outputs (a list or a dict of pairs), which are not."""
+    import json
+
+    (tmp_path / "navigation-2d").mkdir()
+    (tmp_path / lr.COMPARISONS).mkdir()
+    run = {"env": "navigation-2d", "method": "maml", "model": "mlp", "variant": "", "seed": 0}
+    (tmp_path / "navigation-2d" / "maml-mlp-s0.json").write_text(json.dumps(run))
+    (tmp_path / lr.COMPARISONS / "old.json").write_text(json.dumps([{"baseline": "a", "variant": "b"}]))
+    (tmp_path / lr.COMPARISONS / "new.json").write_text(json.dumps({"pairs": [], "pooled_paired_held_out": None}))
+    runs = lr.load_runs(tmp_path)
+    assert list(runs) == ["navigation-2d"] and [r["seed"] for r in runs["navigation-2d"]] == [0]

@@ -116,7 +116,8 @@ def test_maml2017_preset_is_the_same_config_in_the_script_and_the_cli(env, model
     over = bench.build_config(bench.parse_args(["run", "--env", env, "--preset", "maml2017", "--inner-steps", "1",
                                                 "--no-multi-step-loss", "--test-batch-unit", "episodes"]))
     assert over.meta.inner_steps == 1 and not over.meta.multi_step_loss and over.adapt.batch_unit == "episodes"
-    assert script.meta.gae_lambda == 1.0  # MAML's Monte-Carlo advantages unless --gae-lambda
+    # MAML's Monte-Carlo advantages unless --gae-lambda (the MLP on halfcheetah-dir-rllab: measured best)
+    assert script.meta.gae_lambda == (0.97 if (env, model) == ("halfcheetah-dir-rllab", "mlp") else 1.0)
     gae = bench.build_config(bench.parse_args(["run", "--env", env, "--preset", "maml2017", "--gae-lambda", "0.97"]))
     assert gae.meta.gae_lambda == 0.97
 
@@ -154,3 +155,47 @@ def test_maml2017_ssm_on_navigation_is_the_measured_command():
     for env, kind in (("navigation-2d", "mlp"), ("navigation-2d", "gru"), ("halfcheetah-dir", "ssm")):
         other = apply_preset(ExperimentConfig(env=env, model=ModelConfig(kind=kind)), "maml2017")
         assert (other.meta.outer_steps, other.meta.inner_params, other.model.head_obs) == (5, "all", False)
+
+
+# the commands behind the committed MLP runs on MAML's cheetah settings that maml2017's per-model settings stand for
+_CHEETAH_MEASURED = {
+    "halfcheetah-dir-rllab": ("--outer-optimizer trpo --exact-fisher --max-kl 0.04 --activation relu --hidden-size 100 "
+                              "--observation-only --mlp-init xavier --gae-lambda 0.97",
+                              "maml-mlp-trpo-exact-relu100-rllabpol-kl0.04-gae0.97-s2.json", 2),
+    "halfcheetah-vel-rllab": ("--outer-optimizer trpo --activation relu --hidden-size 100",
+                              "maml-mlp-trpo-relu100-klfix-s0.json", 0),
+}
+
+
+@pytest.mark.parametrize("env", sorted(_CHEETAH_MEASURED))
+def test_maml2017_mlp_on_rllab_cheetah_is_the_measured_command(env):
+    """On MAML's cheetah settings the maml2017 preset gives the MLP the config of its best committed runs (TRPO,
+    ReLU 100x100, and on halfcheetah-dir-rllab rllab's policy, the exact Fisher, max KL 0.04, GAE 0.97): the
+    preset alone equals the whole command and the result file's config, in the script, the CLI and
+    ``apply_preset``; flags given still win, and other models get none of it."""
+    import json
+    from pathlib import Path
+
+    from ssm_metarl_ray.cli import build_parser, config_from_args
+
+    bench = _learning_script()
+    flags, result_name, seed = _CHEETAH_MEASURED[env]
+    base = ["run", "--env", env, "--model", "mlp", "--preset", "maml2017", "--modes", "standard", "--seed", str(seed)]
+    preset = bench.build_config(bench.parse_args(base))
+    assert preset == bench.build_config(bench.parse_args([*base, *flags.split()]))
+    result = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "learning" / env / result_name
+    assert preset == ExperimentConfig.from_dict(json.loads(result.read_text())["config"])
+    assert (preset.meta.outer_optimizer, preset.model.activation, preset.model.hidden_size) == ("trpo", "relu", 100)
+    cli = config_from_args(build_parser().parse_args(["train", "--env", env, "--model", "mlp", "--preset", "maml2017"]))
+    assert (cli.model, cli.meta, cli.adapt) == (preset.model, preset.meta, preset.adapt)
+    mlp = ExperimentConfig(env=env, model=ModelConfig(kind="mlp"))
+    assert apply_preset(mlp, "maml2017").meta == preset.meta
+    over = bench.build_config(bench.parse_args([*base, "--outer-optimizer", "clipped", "--activation", "tanh",
+                                                "--no-exact-fisher", "--no-observation-only", "--gae-lambda", "1"]))
+    assert (over.meta.outer_optimizer, over.model.activation, over.meta.trpo_exact_fisher,
+            over.model.observation_only, over.meta.gae_lambda) == ("clipped", "tanh", False, False, 1.0)
+    cli_over = config_from_args(build_parser().parse_args(
+        ["train", "--env", env, "--model", "mlp", "--preset", "maml2017", "--outer-optimizer", "clipped"]))
+    assert cli_over.meta.outer_optimizer == "clipped"
+    other = apply_preset(ExperimentConfig(env=env, model=ModelConfig(kind="ssm")), "maml2017")
+    assert (other.meta.outer_optimizer, other.meta.gae_lambda, other.model.observation_only) == ("clipped", 1.0, False)
