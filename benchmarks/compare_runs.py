@@ -51,13 +51,15 @@ def windows(history: list[dict], width: float, end: float) -> list[float | None]
     return out
 
 
-def compare(base_path: Path, variant_path: Path, width: float, root: Path) -> dict:
+def compare(base_path: Path, variant_path: Path, width: float, root: Path) -> tuple[dict, np.ndarray | None]:
+    """The pair's entry of the output file, and its per-goal differences (None if either run is unevaluated)."""
     base, variant = load(root / base_path), load(root / variant_path)
     end = max(h["env_steps"] for h in variant["history"])
+    d = per_goal_differences(base, variant)
     return {"baseline": str(base_path), "variant": str(variant_path), "window_env_steps": width,
-            "paired_held_out": None if (d := per_goal_differences(base, variant)) is None else mean_sem(d),
+            "paired_held_out": None if d is None else mean_sem(d),
             "train_post_return_windows": {"baseline": windows(base["history"], width, end),
-                                          "variant": windows(variant["history"], width, end)}}
+                                          "variant": windows(variant["history"], width, end)}}, d
 
 
 def main() -> None:
@@ -70,9 +72,9 @@ def main() -> None:
         raise SystemExit(f"compare_runs.py: runs must come in pairs (baseline variant), got {len(a.runs)} paths")
     root = Path(__file__).resolve().parent.parent
     rel = [r.resolve().relative_to(root) if r.resolve().is_relative_to(root) else r.resolve() for r in a.runs]
-    data = [compare(rel[i], rel[i + 1], a.window, root) for i in range(0, len(rel), 2)]
-    diffs = [d for i in range(0, len(rel), 2)
-             if (d := per_goal_differences(load(root / rel[i]), load(root / rel[i + 1]))) is not None]
+    pairs = [compare(rel[i], rel[i + 1], a.window, root) for i in range(0, len(rel), 2)]
+    data = [entry for entry, _ in pairs]
+    diffs = [d for _, d in pairs if d is not None]
     pooled = mean_sem(np.concatenate(diffs)) if diffs else None  # every evaluated pair's goals together
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"{a.out}.json"
