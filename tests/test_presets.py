@@ -116,8 +116,8 @@ def test_maml2017_preset_is_the_same_config_in_the_script_and_the_cli(env, model
     over = bench.build_config(bench.parse_args(["run", "--env", env, "--preset", "maml2017", "--inner-steps", "1",
                                                 "--no-multi-step-loss", "--test-batch-unit", "episodes"]))
     assert over.meta.inner_steps == 1 and not over.meta.multi_step_loss and over.adapt.batch_unit == "episodes"
-    # MAML's Monte-Carlo advantages unless --gae-lambda (the MLP on halfcheetah-dir-rllab: measured best)
-    assert script.meta.gae_lambda == (0.97 if (env, model) == ("halfcheetah-dir-rllab", "mlp") else 1.0)
+    # MAML's Monte-Carlo advantages unless --gae-lambda (the MLP and SSM on halfcheetah-dir-rllab: measured best)
+    assert script.meta.gae_lambda == (0.97 if env == "halfcheetah-dir-rllab" else 1.0)
     gae = bench.build_config(bench.parse_args(["run", "--env", env, "--preset", "maml2017", "--gae-lambda", "0.97"]))
     assert gae.meta.gae_lambda == 0.97
 
@@ -197,5 +197,45 @@ def test_maml2017_mlp_on_rllab_cheetah_is_the_measured_command(env):
     cli_over = config_from_args(build_parser().parse_args(
         ["train", "--env", env, "--model", "mlp", "--preset", "maml2017", "--outer-optimizer", "clipped"]))
     assert cli_over.meta.outer_optimizer == "clipped"
-    other = apply_preset(ExperimentConfig(env=env, model=ModelConfig(kind="ssm")), "maml2017")
+    other = apply_preset(ExperimentConfig(env=env, model=ModelConfig(kind="gru")), "maml2017")
     assert (other.meta.outer_optimizer, other.meta.gae_lambda, other.model.observation_only) == ("clipped", 1.0, False)
+
+
+def test_maml2017_ssm_on_rllab_cheetah_dir_is_the_measured_command():
+    """On halfcheetah-dir-rllab the maml2017 preset gives the SSM the config of its four committed runs
+    (benchmarks/README.md, "The SSM policy on the same protocol": the MLP's TRPO meta-step with max KL 0.04 and
+    GAE 0.97, ANIL heads over a history core as on navigation-2d, MAML's step 0.1): the preset alone equals
+    the whole command and the result file's config, in the script, the CLI (default model) and
+    ``apply_preset``; flags still win; the MLP keeps its own settings and other families get none of these."""
+    import json
+    from pathlib import Path
+
+    from ssm_metarl_ray.cli import build_parser, config_from_args
+
+    env = "halfcheetah-dir-rllab"
+    bench = _learning_script()
+    measured = ("--outer-optimizer trpo --max-kl 0.04 --gae-lambda 0.97 --head-hidden 64 --head-obs --history-only "
+                "--inner-params heads").split()
+    base = ["run", "--env", env, "--model", "ssm", "--preset", "maml2017", "--modes", "standard", "--seed", "3"]
+    preset = bench.build_config(bench.parse_args(base))
+    assert preset == bench.build_config(bench.parse_args([*base, *measured]))
+    result = (Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "learning" / env
+              / "maml-ssm-trpo-kl0.04-gae0.97-anil-s3.json")
+    assert preset == ExperimentConfig.from_dict(json.loads(result.read_text())["config"])
+    m, meta, adapt = preset.model, preset.meta, preset.adapt
+    assert (meta.outer_optimizer, meta.trpo_max_kl, meta.trpo_exact_fisher, meta.gae_lambda) == ("trpo", 0.04, False,
+                                                                                                0.97)
+    assert (m.head_hidden, m.head_obs, m.history_only, meta.inner_params, adapt.adapt_params) == (
+        64, True, True, "heads", "heads")
+    assert (meta.inner_lr, adapt.adapt_lr, meta.meta_batch_size, preset.iterations) == (0.1, 0.1, 40, 100)
+    cli = config_from_args(build_parser().parse_args(["train", "--env", env, "--preset", "maml2017"]))
+    assert (cli.model, cli.meta, cli.adapt) == (preset.model, preset.meta, preset.adapt)
+    assert apply_preset(ExperimentConfig(env=env), "maml2017").meta == preset.meta
+    over = bench.build_config(bench.parse_args([*base, "--outer-optimizer", "clipped", "--gae-lambda", "1",
+                                                "--inner-params", "all"]))
+    assert (over.meta.outer_optimizer, over.meta.gae_lambda, over.meta.inner_params) == ("clipped", 1.0, "all")
+    mlp = apply_preset(ExperimentConfig(env=env, model=ModelConfig(kind="mlp")), "maml2017")
+    assert (mlp.meta.trpo_exact_fisher, mlp.meta.inner_params, mlp.model.head_obs) == (True, "all", False)
+    for family in ("halfcheetah-dir", "halfcheetah-vel-rllab"):
+        other = apply_preset(ExperimentConfig(env=family, model=ModelConfig(kind="ssm")), "maml2017")
+        assert (other.meta.outer_optimizer, other.meta.inner_params, other.model.head_obs) == ("clipped", "all", False)
