@@ -70,6 +70,9 @@ PRESETS: dict[str, dict] = {"maml2017": _MAML2017, "in-context": _IN_CONTEXT}
 _MAML2017_EXTRA: dict[str, dict[str, object]] = {
     "navigation-2d": {"meta.inner_steps": 2, "meta.multi_step_loss": True, "meta.inner_lr_decay": 0.5,
                       "adapt.adapt_lr_schedule": "geometric", "adapt.batch_unit": "steps"}}
+# the meta-step measured best on halfcheetah-dir-rllab, for the MLP and the SSM: TRPO, max KL 0.04, GAE 0.97
+_CHEETAH_DIR_META_STEP: dict[str, object] = {"meta.outer_optimizer": "trpo", "meta.trpo_max_kl": 0.04,
+                                             "meta.gae_lambda": 0.97}
 # maml2017 settings of one model on one family, over the family's (chosen by measurement, benchmarks/README.md
 # "A faster outer step"): the SSM on navigation-2d adapts only its heads (ANIL), MLP heads that read the
 # observation over a core of the action/reward history, every inner step 0.05 (test steps halving from it),
@@ -86,15 +89,13 @@ _MAML2017_MODEL: dict[tuple[str, str], dict[str, object]] = {
     # (exact Fisher), max KL 0.04 and GAE lambda 0.97 (benchmarks/README.md, "GAE lambda 0.97 in training")
     ("halfcheetah-vel-rllab", "mlp"): {"meta.outer_optimizer": "trpo", "model.activation": "relu",
                                        "model.hidden_size": 100},
-    ("halfcheetah-dir-rllab", "mlp"): {"meta.outer_optimizer": "trpo", "meta.trpo_exact_fisher": True,
-                                       "meta.trpo_max_kl": 0.04, "meta.gae_lambda": 0.97, "model.activation": "relu",
-                                       "model.hidden_size": 100, "model.observation_only": True,
-                                       "model.mlp_init": "xavier"},
-    # the SSM there: the MLP's meta-step (TRPO max KL 0.04 over the adapted policies' Fisher, GAE 0.97) with
-    # navigation-2d's ANIL heads over a history core, MAML's step 0.1: 351.4 after one step over 4 seeds (MAML
-    # 293.2; benchmarks/README.md, "The SSM policy on the same protocol")
-    ("halfcheetah-dir-rllab", "ssm"): {"meta.outer_optimizer": "trpo", "meta.trpo_max_kl": 0.04,
-                                       "meta.gae_lambda": 0.97, "model.head_hidden": 64, "model.head_obs": True,
+    ("halfcheetah-dir-rllab", "mlp"): {**_CHEETAH_DIR_META_STEP, "meta.trpo_exact_fisher": True,
+                                       "model.activation": "relu", "model.hidden_size": 100,
+                                       "model.observation_only": True, "model.mlp_init": "xavier"},
+    # the SSM there: the MLP's meta-step (with the adapted policies' Fisher) and navigation-2d's ANIL heads over
+    # a history core, MAML's step 0.1: 351.4 after one step over 4 seeds (MAML 293.2; benchmarks/README.md,
+    # "The SSM policy on the same protocol")
+    ("halfcheetah-dir-rllab", "ssm"): {**_CHEETAH_DIR_META_STEP, "model.head_hidden": 64, "model.head_obs": True,
                                        "model.history_only": True, "meta.inner_params": "heads",
                                        "adapt.adapt_params": "heads"}}
 

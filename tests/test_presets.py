@@ -54,6 +54,15 @@ def _learning_script():
     return mod
 
 
+def _committed_config(env: str, result_name: str) -> ExperimentConfig:
+    """The config of a committed learning result, ``benchmarks/results/learning/<env>/<result_name>``."""
+    import json
+    from pathlib import Path
+
+    result = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "learning" / env / result_name
+    return ExperimentConfig.from_dict(json.loads(result.read_text())["config"])
+
+
 # the commands behind the in-context results in benchmarks/README.md that the preset stands for
 _MEASURED = {
     "navigation-2d": "--iterations 125 --modes in-context --outer-lr 1e-4 --outer-steps 10 --task-inference-coef 10 "
@@ -127,8 +136,6 @@ def test_maml2017_ssm_on_navigation_is_the_measured_command():
     (benchmarks/README.md, "A faster outer step"): the preset alone gives the config of the run made with
     the whole command, in the script and in the CLI (default model: the SSM) and ``apply_preset``; a flag
     given still wins, and other models and families get none of them."""
-    import json
-    from pathlib import Path
 
     from ssm_metarl_ray.cli import build_parser, config_from_args
 
@@ -138,9 +145,7 @@ def test_maml2017_ssm_on_navigation_is_the_measured_command():
     base = ["run", "--env", "navigation-2d", "--model", "ssm", "--preset", "maml2017", "--modes", "standard"]
     preset = bench.build_config(bench.parse_args(base))
     assert preset == bench.build_config(bench.parse_args([*base, *measured]))
-    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "learning" / "navigation-2d"
-    result = results / "maml-ssm-ssm-recipe-s0.json"
-    assert preset == ExperimentConfig.from_dict(json.loads(result.read_text())["config"])
+    assert preset == _committed_config("navigation-2d", "maml-ssm-ssm-recipe-s0.json")
     m, meta, adapt = preset.model, preset.meta, preset.adapt
     assert (m.head_hidden, m.head_obs, m.history_only, meta.inner_params, adapt.adapt_params) == (
         64, True, True, "heads", "heads")
@@ -173,8 +178,6 @@ def test_maml2017_mlp_on_rllab_cheetah_is_the_measured_command(env):
     ReLU 100x100, and on halfcheetah-dir-rllab rllab's policy, the exact Fisher, max KL 0.04, GAE 0.97): the
     preset alone equals the whole command and the result file's config, in the script, the CLI and
     ``apply_preset``; flags given still win, and other models get none of it."""
-    import json
-    from pathlib import Path
 
     from ssm_metarl_ray.cli import build_parser, config_from_args
 
@@ -183,8 +186,7 @@ def test_maml2017_mlp_on_rllab_cheetah_is_the_measured_command(env):
     base = ["run", "--env", env, "--model", "mlp", "--preset", "maml2017", "--modes", "standard", "--seed", str(seed)]
     preset = bench.build_config(bench.parse_args(base))
     assert preset == bench.build_config(bench.parse_args([*base, *flags.split()]))
-    result = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "learning" / env / result_name
-    assert preset == ExperimentConfig.from_dict(json.loads(result.read_text())["config"])
+    assert preset == _committed_config(env, result_name)
     assert (preset.meta.outer_optimizer, preset.model.activation, preset.model.hidden_size) == ("trpo", "relu", 100)
     cli = config_from_args(build_parser().parse_args(["train", "--env", env, "--model", "mlp", "--preset", "maml2017"]))
     assert (cli.model, cli.meta, cli.adapt) == (preset.model, preset.meta, preset.adapt)
@@ -207,8 +209,6 @@ def test_maml2017_ssm_on_rllab_cheetah_dir_is_the_measured_command():
     GAE 0.97, ANIL heads over a history core as on navigation-2d, MAML's step 0.1): the preset alone equals
     the whole command and the result file's config, in the script, the CLI (default model) and
     ``apply_preset``; flags still win; the MLP keeps its own settings and other families get none of these."""
-    import json
-    from pathlib import Path
 
     from ssm_metarl_ray.cli import build_parser, config_from_args
 
@@ -219,9 +219,7 @@ def test_maml2017_ssm_on_rllab_cheetah_dir_is_the_measured_command():
     base = ["run", "--env", env, "--model", "ssm", "--preset", "maml2017", "--modes", "standard", "--seed", "3"]
     preset = bench.build_config(bench.parse_args(base))
     assert preset == bench.build_config(bench.parse_args([*base, *measured]))
-    result = (Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "learning" / env
-              / "maml-ssm-trpo-kl0.04-gae0.97-anil-s3.json")
-    assert preset == ExperimentConfig.from_dict(json.loads(result.read_text())["config"])
+    assert preset == _committed_config(env, "maml-ssm-trpo-kl0.04-gae0.97-anil-s3.json")
     m, meta, adapt = preset.model, preset.meta, preset.adapt
     assert (meta.outer_optimizer, meta.trpo_max_kl, meta.trpo_exact_fisher, meta.gae_lambda) == ("trpo", 0.04, False,
                                                                                                 0.97)
