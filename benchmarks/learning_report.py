@@ -96,6 +96,22 @@ def seed_aggregates(runs: list[dict]) -> list[tuple[str, str, str, list[float], 
             for k, v in groups.items() if len(v) > 1]
 
 
+def seed_table(runs: list[dict], steps: int) -> list[str]:
+    """Configs with more than one seed: mean over seeds of the per-seed held-out means, ± the std over
+    seeds, with the s.e.m. of that mean (std / sqrt(seeds)) in brackets."""
+    agg = seed_aggregates(runs)
+    if not agg:
+        return []
+    lines = ["", "Across seeds (mean of the per-seed means ± std over seeds; in brackets the s.e.m. of that mean, "
+             "std / √seeds):", "",
+             "| method | policy | adaptation | seeds | " + " | ".join(f"{s} steps" for s in range(steps)) + " |",
+             "|" + "---|" * (4 + steps)]
+    for method, model, mode, mean, std, n in agg:
+        cells = [f"{_cell(m, s)} ({s / np.sqrt(n):.1f})" for m, s in zip(mean, std)]
+        lines.append(f"| {method} | {model} | {mode} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def paired(d: dict) -> tuple[tuple[float, float], tuple[float, float] | None]:
     """((mean, sem) of the standard-mode gain, (mean, sem) of hybrid - standard or None without a hybrid
     evaluation), both after the last step."""
@@ -202,14 +218,7 @@ def env_table(env: str, runs: list[dict]) -> str:
         lines.append(f"| {d['method']} | {policy_label(d)} | {d['seed']} | {cells} |")
     lines += direction_table(runs, steps)
     lines += distance_table(runs)
-    agg = seed_aggregates(runs)
-    if agg:
-        lines += ["", "Across seeds (mean of the per-seed means ± std over seeds):", "",
-                  "| method | policy | adaptation | seeds | " + " | ".join(f"{s} steps" for s in range(steps)) + " |",
-                  "|" + "---|" * (4 + steps)]
-        for method, model, mode, mean, std, n in agg:
-            lines.append(f"| {method} | {model} | {mode} | {n} | "
-                         + " | ".join(_cell(m, s) for m, s in zip(mean, std)) + " |")
+    lines += seed_table(runs, steps)
     return "\n".join(lines)
 
 

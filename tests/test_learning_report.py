@@ -125,3 +125,17 @@ def test_load_runs_reads_run_results_and_skips_the_comparisons(tmp_path):
     (tmp_path / lr.COMPARISONS / "new.json").write_text(json.dumps({"pairs": [], "pooled_paired_held_out": None}))
     runs = lr.load_runs(tmp_path)
     assert list(runs) == ["navigation-2d"] and [r["seed"] for r in runs["navigation-2d"]] == [0]
+
+
+def test_seed_table_gives_mean_std_and_sem_over_seeds():
+    def run(seed: int, mean: list[float], variant: str = "") -> dict:
+        return {"method": "maml", "model": "mlp", "variant": variant, "seed": seed,
+                "evaluation": {"standard": {"mean": mean, "sem": [0.0] * len(mean)}}}
+
+    runs = [run(0, [0.0, 100.0]), run(1, [2.0, 200.0]), run(2, [4.0, 300.0]), run(0, [9.0, 9.0], "other")]
+    rows = [x for x in lr.seed_table(runs, 2) if x.startswith("| maml")]
+    assert len(rows) == 1  # a config with one seed has no row
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    # std over seeds (ddof 1): 2 and 100; s.e.m. of the mean: std / sqrt(3)
+    assert cells[3:] == ["3", "2.0 ± 2.0 (1.2)", "200.0 ± 100.0 (57.7)"]
+    assert lr.seed_table(runs[3:], 2) == []
