@@ -1,6 +1,9 @@
 """Presets: ``maml2017`` (MAML 2017's published settings per family) and ``in-context`` (our protocol), applied
 on top of a config, in the CLI and in benchmarks/learning.py."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from ssm_metarl_ray.config import ExperimentConfig, ModelConfig
@@ -56,9 +59,6 @@ def _learning_script():
 
 def _committed_config(env: str, result_name: str) -> ExperimentConfig:
     """The config of a committed learning result, ``benchmarks/results/learning/<env>/<result_name>``."""
-    import json
-    from pathlib import Path
-
     result = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "learning" / env / result_name
     return ExperimentConfig.from_dict(json.loads(result.read_text())["config"])
 
@@ -136,7 +136,6 @@ def test_maml2017_ssm_on_navigation_is_the_measured_command():
     (benchmarks/README.md, "A faster outer step"): the preset alone gives the config of the run made with
     the whole command, in the script and in the CLI (default model: the SSM) and ``apply_preset``; a flag
     given still wins, and other models and families get none of them."""
-
     from ssm_metarl_ray.cli import build_parser, config_from_args
 
     bench = _learning_script()
@@ -178,7 +177,6 @@ def test_maml2017_mlp_on_rllab_cheetah_is_the_measured_command(env):
     ReLU 100x100, and on halfcheetah-dir-rllab rllab's policy, the exact Fisher, max KL 0.04, GAE 0.97): the
     preset alone equals the whole command and the result file's config, in the script, the CLI and
     ``apply_preset``; flags given still win, and other models get none of it."""
-
     from ssm_metarl_ray.cli import build_parser, config_from_args
 
     bench = _learning_script()
@@ -209,7 +207,6 @@ def test_maml2017_ssm_on_rllab_cheetah_dir_is_the_measured_command():
     GAE 0.97, ANIL heads over a history core as on navigation-2d, MAML's step 0.1): the preset alone equals
     the whole command and the result file's config, in the script, the CLI (default model) and
     ``apply_preset``; flags still win; the MLP keeps its own settings and other families get none of these."""
-
     from ssm_metarl_ray.cli import build_parser, config_from_args
 
     env = "halfcheetah-dir-rllab"
