@@ -2,7 +2,10 @@
 to end: wall time of the command, and per meta-iteration the sampling time against the learner's update
 time (``time/sample_s``, ``time/update_s`` in the run's ``metrics.json``; ``time/experience_s``, storing the
 batches in the buffer and checking it, is apart from both). The same command with ``--no-worker-gradients``
-runs right after it as the baseline (the learner alone computes every task's meta-gradient).
+runs right after it as the baseline (the learner alone computes every task's meta-gradient). Then, for the
+learner-vs-sampling ratio only, the same command with cheaper meta-updates than the default's (second-order
+meta-gradient, 2 clipped-surrogate steps): ``--first-order`` and ``--outer-steps 1`` (``VARIANTS``), each with
+its last iteration's post-adaptation return (30 iterations: a smoke signal, not a learning result).
 
     python benchmarks/main_job.py            # -> benchmarks/results/main_job.json
     python benchmarks/main_job.py --smoke    # 2 iterations; writes nothing
@@ -55,11 +58,16 @@ def run_job(flags: list[str]) -> tuple[dict, dict]:
                               for s, u, e in zip(sample, update, experience)]}, metrics["config"]
 
 
+# cheaper meta-updates than the default's, to show what "update <= sampling" takes on this box
+VARIANTS = (("first_order", ["--first-order"]), ("one_outer_step", ["--outer-steps", "1"]))
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     extra = ["--num_epochs", "2"] if args.smoke else []
     results, cfg = run_job(extra)
     baseline, _ = run_job([*extra, "--no-worker-gradients"])
+    variants = {name: _ratio_only(run_job([*extra, *flags])[0]) for name, flags in VARIANTS}
     data = {"setup": {"command": "ssm-metarl train" + (" --num_epochs 2" if args.smoke else ""),
                       "env": cfg["env"], "model": cfg["model"]["kind"],
                       "meta_batch_size": cfg["meta"]["meta_batch_size"], "iterations": results["iterations"],
@@ -69,9 +77,15 @@ def main(argv: list[str] | None = None) -> dict:
                               "task's meta-gradient itself), run right after it"},
             "results": results, "baseline_no_worker_gradients": baseline,
             "update_speedup_over_baseline": baseline["update_s_per_iteration_median"]
-            / results["update_s_per_iteration_median"]}
+            / results["update_s_per_iteration_median"],
+            "variants": variants}
     write("main_job", args, "python benchmarks/main_job.py", data)
     return data
+
+
+def _ratio_only(r: dict) -> dict:
+    """A variant's result without the per-iteration list."""
+    return {k: v for k, v in r.items() if k != "per_iteration"}
 
 
 if __name__ == "__main__":
