@@ -21,7 +21,7 @@ steps. The HalfCheetah families have the same settings on MAML's own simulator s
 gets MAML's TRPO meta-step and ReLU 100x100 policy, on ``halfcheetah-dir-rllab`` with the further settings that
 measured best (``_MAML2017_MODEL``); the SSM on ``halfcheetah-dir-rllab`` gets the same meta-step with its
 navigation-2d ANIL heads (351.4 after one step over 4 seeds, MAML 293.2; the same SSM trained multi-task, with no
-inner step, does as well: its core reads the direction from the rewards, benchmarks/README.md).
+inner step, does better: its core reads the direction from the rewards, benchmarks/README.md).
 
 ``in-context``: our protocol for in-context meta-RL (recurrent PPO over 2-episode trials, 10 tasks x 4
 trials per iteration, 40 held-out tasks) at a tenth of MAML's budget per family or less, with the settings
@@ -95,7 +95,7 @@ _MAML2017_MODEL: dict[tuple[str, str], dict[str, object]] = {
                                        "model.observation_only": True, "model.mlp_init": "xavier"},
     # the SSM there: the MLP's meta-step (with the adapted policies' Fisher) and navigation-2d's ANIL heads over
     # a history core, MAML's step 0.1: 351.4 after one step over 4 seeds (MAML 293.2; benchmarks/README.md,
-    # "The SSM policy on the same protocol"; a multi-task SSM does as well: "The multi-task SSM on the same protocol")
+    # "The SSM policy on the same protocol"; a multi-task SSM does better: "The multi-task SSM on the same protocol")
     ("halfcheetah-dir-rllab", "ssm"): {**_CHEETAH_DIR_META_STEP, "model.head_hidden": 64, "model.head_obs": True,
                                        "model.history_only": True, "meta.inner_params": "heads",
                                        "adapt.adapt_params": "heads"}}
