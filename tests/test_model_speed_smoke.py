@@ -41,3 +41,21 @@ def test_model_speed_smoke(tmp_path):
         assert e["models"]["ssm/packed+zeros"]["ratio_to_ssm_min"] == pytest.approx(1.0)
     report = (tmp_path / "MODEL_SPEED.md").read_text()
     assert "SMOKE RUN" in report and "Ratio to the SSM" in report and "Memory at T" in report
+
+
+@pytest.mark.timeout(300)
+def test_step_processes_smoke(tmp_path):
+    """``benchmarks/step_processes.py --smoke``: two fresh processes, a ratio per process and batch."""
+    out = tmp_path / "step_processes.json"
+    script = SCRIPT.with_name("step_processes.py")
+    proc = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["smoke"] and len(doc["per_process"]) == 2
+    for run in doc["per_process"]:
+        assert set(run) == {"1", "4"} and all(r["lstm"] > 0 and r["gru"] > 0 for r in run.values())
+    for b, s in doc["summary"].items():
+        lstm = [run[b]["lstm"] for run in doc["per_process"]]
+        assert s["lstm"]["min"] == min(lstm) and s["lstm"]["max"] == max(lstm)
+        assert s["lstm"]["processes_above_1"] == sum(r > 1 for r in lstm)

@@ -315,6 +315,11 @@ def _clone_state(state):
     return tuple(_clone_state(s) for s in state) if isinstance(state, tuple) else state.clone()
 
 
+def _leaves(state) -> list:
+    """The tensors of a (nested) state tuple."""
+    return [t for s in state for t in _leaves(s)] if isinstance(state, (tuple, list)) else [state]
+
+
 def _assert_states_equal(a, b, **tol):
     fa, fb = _flat(a), _flat(b)
     assert len(fa) == len(fb)
@@ -625,13 +630,19 @@ def test_packed_step_equals_policy_step(kind, discrete, head_hidden, obs_only, h
     s_fast, s_ref = packed.initial_state(B), policy.initial_state(B)
     if kind == "ssm":  # the layout asked for: [h, y] per layer when fused, else h
         assert s_fast[0].shape == (B, 2 * cfg.state_size + (cfg.hidden_size if B <= small_batch_max else 0))
-    with torch.no_grad():
+    kept = []  # every step's outputs and state as returned, checked after the sequence: none is a buffer
+    with torch.no_grad():  # that a later step writes into (the fused SSM layers reuse scratch buffers)
         for t in range(T):
             out, s_fast = packed.step(x[t], s_fast, dones[t])
             ref, s_ref = policy.step(x[t], s_ref, dones[t])
             torch.testing.assert_close(out.dist_params, ref.dist_params, rtol=1e-10, atol=1e-10)
             torch.testing.assert_close(out.value, ref.value, rtol=1e-10, atol=1e-10)
             _assert_states_equal(packed.policy_state(s_fast), s_ref, rtol=1e-10, atol=1e-10)
+            returned = (out.dist_params, out.value, *_leaves(s_fast))
+            kept.append((returned, tuple(t.clone() for t in returned)))
+    for returned, copy in kept:
+        for a, b in zip(returned, copy):
+            assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("kind", MODELS)

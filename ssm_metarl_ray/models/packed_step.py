@@ -11,14 +11,19 @@ of times with the same weights, so :class:`PackedStep` packs them once, at the s
   ``h_t = h_{t-1} @ Lambda^T + u_t @ (gamma B)^T`` with ``Lambda`` the (2P, 2P) block-diagonal matrix of
   the 2x2 rotation-scalings ``[[Re l, -Im l], [Im l, Re l]]``: two GEMMs and no complex views;
 * every weight pre-transposed, so each linear map is one ``mm``/``addmm`` call;
+* biases kept as (1, out) rows: ``addmm`` adds a (1, out) bias to one row without the broadcast that a
+  (out,) bias takes (measured 1.9 vs 2.2 us at batch 1, level at 8 and 64 rows);
 * at small batch (``B <= small_batch_max``, where each call's dispatch costs more than its arithmetic) a
-  fused SSM layer: the state is ``z_t = [h_t, y_t]`` (B, 2P + H) and ONE ``addmm`` gives it,
-  ``z_t = z_{t-1} @ [[Lambda^T, Lambda^T C^T], [0, 0]] + u_t @ [(gamma B)^T, (gamma B)^T C^T + diag(D)]``
-  (the readout ``y_t = C h_t + D u_t`` computed from ``h_{t-1}`` and ``u_t`` directly), and the GLU reads
-  ``gelu(z_t)`` through a weight with zero rows for ``h``: seven calls per layer instead of nine, but
-  larger GEMMs, so it pays only at batch 1 (``benchmarks/model_speed.py``: ``ssm/packed`` against
-  ``ssm/packed-unfused`` at B = 1; a sweep over B = 1..8 when it was written found it level at 2 rows and
-  slower from 3).
+  fused SSM layer: the state is ``z_t = [h_t, y_t]`` (B, 2P + H) and ONE ``mm`` gives it,
+  ``z_t = [u_t, h_{t-1}] @ [[(gamma B)^T, (gamma B)^T C^T + diag(D)], [Lambda^T, Lambda^T C^T]]``
+  (the readout ``y_t = C h_t + D u_t`` computed from ``h_{t-1}`` and ``u_t`` directly; a ``cat`` and an
+  ``mm`` cost less than an ``mm`` and an ``addmm``), and the GLU reads ``gelu(y_t)``: seven calls per layer
+  instead of nine, but larger GEMMs, so it pays only at small batches: up to ``SMALL_BATCH_MAX`` = 16 rows
+  (``benchmarks/step_processes.py``: ``ssm/packed`` against ``ssm/packed-unfused`` at B = 1, 4, 16, 32, 64).
+  The intermediates go to buffers made once (``out=``), and the GEMMs read column views of them
+  (``[u_t, h_{t-1}]`` of ``[u_t, h_{t-1}, y_{t-1}]``, ``gelu(y_t)`` of ``gelu(z_t)``), so no weight carries
+  zero rows: at batch 1 a GEMM streams its whole weight, and zero rows were 40% of a fused layer's (with
+  them the fused form paid at batch 1 only, and the SSM's step was 0.96-0.99x the LSTM's there).
 
 Other cores step with their own ``step`` (their fast paths) under the packed heads. The state of a packed
 SSM step is real; :meth:`PackedStep.policy_state` converts it back to ``Policy.step``'s complex tuple.
@@ -43,6 +48,7 @@ from ssm_metarl_ray.models.ssm import SSMCore, _complex_dtype
 Params = dict[str, Tensor]
 # F.glu without its Python wrapper and argument checks (the same kernel), on the rollout hot path
 _glu = torch._C._nn.glu
+_gelu = torch._C._nn.gelu  # F.gelu is this builtin; bound once
 
 
 def rotation_matrix(lam: Tensor) -> Tensor:
@@ -109,15 +115,20 @@ def pack_ssm_layer(p: Params, q: str, state_size: int) -> tuple[Tensor, ...]:
 
 def fuse_ssm_layer(layer: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """A :func:`pack_ssm_layer` tuple (no group axes) -> the small-batch form for :meth:`PackedStep._ssm_fused`:
-    (LayerNorm weight, bias, W_u (H, 2P+H), W_z (2P+H, 2P+H), GLU bias, GLU weight^T with zero rows (2P+H, 2H))."""
+    (LayerNorm weight, bias, W (H + 2P, 2P+H) = [W_u; W_h], GLU bias (1, 2H), GLU weight^T (H, 2H)), with
+    ``W_u`` the map from ``u_t`` and ``W_h`` the one from ``h_{t-1}`` to ``z_t = [h_t, y_t]``."""
     nw, nb, BgT, LamT, CT, D, gb, gwT = layer
-    P2, H = LamT.shape[0], CT.shape[1]
     Wu = torch.cat([BgT, BgT @ CT + torch.diag(D)], 1)
-    Wz = torch.cat([torch.cat([LamT, LamT @ CT], 1), LamT.new_zeros(H, P2 + H)], 0)
-    return nw, nb, Wu, Wz, gb, torch.cat([gwT.new_zeros(P2, gwT.shape[1]), gwT], 0)
+    Wh = torch.cat([LamT, LamT @ CT], 1)
+    return nw, nb, torch.cat([Wu, Wh], 0), _row(gb), gwT.contiguous()
 
 
-SMALL_BATCH_MAX = 1  # largest batch that uses the fused SSM layer (see the module docstring)
+def _row(b: Tensor) -> Tensor:
+    """A bias (out,) as a (1, out) row (module docstring)."""
+    return b.unsqueeze(0).contiguous()
+
+
+SMALL_BATCH_MAX = 16  # largest batch that uses the fused SSM layer (see the module docstring)
 
 
 class PackedStep:
@@ -129,17 +140,21 @@ class PackedStep:
     def __init__(self, policy: Policy, small_batch_max: int = SMALL_BATCH_MAX):
         self.policy, self.small_batch_max = policy, small_batch_max
         p = {k: v.detach() for k, v in policy.named_parameters()}
-        self.heads, self.value_col = pack_heads(p, policy.discrete, policy.cfg.head_hidden, policy.core.output_dim)
+        chain, self.value_col = pack_heads(p, policy.discrete, policy.cfg.head_hidden, policy.core.output_dim)
+        self.heads = [(_row(b), wT) for b, wT in chain]
         core: Any = policy.core
         self.ssm = isinstance(core, SSMCore)
         if self.ssm:
             self.H, self.P, self.eps = core.hidden_size, core.state_size, core.out_norm.eps
-            self.enc_b, self.enc_wT = p["core.encoder.bias"], _t(p["core.encoder.weight"])
-            self.pre = ((p["core.input_mlp.bias"], _t(p["core.input_mlp.weight"])) if core.input_mlp is not None
-                        else None)  # the tanh input layer, if any
-            self.layers = [pack_ssm_layer(p, f"core.layers.{i}.", self.P) for i in range(len(core.layers))]
+            self.enc_b, self.enc_wT = _row(p["core.encoder.bias"]), _t(p["core.encoder.weight"])
+            self.pre = ((_row(p["core.input_mlp.bias"]), _t(p["core.input_mlp.weight"]))
+                        if core.input_mlp is not None else None)  # the tanh input layer, if any
+            packed = [pack_ssm_layer(p, f"core.layers.{i}.", self.P) for i in range(len(core.layers))]
+            self.layers = [_row_glu_bias(layer) for layer in packed]
+            self.shape = [self.H]  # LayerNorm's normalized_shape
             self.out_norm = (p["core.out_norm.weight"], p["core.out_norm.bias"])
-            self.fused = [fuse_ssm_layer(layer) for layer in self.layers] if small_batch_max > 0 else []
+            self.fused = [fuse_ssm_layer(layer) for layer in packed] if small_batch_max > 0 else []
+            self._scratch: dict[int, tuple[Tensor, list[tuple[Tensor, ...]]]] = {}
 
     def initial_state(self, batch_size: int) -> State:
         if not self.ssm:
@@ -176,37 +191,63 @@ class PackedStep:
 
     def _ssm_core(self, x_t: Tensor, state: Any, done_t: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         """SSMCore.step on packed weights: x_t (B, D_in), state per layer h (B, 2P) real -> (y (B, H), state)."""
-        H, eps = self.H, self.eps
+        shape, eps = self.shape, self.eps
         if self.pre is not None:
             x_t = torch.tanh(torch.addmm(self.pre[0], x_t, self.pre[1]))
-        x = torch.addmm(self.enc_b, x_t, self.enc_wT)
         if done_t is not None and any_done(done_t):
-            keep = (1.0 - done_t.to(x.dtype)).unsqueeze(-1)
+            keep = (1.0 - done_t.to(x_t.dtype)).unsqueeze(-1)
             state = tuple(h * keep for h in state)
         if state[0].shape[1] != 2 * self.P:
-            return self._ssm_fused(x, state)
+            return self._ssm_fused(x_t, state)
+        x = torch.addmm(self.enc_b, x_t, self.enc_wT)
         new_state = []
         for (nw, nb, BgT, LamT, CT, D, gb, gwT), h in zip(self.layers, state):
-            u = torch.layer_norm(x, (H,), nw, nb, eps)
+            u = torch.layer_norm(x, shape, nw, nb, eps)
             h = torch.addmm(torch.mm(u, BgT), h, LamT)  # h_t = lambda h_{t-1} + gamma B u_t, real form
             y = torch.addcmul(torch.mm(h, CT), D, u)  # Re(C h_t) + D u_t
             x = x + _glu(torch.addmm(gb, F.gelu(y, approximate="tanh"), gwT), -1)
             new_state.append(h)
         w, b = self.out_norm
-        return torch.layer_norm(x, (H,), w, b, eps), tuple(new_state)
+        return torch.layer_norm(x, shape, w, b, eps), tuple(new_state)
 
-    def _ssm_fused(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """The layers of :meth:`_ssm_core` in the fused small-batch form: x (B, H) encoded, state per layer
-        z = [h, y] (B, 2P + H) -> (y (B, H), state)."""
-        H, eps = self.H, self.eps
+    def _scratch_for(self, rows: int) -> tuple[Tensor, list[tuple[Tensor, ...]]]:
+        """Buffers for :meth:`_ssm_fused`'s intermediates at this batch size, made once: the encoded input
+        (the residual stream, rows x H) and per fused layer ``[u_t, h_{t-1}, y_{t-1}]`` (rows, H + 2P + H)
+        with its view ``[u_t, h_{t-1}]``, ``gelu(z_t)`` (rows, 2P + H) with its view ``gelu(y_t)``, the GLU's
+        input (rows, 2H) and output (rows, H). They are written with ``out=`` (at batch 1 that costs less
+        than a fresh tensor per call) and never returned: states and outputs stay fresh tensors. So one
+        ``PackedStep`` serves one thread at a time."""
+        bufs = self._scratch.get(rows)
+        if bufs is None:
+            new, H, P2 = self.enc_wT.new_empty, self.H, 2 * self.P
+            layers = []
+            for _ in self.fused:
+                uz, g = new(rows, H + P2 + H), new(rows, P2 + H)
+                layers.append((uz, uz[:, :H + P2], g, g[:, P2:], new(rows, 2 * H), new(rows, H)))
+            bufs = self._scratch[rows] = (new(rows, H), layers)
+        return bufs
+
+    def _ssm_fused(self, x_t: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """The layers of :meth:`_ssm_core` in the fused small-batch form: x_t (B, D_in) (after the input
+        layer), state per layer z = [h, y] (B, 2P + H) -> (y (B, H), state)."""
+        shape, eps = self.shape, self.eps
+        cat, mm, addmm, layer_norm = torch.cat, torch.mm, torch.addmm, torch.layer_norm  # locals: no global lookups
+        x, layer_bufs = self._scratch_for(x_t.shape[0])
+        x = addmm(self.enc_b, x_t, self.enc_wT, out=x)  # the residual stream, added to in place
         new_state = []
-        for (nw, nb, Wu, Wz, gb, G), z in zip(self.fused, state):
-            u = torch.layer_norm(x, (H,), nw, nb, eps)
-            z = torch.addmm(torch.mm(u, Wu), z, Wz)  # [h_t, Re(C h_t) + D u_t]
-            x = x + _glu(torch.addmm(gb, F.gelu(z, approximate="tanh"), G), -1)  # G reads y only
+        for (nw, nb, W, gb, G), z, (uz, uh, g, gy, a, o) in zip(self.fused, state, layer_bufs):
+            cat([layer_norm(x, shape, nw, nb, eps), z], 1, out=uz)
+            z = mm(uh, W)  # [u_t, h_{t-1}] -> z_t = [h_t, Re(C h_t) + D u_t]
+            _gelu(z, approximate="tanh", out=g)
+            x.add_(_glu(addmm(gb, gy, G, out=a), -1, out=o))  # x + GLU(gelu(y_t))
             new_state.append(z)
         w, b = self.out_norm
-        return torch.layer_norm(x, (H,), w, b, eps), tuple(new_state)
+        return layer_norm(x, shape, w, b, eps), tuple(new_state)
+
+
+def _row_glu_bias(layer: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """A :func:`pack_ssm_layer` tuple with its GLU bias as a (1, 2H) row."""
+    return (*layer[:6], _row(layer[6]), layer[7])
 
 
 def any_done(done_t: Tensor) -> bool:
