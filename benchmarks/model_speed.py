@@ -427,8 +427,11 @@ def render(doc: dict) -> str:
           "* Step latency at these sizes is dominated by per-op dispatch and Python overhead, not arithmetic: the "
           "fused ATen LSTM/GRU cells run a whole layer in one call, while a packed SSM layer is nine small ops "
           "(LayerNorm, two GEMMs for the state, readout GEMM + D u, GELU, GLU GEMM, GLU, residual), seven in the "
-          "fused small-batch form (LayerNorm, two GEMMs for state and readout together, GELU, GLU GEMM, GLU, "
-          "residual; larger GEMMs, so it pays only at the smallest batches).",
+          "fused small-batch form (LayerNorm, a `cat` and one GEMM for state and readout together, GELU, GLU "
+          "GEMM, GLU, residual; larger GEMMs, so it pays only at small batches; its intermediates go to buffers "
+          "made once and its GEMMs read column views of them, so no weight carries zero rows). "
+          "`benchmarks/step_processes.py` repeats the packed-step rows in several fresh processes: a single "
+          "process's ratio at batch 1 moves by a few percent from one process to the next.",
           "* Large fresh allocations are page-fault bound on this VM (glibc returns big blocks to the OS on free), "
           "which inflates every model's time at large T.", ""]
     return "\n".join(L)

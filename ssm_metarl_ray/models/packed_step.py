@@ -12,7 +12,7 @@ of times with the same weights, so :class:`PackedStep` packs them once, at the s
   the 2x2 rotation-scalings ``[[Re l, -Im l], [Im l, Re l]]``: two GEMMs and no complex views;
 * every weight pre-transposed, so each linear map is one ``mm``/``addmm`` call;
 * biases kept as (1, out) rows: ``addmm`` adds a (1, out) bias to one row without the broadcast that a
-  (out,) bias takes (measured 1.9 vs 2.2 us at batch 1, level at 8 and 64 rows);
+  (out,) bias takes (a throwaway timing: 1.9 vs 2.2 us at batch 1, level at 8 and 64 rows);
 * at small batch (``B <= small_batch_max``, where each call's dispatch costs more than its arithmetic) a
   fused SSM layer: the state is ``z_t = [h_t, y_t]`` (B, 2P + H) and ONE ``mm`` gives it,
   ``z_t = [u_t, h_{t-1}] @ [[(gamma B)^T, (gamma B)^T C^T + diag(D)], [Lambda^T, Lambda^T C^T]]``
@@ -23,7 +23,8 @@ of times with the same weights, so :class:`PackedStep` packs them once, at the s
   The intermediates go to buffers made once (``out=``), and the GEMMs read column views of them
   (``[u_t, h_{t-1}]`` of ``[u_t, h_{t-1}, y_{t-1}]``, ``gelu(y_t)`` of ``gelu(z_t)``), so no weight carries
   zero rows: at batch 1 a GEMM streams its whole weight, and zero rows were 40% of a fused layer's (with
-  them the fused form paid at batch 1 only, and the SSM's step was 0.96-0.99x the LSTM's there).
+  them the fused form paid at batch 1 only, and the SSM's step was 0.96x the LSTM's there:
+  ``benchmarks/results/model_speed_2026-12-06_before.json``).
 
 Other cores step with their own ``step`` (their fast paths) under the packed heads. The state of a packed
 SSM step is real; :meth:`PackedStep.policy_state` converts it back to ``Policy.step``'s complex tuple.
