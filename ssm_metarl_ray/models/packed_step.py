@@ -48,8 +48,9 @@ from ssm_metarl_ray.models.ssm import SSMCore, _complex_dtype
 
 Params = dict[str, Tensor]
 # F.glu without its Python wrapper and argument checks (the same kernel), on the rollout hot path
-_glu = torch._C._nn.glu
-_gelu = torch._C._nn.gelu  # F.gelu is this builtin; bound once
+# (typed Any: the stubs do not list the ``out=`` these builtins take)
+_glu: Any = torch._C._nn.glu
+_gelu: Any = torch._C._nn.gelu  # F.gelu is this builtin; bound once
 
 
 def rotation_matrix(lam: Tensor) -> Tensor:
@@ -221,7 +222,7 @@ class PackedStep:
         bufs = self._scratch.get(rows)
         if bufs is None:
             new, H, P2 = self.enc_wT.new_empty, self.H, 2 * self.P
-            layers = []
+            layers: list[tuple[Tensor, ...]] = []
             for _ in self.fused:
                 uz, g = new(rows, H + P2 + H), new(rows, P2 + H)
                 layers.append((uz, uz[:, :H + P2], g, g[:, P2:], new(rows, 2 * H), new(rows, H)))
