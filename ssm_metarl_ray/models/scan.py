@@ -20,7 +20,8 @@ Kernels with identical semantics:
   ``autograd.Function`` whose forward runs in place without autograd and saves only (a, h0, h); its
   backward is the same scan run backwards (through the same Function) plus elementwise ops, all
   differentiable, so it is differentiable any number of times (second-order MAML; checked by
-  ``gradgradcheck``) and works with ``torch.func`` (``functional_call``, ``grad``, ``vmap``).
+  ``gradgradcheck``) and works with ``torch.func`` (``functional_call``, ``grad``, ``vmap``); its forward
+  mode (``jvp``: the tangent is the same scan) serves ``torch.func.jvp`` (the TRPO Fisher-vector product).
   ``impl="autograd"`` differentiates the out-of-place chunked forward with plain autograd instead.
 """
 
@@ -187,7 +188,21 @@ class _LinearScanFn(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         a, _, h0, reverse, chunk_size = inputs
         ctx.save_for_backward(a, h0, output)
+        ctx.save_for_forward(a, h0, output)
         ctx.reverse, ctx.chunk_size = reverse, chunk_size
+
+    @staticmethod
+    def jvp(ctx, da: Tensor | None, db: Tensor | None, dh0: Tensor | None, _reverse, _chunk) -> Tensor:
+        """Forward mode: the tangent of ``h_t = a_t h_{t-1} + b_t`` is the same scan,
+        ``dh_t = a_t dh_{t-1} + (da_t h_{t-1} + db_t)``, entered with ``dh0`` (None: a zero tangent)."""
+        a, h0, h = ctx.saved_tensors
+        rhs = torch.zeros_like(h) if db is None else db
+        if da is not None:
+            first = h0.unsqueeze(1)
+            h_prev = torch.cat([h[:, 1:], first], dim=1) if ctx.reverse else torch.cat([first, h[:, :-1]], dim=1)
+            rhs = rhs + da * h_prev
+        return _LinearScanFn.apply(a, rhs, torch.zeros_like(h0) if dh0 is None else dh0, ctx.reverse,
+                                   ctx.chunk_size)
 
     @staticmethod
     def backward(ctx, grad_h: Tensor):
