@@ -20,8 +20,8 @@ Kernels with identical semantics:
   ``autograd.Function`` whose forward runs in place without autograd and saves only (a, h0, h); its
   backward is the same scan run backwards (through the same Function) plus elementwise ops, all
   differentiable, so it is differentiable any number of times (second-order MAML; checked by
-  ``gradgradcheck``) and works with ``torch.func`` (``functional_call``, ``grad``, ``vmap``); its forward
-  mode (``jvp``: the tangent is the same scan) serves ``torch.func.jvp`` (the TRPO Fisher-vector product).
+  ``gradgradcheck``) and works with ``torch.func`` (``functional_call``, ``grad``, ``vmap``, and ``jvp``:
+  its forward mode runs the same scan on the tangents).
   ``impl="autograd"`` differentiates the out-of-place chunked forward with plain autograd instead.
 """
 
