@@ -25,12 +25,6 @@ def _core(kind, dtype=torch.float64, seed=0, **kw):
     return make_core(ModelConfig(**cfg), D_IN).to(dtype)
 
 
-def _flat(state):
-    if isinstance(state, tuple):
-        return [t for s in state for t in _flat(s)]
-    return [state]
-
-
 def _data(B, T, dtype, seed=1, p_done=0.1):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, T, D_IN, generator=g, dtype=dtype)
@@ -313,11 +307,6 @@ def test_transformer_attention_window():
 
 def _clone_state(state):
     return tuple(_clone_state(s) for s in state) if isinstance(state, tuple) else state.clone()
-
-
-def _leaves(state) -> list:
-    """The tensors of a (nested) state tuple."""
-    return [t for s in state for t in _leaves(s)] if isinstance(state, (tuple, list)) else [state]
 
 
 def _assert_states_equal(a, b, **tol):
@@ -638,7 +627,7 @@ def test_packed_step_equals_policy_step(kind, discrete, head_hidden, obs_only, h
             torch.testing.assert_close(out.dist_params, ref.dist_params, rtol=1e-10, atol=1e-10)
             torch.testing.assert_close(out.value, ref.value, rtol=1e-10, atol=1e-10)
             _assert_states_equal(packed.policy_state(s_fast), s_ref, rtol=1e-10, atol=1e-10)
-            returned = (out.dist_params, out.value, *_leaves(s_fast))
+            returned = (out.dist_params, out.value, *_flat(s_fast))
             kept.append((returned, tuple(t.clone() for t in returned)))
     for returned, copy in kept:
         for a, b in zip(returned, copy):
