@@ -53,7 +53,7 @@ def run_job(flags: list[str]) -> tuple[dict, dict]:
             "experience_s_per_iteration_median": float(np.median(experience)),
             "sample_s_total": float(np.sum(sample)), "update_s_total": float(np.sum(update)),
             "experience_s_total": float(np.sum(experience)),
-            "post_return_last": hist[-1].get("meta/post_return"),
+            "post_return_last": hist[-1].get("meta/post_return"), "evaluation": metrics.get("evaluation"),
             "per_iteration": [{"sample_s": s, "update_s": u, "experience_s": e}
                               for s, u, e in zip(sample, update, experience)]}, metrics["config"]
 
