@@ -318,7 +318,7 @@ def test_dockerignore_keeps_local_state_out_and_sources_in():
                if ln.strip() and not ln.startswith("#")}
     assert {".venv", "runs", ".git"} <= entries
     assert any("__pycache__" in e for e in entries)
-    assert not entries & {"ssm_metarl_ray", "pyproject.toml", "tune_configs", "README.md", "*"}
+    assert not entries & {"ssm_metarl_ray", "pyproject.toml", "tune_configs", "README.md", "LICENSE", "*"}
 
 
 # --------------------------------------------------------------------------- runtime env, submit.sh
