@@ -1,4 +1,5 @@
-"""``benchmarks/meta_gradient_order.py``: its summary arithmetic, and (slow) the script end to end."""
+"""The benchmarks that run the README's main job (``benchmarks/main_job.py``, ``benchmarks/meta_gradient_order.py``):
+the latter's summary arithmetic, and (slow: each runs ``ssm-metarl train`` several times) both end to end."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "meta_gradient_order.py"
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPT = BENCH / "meta_gradient_order.py"
 
 
 def _module():
@@ -57,3 +59,17 @@ def test_meta_gradient_order_smoke(tmp_path):
     doc = json.loads(out.read_text())
     assert set(doc["summary"]) == {"default", "first_order"} and len(doc["runs"]) == 2
     assert all(len(r["heldout_mean"]) == 4 and r["update_over_sample_median"] > 0 for r in doc["runs"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_main_job_smoke(tmp_path):
+    out = tmp_path / "main_job.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "main_job.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=380)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["results"]["iterations"] == 2 and doc["results"]["wall_s"] > 0
+    assert doc["results"]["evaluation"]["standard"]["mean"]  # the run's held-out evaluation is kept
+    assert set(doc["variants"]) == {"first_order", "one_outer_step"}
+    assert doc["update_speedup_over_baseline"] > 0
