@@ -1,6 +1,7 @@
 """What the main job's default meta-update buys: held-out adaptation and learner time of ``ssm-metarl train``
 (navigation-2d, SSM, 30 meta-iterations) with its default second-order meta-gradient and 2 clipped steps
-against the cheaper updates that bring the learner level with sampling, over seeds.
+against the cheaper updates that bring the learner level with sampling, and against smaller SSM cores
+(one layer; half the width), over seeds.
 
 Each run is the README's main job in a fresh process (``benchmarks/main_job.py``'s ``run_job``) with
 ``--seed S`` and one of ``VARIANTS``' flags; from its ``metrics.json`` it keeps the learner-over-sampling
@@ -17,6 +18,9 @@ says which update the default command should run, not how the library compares w
     python benchmarks/meta_gradient_order.py --smoke  # 2 iterations, one seed, two variants; writes nothing
     python benchmarks/meta_gradient_order.py --seeds 3 4 5 --variants default first_order \
         --add-to benchmarks/results/meta_gradient_order.json  # more seeds, added to the committed result
+    python benchmarks/meta_gradient_order.py --seeds 0 1 2 3 4 5 \
+        --variants one_layer small_ssm one_layer_first_order \
+        --add-to benchmarks/results/meta_gradient_order.json  # more variants, added the same way
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ from _common import parser, write  # noqa: E402
 from main_job import run_job  # noqa: E402
 
 VARIANTS = (("default", []), ("first_order", ["--first-order"]), ("one_outer_step", ["--outer-steps", "1"]),
-            ("anil", ["--inner-params", "heads"]))
+            ("anil", ["--inner-params", "heads"]),
+            # smaller SSM cores: a cheaper update with the default's second-order meta-gradient
+            ("one_layer", ["--num-layers", "1"]), ("small_ssm", ["--hidden-size", "32", "--state-size", "16"]),
+            ("one_layer_first_order", ["--num-layers", "1", "--first-order"]))
 SEEDS = (0, 1, 2)
 
 
