@@ -1,5 +1,6 @@
 """The benchmarks that run the README's main job (``benchmarks/main_job.py``, ``benchmarks/meta_gradient_order.py``):
-the latter's summary arithmetic, and (slow: each runs ``ssm-metarl train`` several times) both end to end."""
+the latter's summary arithmetic, its committed result against benchmarks/README's table of it, and (slow: each
+runs ``ssm-metarl train`` several times) both end to end."""
 
 from __future__ import annotations
 
@@ -47,6 +48,36 @@ def test_summarise_means_and_paired_differences():
 def test_summarise_one_seed_has_no_sem():
     _, vs = _module().summarise([_run("default", 0, [-1.0], 2.0), _run("first_order", 0, [-3.0], 1.0)])
     assert vs["first_order"]["by_step"] == [{"mean": -2.0, "sem": None}]
+
+
+def _readme_rows(section: str) -> dict[str, list[str]]:
+    """The table under ``section`` in benchmarks/README.md: flags cell (without backticks) -> the row's cells."""
+    text = (BENCH / "README.md").read_text()
+    body = text[text.index(section):]
+    body = body[:body.index("\n### ")]
+    rows = {}
+    for line in body.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 8 and cells[2][:1].isdigit():
+            rows[cells[1].strip("`")] = cells
+    return rows
+
+
+def test_committed_result_and_its_readme_table_agree():
+    """benchmarks/README's table of the meta-gradient-order runs is the committed result's summary, and that
+    summary is ``summarise`` of the committed runs (no hand-edited number on either side)."""
+    mod = _module()
+    doc = json.loads((BENCH / "results" / "meta_gradient_order.json").read_text())
+    summary, vs = mod.summarise(doc["runs"])
+    assert summary == doc["summary"] and vs == doc["vs_default"]
+    rows = _readme_rows("### What the main job's second-order update buys")
+    flags = dict(mod.VARIANTS)
+    assert set(rows) == {" ".join(flags[name]) for name in summary}
+    for name, s in summary.items():
+        cells = rows[" ".join(flags[name])]
+        assert [float(c.strip("*")) for c in cells[3:7]] == [round(x, 1) for x in s["heldout_mean_by_step"]]
+        lo, hi = s["update_over_sample_range"]
+        assert cells[7].replace("*", "") == f"{s['update_over_sample_mean']:.2f} ({lo:.2f}-{hi:.2f})", name
 
 
 @pytest.mark.slow
